@@ -1,0 +1,5 @@
+//! The pure core: names, policy, labels → desired certificates → a plan of actions. No I/O here.
+
+pub mod container;
+pub mod names;
+pub mod policy;

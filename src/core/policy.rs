@@ -1,0 +1,373 @@
+//! Issuance policy: which names may be certified, and for how long.
+//!
+//! Pure values and checks; the CA core calls [`NamePolicy::check`] and [`TtlPolicy::resolve`] on
+//! every issuance path (labels, CLI, API, agents, renewals).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::names::{DnsName, NameError, San};
+
+/// One entry of `--allow-domain` / `--deny-domain`: a DNS suffix or an IP range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum NameRule {
+    Suffix(DnsName),
+    Range(IpNet),
+}
+
+impl NameRule {
+    pub fn parse(input: &str) -> Result<Self, PolicyError> {
+        let t = input.trim();
+        if let Ok(net) = IpNet::from_str(t) {
+            return Ok(NameRule::Range(net.trunc()));
+        }
+        if let Ok(ip) = std::net::IpAddr::from_str(t) {
+            return Ok(NameRule::Range(IpNet::from(ip)));
+        }
+        // A leading "." or "*." is a common way to write "this suffix"; both mean the same here.
+        let s = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')).unwrap_or(t);
+        DnsName::parse(s)
+            .map(NameRule::Suffix)
+            .map_err(|e| PolicyError::BadRule {
+                rule: input.to_string(),
+                reason: e,
+            })
+    }
+
+    fn matches(&self, san: &San) -> bool {
+        match (self, san) {
+            (NameRule::Suffix(s), San::Dns(d)) => d.is_within(s),
+            (NameRule::Range(net), San::Ip(ip)) => net.contains(ip),
+            _ => false,
+        }
+    }
+
+    /// Splits a comma-separated list, as the flags and environment variables carry it.
+    pub fn parse_list(input: &str) -> Result<Vec<NameRule>, PolicyError> {
+        input
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(NameRule::parse)
+            .collect()
+    }
+}
+
+impl TryFrom<String> for NameRule {
+    type Error = PolicyError;
+    fn try_from(s: String) -> Result<Self, PolicyError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<NameRule> for String {
+    fn from(r: NameRule) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for NameRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameRule::Suffix(s) => s.fmt(f),
+            NameRule::Range(n) => n.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("name rule {rule:?} is neither a DNS suffix nor an IP range: {reason}")]
+    BadRule { rule: String, reason: NameError },
+    #[error("{name} is outside the allowed names (--allow-domain {allowed})")]
+    NotAllowed { name: String, allowed: String },
+    #[error("{name} is refused by --deny-domain {rule}")]
+    Denied { name: String, rule: String },
+    #[error("{name} is a wildcard; wildcards are refused unless --allow-wildcards is set")]
+    WildcardRefused { name: String },
+    #[error("{name} is one of the CA's own API names (--api-name) and is never issued to anyone else")]
+    Reserved { name: String },
+    #[error("a certificate needs at least one name")]
+    NoNames,
+    #[error("a certificate may carry at most {max} names, this one asks for {count}")]
+    TooManyNames { count: usize, max: usize },
+}
+
+/// The allow/deny list, wildcard switch and reserved names that every issuance is checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamePolicy {
+    /// Empty means any name (SPEC: "none = any name").
+    pub allow: Vec<NameRule>,
+    pub deny: Vec<NameRule>,
+    pub allow_wildcards: bool,
+    /// The CA's own API names: only the CA itself may hold a certificate for them.
+    pub reserved: Vec<San>,
+}
+
+/// More names than any sane service needs; bounds the work a single request can cause.
+pub const MAX_SANS: usize = 100;
+
+impl NamePolicy {
+    /// Checks every name; the first refusal is returned, naming the name and the rule.
+    pub fn check(&self, sans: &[San]) -> Result<(), PolicyError> {
+        if sans.is_empty() {
+            return Err(PolicyError::NoNames);
+        }
+        if sans.len() > MAX_SANS {
+            return Err(PolicyError::TooManyNames {
+                count: sans.len(),
+                max: MAX_SANS,
+            });
+        }
+        for san in sans {
+            self.check_one(san)?;
+        }
+        Ok(())
+    }
+
+    fn check_one(&self, san: &San) -> Result<(), PolicyError> {
+        if let San::Dns(d) = san
+            && d.is_wildcard()
+            && !self.allow_wildcards
+        {
+            return Err(PolicyError::WildcardRefused {
+                name: san.to_string(),
+            });
+        }
+        if self.is_reserved(san) {
+            return Err(PolicyError::Reserved {
+                name: san.to_string(),
+            });
+        }
+        if let Some(rule) = self.deny.iter().find(|r| r.matches(san)) {
+            return Err(PolicyError::Denied {
+                name: san.to_string(),
+                rule: rule.to_string(),
+            });
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|r| r.matches(san)) {
+            return Err(PolicyError::NotAllowed {
+                name: san.to_string(),
+                allowed: self
+                    .allow
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        Ok(())
+    }
+
+    fn is_reserved(&self, san: &San) -> bool {
+        self.reserved.iter().any(|r| match (r, san) {
+            (San::Dns(a), San::Dns(b)) => {
+                // A wildcard that would cover a reserved name is as bad as the name itself.
+                a == b || (b.is_wildcard() && a.is_within(b) && a.as_str().matches('.').count() == b.as_str().matches('.').count())
+            }
+            (San::Ip(a), San::Ip(b)) => a == b,
+            _ => false,
+        })
+    }
+
+    /// The same policy without the reserved names: for the CA's own API certificate.
+    pub fn for_ca_itself(&self) -> NamePolicy {
+        NamePolicy {
+            reserved: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// A narrower policy: names must satisfy both `self` and `scope` (e.g. an agent's token).
+    pub fn narrowed(&self, scope: &[NameRule]) -> NamePolicy {
+        if scope.is_empty() {
+            return self.clone();
+        }
+        // Intersection: checked as `self` first, then as the scope's own allow list.
+        let mut p = self.clone();
+        p.allow = if self.allow.is_empty() {
+            scope.to_vec()
+        } else {
+            // Keep only scope rules that lie within some allow rule; a broader scope cannot widen policy.
+            scope
+                .iter()
+                .filter(|s| self.allow.iter().any(|a| rule_within(s, a)))
+                .cloned()
+                .collect()
+        };
+        if p.allow.is_empty() {
+            // Nothing of the scope lies within policy: refuse everything rather than fall open.
+            p.allow = vec![NameRule::Range("255.255.255.255/32".parse().expect("literal"))];
+        }
+        p
+    }
+}
+
+fn rule_within(inner: &NameRule, outer: &NameRule) -> bool {
+    match (inner, outer) {
+        (NameRule::Suffix(i), NameRule::Suffix(o)) => i.is_within(o),
+        (NameRule::Range(i), NameRule::Range(o)) => o.contains(i),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    #[error("ttl {input:?} is not a duration (examples: 90m, 24h, 7d): {reason}")]
+    Unparsable { input: String, reason: String },
+    #[error("ttl {ttl} is longer than the CA's maximum of {max} (--max-ttl)")]
+    TooLong { ttl: String, max: String },
+    #[error("ttl {ttl} is shorter than the CA's minimum of {min} (--min-ttl)")]
+    TooShort { ttl: String, min: String },
+}
+
+/// Parses a human duration such as `90m`, `24h` or `7d`.
+pub fn parse_duration(input: &str) -> Result<Duration, TtlError> {
+    humantime::parse_duration(input.trim()).map_err(|e| TtlError::Unparsable {
+        input: input.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Leaf lifetimes: the default when none is asked for, and the bounds every request must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlPolicy {
+    pub min: Duration,
+    pub default: Duration,
+    pub max: Duration,
+}
+
+impl Default for TtlPolicy {
+    fn default() -> Self {
+        Self {
+            min: Duration::from_secs(5 * 60),
+            default: Duration::from_secs(24 * 3600),
+            max: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl TtlPolicy {
+    /// The lifetime to issue for a request: the default when none is asked, else the request if
+    /// within bounds. Out of bounds is refused, never silently clamped: a user who asked for 400d
+    /// must learn that they will not get it.
+    pub fn resolve(&self, requested: Option<Duration>) -> Result<Duration, TtlError> {
+        let ttl = requested.unwrap_or(self.default);
+        if ttl > self.max {
+            return Err(TtlError::TooLong {
+                ttl: fmt_duration(ttl),
+                max: fmt_duration(self.max),
+            });
+        }
+        if ttl < self.min {
+            return Err(TtlError::TooShort {
+                ttl: fmt_duration(ttl),
+                min: fmt_duration(self.min),
+            });
+        }
+        Ok(ttl)
+    }
+
+    /// Parses and bounds a ttl given as text (a label, a flag, a JSON field).
+    pub fn resolve_str(&self, requested: Option<&str>) -> Result<Duration, TtlError> {
+        self.resolve(requested.map(parse_duration).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sans(names: &[&str]) -> Vec<San> {
+        names.iter().map(|n| San::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn empty_allow_list_allows_any_name() {
+        assert!(NamePolicy::default().check(&sans(&["anything.example", "10.0.0.1"])).is_ok());
+    }
+
+    #[test]
+    fn allow_list_refusal_names_the_name_and_the_rule() {
+        let p = NamePolicy {
+            allow: NameRule::parse_list("internal,10.0.0.0/8").unwrap(),
+            ..Default::default()
+        };
+        assert!(p.check(&sans(&["web.internal", "10.1.2.3"])).is_ok());
+        let err = p.check(&sans(&["web.example.com"])).unwrap_err();
+        assert!(err.to_string().contains("web.example.com"));
+        assert!(err.to_string().contains("--allow-domain internal,10.0.0.0/8"));
+        assert!(p.check(&sans(&["192.168.1.1"])).is_err());
+        assert!(p.check(&sans(&["notinternal"])).is_err());
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let p = NamePolicy {
+            allow: NameRule::parse_list("internal").unwrap(),
+            deny: NameRule::parse_list("secret.internal").unwrap(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            p.check(&sans(&["db.secret.internal"])),
+            Err(PolicyError::Denied { .. })
+        ));
+    }
+
+    #[test]
+    fn wildcards_need_the_switch() {
+        let mut p = NamePolicy::default();
+        assert!(matches!(
+            p.check(&sans(&["*.apps.internal"])),
+            Err(PolicyError::WildcardRefused { .. })
+        ));
+        p.allow_wildcards = true;
+        assert!(p.check(&sans(&["*.apps.internal"])).is_ok());
+    }
+
+    #[test]
+    fn api_names_are_reserved_also_against_covering_wildcards() {
+        let p = NamePolicy {
+            reserved: sans(&["ca.example.net"]),
+            allow_wildcards: true,
+            ..Default::default()
+        };
+        assert!(matches!(p.check(&sans(&["ca.example.net"])), Err(PolicyError::Reserved { .. })));
+        assert!(matches!(p.check(&sans(&["*.example.net"])), Err(PolicyError::Reserved { .. })));
+        assert!(p.check(&sans(&["*.other.example.net"])).is_ok());
+        assert!(p.for_ca_itself().check(&sans(&["ca.example.net"])).is_ok());
+    }
+
+    #[test]
+    fn a_scope_never_widens_the_policy() {
+        let p = NamePolicy {
+            allow: NameRule::parse_list("internal").unwrap(),
+            ..Default::default()
+        };
+        let scoped = p.narrowed(&NameRule::parse_list("example.com").unwrap());
+        assert!(scoped.check(&sans(&["web.internal"])).is_err());
+        assert!(scoped.check(&sans(&["web.example.com"])).is_err());
+        let scoped = p.narrowed(&NameRule::parse_list("team.internal").unwrap());
+        assert!(scoped.check(&sans(&["a.team.internal"])).is_ok());
+        assert!(scoped.check(&sans(&["b.other.internal"])).is_err());
+    }
+
+    #[test]
+    fn ttl_out_of_bounds_is_refused_not_clamped() {
+        let t = TtlPolicy::default();
+        assert_eq!(t.resolve_str(None).unwrap(), Duration::from_secs(86400));
+        assert_eq!(t.resolve_str(Some("90m")).unwrap(), Duration::from_secs(5400));
+        let e = t.resolve_str(Some("banana")).unwrap_err();
+        assert!(e.to_string().contains("banana"), "{e}");
+        assert!(matches!(t.resolve_str(Some("400d")), Err(TtlError::TooLong { .. })));
+        assert!(matches!(t.resolve_str(Some("1m")), Err(TtlError::TooShort { .. })));
+    }
+}

@@ -1,0 +1,5 @@
+fn main() {
+    certdock_main();
+}
+
+fn certdock_main() {}
