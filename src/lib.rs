@@ -1,5 +1,8 @@
 //! certdock: an internal certificate authority and a Docker-label-driven mTLS controller.
 #![forbid(unsafe_code)]
 
+pub mod ca;
+pub mod cli;
 pub mod core;
+pub mod delivery;
 pub mod store;

@@ -20,13 +20,9 @@ pub enum NameError {
     LabelTooLong { name: String, len: usize },
     #[error("{0:?} has an empty label (two dots in a row, or a leading dot)")]
     EmptyLabel(String),
-    #[error(
-        "{0:?} is not ASCII; write internationalised names in their punycode form (xn--…)"
-    )]
+    #[error("{0:?} is not ASCII; write internationalised names in their punycode form (xn--…)")]
     NotAscii(String),
-    #[error(
-        "{name:?} contains {ch:?}; DNS names may contain only letters, digits, '-' and '.'"
-    )]
+    #[error("{name:?} contains {ch:?}; DNS names may contain only letters, digits, '-' and '.'")]
     BadCharacter { name: String, ch: char },
     #[error("{0:?}: a label may not start or end with '-'")]
     HyphenEdge(String),
@@ -206,7 +202,10 @@ impl CertName {
             && name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
             && !name.contains("..");
         if !ok {
             return Err(NameError::BadCertName {
@@ -318,24 +317,60 @@ mod tests {
 
     #[test]
     fn dns_names_are_lowercased_and_lose_one_trailing_dot() {
-        assert_eq!(DnsName::parse("Web.Example.COM.").unwrap().as_str(), "web.example.com");
+        assert_eq!(
+            DnsName::parse("Web.Example.COM.").unwrap().as_str(),
+            "web.example.com"
+        );
     }
 
     #[test]
     fn bad_dns_names_are_refused_with_the_rule() {
-        assert!(matches!(DnsName::parse("a..b"), Err(NameError::EmptyLabel(_))));
-        assert!(matches!(DnsName::parse("a.b.."), Err(NameError::EmptyLabel(_))));
+        assert!(matches!(
+            DnsName::parse("a..b"),
+            Err(NameError::EmptyLabel(_))
+        ));
+        assert!(matches!(
+            DnsName::parse("a.b.."),
+            Err(NameError::EmptyLabel(_))
+        ));
         assert!(matches!(DnsName::parse(""), Err(NameError::Empty(_))));
-        assert!(matches!(DnsName::parse("bücher.de"), Err(NameError::NotAscii(_))));
-        assert!(matches!(DnsName::parse("a_b.com"), Err(NameError::BadCharacter { .. })));
-        assert!(matches!(DnsName::parse("-a.com"), Err(NameError::HyphenEdge(_))));
-        assert!(matches!(DnsName::parse("a.*.com"), Err(NameError::BadWildcard(_))));
-        assert!(matches!(DnsName::parse("*.com"), Err(NameError::BadWildcard(_))));
-        assert!(matches!(DnsName::parse("f*o.a.com"), Err(NameError::BadWildcard(_))));
-        assert!(matches!(DnsName::parse(&"a".repeat(64)), Err(NameError::LabelTooLong { .. })));
+        assert!(matches!(
+            DnsName::parse("bücher.de"),
+            Err(NameError::NotAscii(_))
+        ));
+        assert!(matches!(
+            DnsName::parse("a_b.com"),
+            Err(NameError::BadCharacter { .. })
+        ));
+        assert!(matches!(
+            DnsName::parse("-a.com"),
+            Err(NameError::HyphenEdge(_))
+        ));
+        assert!(matches!(
+            DnsName::parse("a.*.com"),
+            Err(NameError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            DnsName::parse("*.com"),
+            Err(NameError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            DnsName::parse("f*o.a.com"),
+            Err(NameError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            DnsName::parse(&"a".repeat(64)),
+            Err(NameError::LabelTooLong { .. })
+        ));
         let long = vec!["abcdefghij"; 30].join(".");
-        assert!(matches!(DnsName::parse(&long), Err(NameError::TooLong { .. })));
-        assert!(matches!(DnsName::parse("1.2.3.999"), Err(NameError::NumericTld(_))));
+        assert!(matches!(
+            DnsName::parse(&long),
+            Err(NameError::TooLong { .. })
+        ));
+        assert!(matches!(
+            DnsName::parse("1.2.3.999"),
+            Err(NameError::NumericTld(_))
+        ));
     }
 
     #[test]
@@ -343,15 +378,23 @@ mod tests {
         let w = DnsName::parse("*.apps.example.com").unwrap();
         assert!(w.is_wildcard());
         assert!(w.is_within(&DnsName::parse("example.com").unwrap()));
-        assert!(!DnsName::parse("badexample.com")
-            .unwrap()
-            .is_within(&DnsName::parse("example.com").unwrap()));
+        assert!(
+            !DnsName::parse("badexample.com")
+                .unwrap()
+                .is_within(&DnsName::parse("example.com").unwrap())
+        );
     }
 
     #[test]
     fn sans_tell_ips_from_dns_names() {
-        assert_eq!(San::parse("10.1.2.3").unwrap(), San::Ip("10.1.2.3".parse().unwrap()));
-        assert_eq!(San::parse("[::1]").unwrap(), San::Ip("::1".parse().unwrap()));
+        assert_eq!(
+            San::parse("10.1.2.3").unwrap(),
+            San::Ip("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            San::parse("[::1]").unwrap(),
+            San::Ip("::1".parse().unwrap())
+        );
         assert!(matches!(San::parse("web.internal").unwrap(), San::Dns(_)));
     }
 

@@ -30,7 +30,10 @@ impl NameRule {
             return Ok(NameRule::Range(IpNet::from(ip)));
         }
         // A leading "." or "*." is a common way to write "this suffix"; both mean the same here.
-        let s = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')).unwrap_or(t);
+        let s = t
+            .strip_prefix("*.")
+            .or_else(|| t.strip_prefix('.'))
+            .unwrap_or(t);
         DnsName::parse(s)
             .map(NameRule::Suffix)
             .map_err(|e| PolicyError::BadRule {
@@ -89,7 +92,9 @@ pub enum PolicyError {
     Denied { name: String, rule: String },
     #[error("{name} is a wildcard; wildcards are refused unless --allow-wildcards is set")]
     WildcardRefused { name: String },
-    #[error("{name} is one of the CA's own API names (--api-name) and is never issued to anyone else")]
+    #[error(
+        "{name} is one of the CA's own API names (--api-name) and is never issued to anyone else"
+    )]
     Reserved { name: String },
     #[error("a certificate needs at least one name")]
     NoNames,
@@ -167,7 +172,10 @@ impl NamePolicy {
         self.reserved.iter().any(|r| match (r, san) {
             (San::Dns(a), San::Dns(b)) => {
                 // A wildcard that would cover a reserved name is as bad as the name itself.
-                a == b || (b.is_wildcard() && a.is_within(b) && a.as_str().matches('.').count() == b.as_str().matches('.').count())
+                a == b
+                    || (b.is_wildcard()
+                        && a.is_within(b)
+                        && a.as_str().matches('.').count() == b.as_str().matches('.').count())
             }
             (San::Ip(a), San::Ip(b)) => a == b,
             _ => false,
@@ -201,7 +209,9 @@ impl NamePolicy {
         };
         if p.allow.is_empty() {
             // Nothing of the scope lies within policy: refuse everything rather than fall open.
-            p.allow = vec![NameRule::Range("255.255.255.255/32".parse().expect("literal"))];
+            p.allow = vec![NameRule::Range(
+                "255.255.255.255/32".parse().expect("literal"),
+            )];
         }
         p
     }
@@ -292,7 +302,11 @@ mod tests {
 
     #[test]
     fn empty_allow_list_allows_any_name() {
-        assert!(NamePolicy::default().check(&sans(&["anything.example", "10.0.0.1"])).is_ok());
+        assert!(
+            NamePolicy::default()
+                .check(&sans(&["anything.example", "10.0.0.1"]))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -304,7 +318,10 @@ mod tests {
         assert!(p.check(&sans(&["web.internal", "10.1.2.3"])).is_ok());
         let err = p.check(&sans(&["web.example.com"])).unwrap_err();
         assert!(err.to_string().contains("web.example.com"));
-        assert!(err.to_string().contains("--allow-domain internal,10.0.0.0/8"));
+        assert!(
+            err.to_string()
+                .contains("--allow-domain internal,10.0.0.0/8")
+        );
         assert!(p.check(&sans(&["192.168.1.1"])).is_err());
         assert!(p.check(&sans(&["notinternal"])).is_err());
     }
@@ -340,8 +357,14 @@ mod tests {
             allow_wildcards: true,
             ..Default::default()
         };
-        assert!(matches!(p.check(&sans(&["ca.example.net"])), Err(PolicyError::Reserved { .. })));
-        assert!(matches!(p.check(&sans(&["*.example.net"])), Err(PolicyError::Reserved { .. })));
+        assert!(matches!(
+            p.check(&sans(&["ca.example.net"])),
+            Err(PolicyError::Reserved { .. })
+        ));
+        assert!(matches!(
+            p.check(&sans(&["*.example.net"])),
+            Err(PolicyError::Reserved { .. })
+        ));
         assert!(p.check(&sans(&["*.other.example.net"])).is_ok());
         assert!(p.for_ca_itself().check(&sans(&["ca.example.net"])).is_ok());
     }
@@ -364,10 +387,19 @@ mod tests {
     fn ttl_out_of_bounds_is_refused_not_clamped() {
         let t = TtlPolicy::default();
         assert_eq!(t.resolve_str(None).unwrap(), Duration::from_secs(86400));
-        assert_eq!(t.resolve_str(Some("90m")).unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            t.resolve_str(Some("90m")).unwrap(),
+            Duration::from_secs(5400)
+        );
         let e = t.resolve_str(Some("banana")).unwrap_err();
         assert!(e.to_string().contains("banana"), "{e}");
-        assert!(matches!(t.resolve_str(Some("400d")), Err(TtlError::TooLong { .. })));
-        assert!(matches!(t.resolve_str(Some("1m")), Err(TtlError::TooShort { .. })));
+        assert!(matches!(
+            t.resolve_str(Some("400d")),
+            Err(TtlError::TooLong { .. })
+        ));
+        assert!(matches!(
+            t.resolve_str(Some("1m")),
+            Err(TtlError::TooShort { .. })
+        ));
     }
 }

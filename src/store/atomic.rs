@@ -93,7 +93,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("key.pem");
         write_atomic(&p, b"one", Mode::Secret).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         write_atomic(&p, b"two", Mode::Secret).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();

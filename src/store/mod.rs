@@ -1,4 +1,8 @@
 //! The state directory: atomic files, the lock, and the append-only journals.
 
 pub mod atomic;
+pub mod inventory;
+pub mod journal;
 pub mod lock;
+pub mod status;
+pub mod tokens;

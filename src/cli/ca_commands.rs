@@ -1,0 +1,204 @@
+//! `init`, `issue`, `token create`, `revoke`, `settings`: the CA used from the command line.
+
+use std::fs;
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+
+use super::CmdResult;
+use super::settings::Settings;
+use crate::ca::authority::Authority;
+use crate::ca::issue::LeafKey;
+use crate::ca::keys::SecretPem;
+use crate::ca::local::{IssueRequest, LocalCa, OpenMode};
+use crate::ca::p12::build_p12;
+use crate::core::names::{CertName, San, Usage};
+use crate::core::policy::{NameRule, parse_duration};
+use crate::delivery::bundle::{Bundle, publish_dir};
+use crate::store::atomic::{Mode, write_atomic};
+use crate::store::tokens::TokenKind;
+
+pub fn init(s: &Settings, import_root: Option<PathBuf>, import_key: Option<PathBuf>) -> CmdResult {
+    let import = match (import_root, import_key) {
+        (Some(r), Some(k)) => {
+            let cert = fs::read_to_string(&r)
+                .map_err(|e| format!("--import-root {}: {e}", r.display()))?;
+            let key =
+                fs::read_to_string(&k).map_err(|e| format!("--import-key {}: {e}", k.display()))?;
+            Some((cert, SecretPem::new(key)))
+        }
+        _ => None,
+    };
+    let ca = Authority::create(
+        &s.state_dir,
+        s.key_type,
+        s.lifetimes(),
+        import.as_ref().map(|(c, k)| (c.as_str(), k)),
+        OffsetDateTime::now_utc(),
+    )?;
+    println!(
+        "created the CA in {}\nroot fingerprint (SHA-256, for --ca-fingerprint): {}",
+        s.state_dir.join("ca").display(),
+        ca.root_fingerprint()
+    );
+    Ok(())
+}
+
+pub struct IssueArgs {
+    pub name: String,
+    pub sans: Vec<String>,
+    pub usage: String,
+    pub ttl: Option<String>,
+    pub out: Option<PathBuf>,
+    pub p12: Option<PathBuf>,
+    pub p12_password_file: Option<PathBuf>,
+}
+
+pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
+    // Everything is validated before anything is written: a refused request leaves no file.
+    let name = CertName::parse(&a.name).map_err(|e| format!("NAME: {e}"))?;
+    let mut sans = Vec::new();
+    if let Some(d) = name.as_dns() {
+        sans.push(San::Dns(d));
+    }
+    for raw in &a.sans {
+        let san = San::parse(raw).map_err(|e| format!("--san {raw:?}: {e}"))?;
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    let usage = Usage::parse(&a.usage).map_err(|e| format!("--usage: {e}"))?;
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| format!("--ttl: {e}"))?;
+    let password = match &a.p12_password_file {
+        Some(p) => Some(
+            fs::read_to_string(p)
+                .map_err(|e| format!("--p12-password-file {}: {e}", p.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let ca = LocalCa::open(
+        &s.state_dir,
+        s.policy(),
+        s.lifetimes(),
+        OpenMode::Existing,
+        OffsetDateTime::now_utc(),
+    )?;
+    let issued = ca.issue(
+        IssueRequest {
+            name: name.clone(),
+            sans,
+            usage,
+            ttl,
+            key: LeafKey::Generate(s.key_type),
+            requester: "cli".into(),
+            scope: None,
+        },
+        OffsetDateTime::now_utc(),
+    )?;
+    let bundle = Bundle::from_issued(&issued).ok_or("internal: generated key missing")?;
+    if let Some(dir) = &a.out {
+        publish_dir(dir, &bundle, None).map_err(|e| format!("--out {}: {e}", dir.display()))?;
+    }
+    if let (Some(p12), Some(pw)) = (&a.p12, &password) {
+        let der = build_p12(&issued, name.as_str(), pw)?;
+        write_atomic(p12, &der, Mode::Secret)
+            .map_err(|e| format!("--p12 {}: {e}", p12.display()))?;
+    }
+    if a.out.is_none() && a.p12.is_none() {
+        // No destination: print the bundle, key included, to stdout (as mkcert-like tools do).
+        print!(
+            "{}{}{}",
+            bundle.cert_pem,
+            bundle.chain_pem,
+            bundle.key.secret_pem()
+        );
+    }
+    eprintln!(
+        "issued {} serial {} not after {}",
+        name,
+        issued.serial,
+        issued
+            .not_after
+            .format(&time::format_description::well_known::Rfc3339)?
+    );
+    Ok(())
+}
+
+pub fn token_create(
+    s: &Settings,
+    name: &str,
+    ttl: &str,
+    allow: &[String],
+    kind: &str,
+) -> CmdResult {
+    let ttl = parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
+    let kind = match kind {
+        "sign" => TokenKind::Sign,
+        "agent" => TokenKind::Agent,
+        "admin" => TokenKind::Admin,
+        other => return Err(format!("--kind {other:?} is not `sign`, `agent` or `admin`").into()),
+    };
+    let allow = allow
+        .iter()
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| NameRule::parse(a).map_err(|e| format!("--allow-domain: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ca = LocalCa::open(
+        &s.state_dir,
+        s.policy(),
+        s.lifetimes(),
+        OpenMode::Existing,
+        OffsetDateTime::now_utc(),
+    )?;
+    let expires = OffsetDateTime::now_utc() + ttl;
+    let (_, secret) = ca
+        .with_tokens(|t| t.create(name, kind, allow, expires.unix_timestamp()))?
+        .map_err(|e| format!("token store: {e}"))?;
+    println!("{}", secret.secret_str());
+    Ok(())
+}
+
+pub fn revoke(s: &Settings, serial: &str) -> CmdResult {
+    let ca = LocalCa::open(
+        &s.state_dir,
+        s.policy(),
+        s.lifetimes(),
+        OpenMode::Existing,
+        OffsetDateTime::now_utc(),
+    )?;
+    ca.revoke(serial, OffsetDateTime::now_utc())?;
+    eprintln!("revoked {serial}");
+    Ok(())
+}
+
+pub fn print_settings(s: &Settings) -> CmdResult {
+    let v = serde_json::json!({
+        "state_dir": s.state_dir,
+        "out_dir": s.out_dir,
+        "traefik_out_dir": s.traefik_out_dir,
+        "proxy_network": s.proxy_network,
+        "listen": s.listen.to_string(),
+        "api_name": s.api_names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "default_ttl": humantime::format_duration(s.ttls.default).to_string(),
+        "min_ttl": humantime::format_duration(s.ttls.min).to_string(),
+        "max_ttl": humantime::format_duration(s.ttls.max).to_string(),
+        "resync_interval": humantime::format_duration(s.resync_interval).to_string(),
+        "allow_domain": s.names.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "deny_domain": s.names.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "allow_wildcards": s.names.allow_wildcards,
+        "label_prefix": s.label_prefix,
+        "log_format": format!("{:?}", s.log_format).to_lowercase(),
+        "key_type": s.key_type.to_string(),
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}

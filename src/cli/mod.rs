@@ -1,0 +1,168 @@
+//! The command line: parse, resolve settings, dispatch to one command module.
+
+mod ca_commands;
+pub mod settings;
+pub mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use settings::{LogFormat, RawSettings, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certdock",
+    version,
+    about = "An internal CA and Docker-label-driven mTLS controller for Traefik"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: RawSettings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the CA (root + intermediate) in the state directory; refuses to overwrite.
+    Init {
+        /// Bring an existing root certificate (PEM) instead of making one.
+        #[arg(long, requires = "import_key")]
+        import_root: Option<PathBuf>,
+        /// The private key (PEM) of --import-root.
+        #[arg(long, requires = "import_root")]
+        import_key: Option<PathBuf>,
+    },
+    /// Issue one certificate on demand.
+    Issue {
+        /// Identity: subject CN and first DNS SAN.
+        name: String,
+        /// Extra DNS names or IP addresses (repeat, or comma separated).
+        #[arg(long = "san", value_delimiter = ',')]
+        sans: Vec<String>,
+        /// `server`, `client` or `server,client`.
+        #[arg(long, default_value = "server,client")]
+        usage: String,
+        /// Lifetime, e.g. 90m, 24h, 7d (default: --default-ttl).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Write cert.pem, key.pem, chain.pem, fullchain.pem and ca.pem into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write a PKCS#12 file (for browsers and phones); needs --p12-password-file.
+        #[arg(long, requires = "p12_password_file")]
+        p12: Option<PathBuf>,
+        /// File whose first line is the PKCS#12 password.
+        #[arg(long, requires = "p12")]
+        p12_password_file: Option<PathBuf>,
+    },
+    /// Every managed certificate: name, container, SANs, usage, not-after, next renewal, last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bootstrap tokens for agents and `POST /v1/sign`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Revoke a certificate by serial (hex); the CRL and renewal refuse it from then on.
+    Revoke { serial: String },
+    /// Print the effective settings (after flags, environment, file and defaults) as JSON.
+    Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a short-lived, single-use token; prints it once on stdout.
+    Create {
+        /// A label for the token (who it is for).
+        #[arg(long)]
+        name: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Names the token may be used for (DNS suffixes, IP ranges), comma separated.
+        #[arg(long = "allow-domain", value_delimiter = ',', id = "token_allow")]
+        allow: Vec<String>,
+        /// `sign` (one CSR), `agent` (enrol an agent) or `admin` (one revocation).
+        #[arg(long, default_value = "sign")]
+        kind: String,
+    },
+}
+
+/// Sets up logging on stderr: text by default, one JSON object per line with `--log-format json`.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTDOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Runs the command line; the one-line reason of a failure goes to stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(cli.settings) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    init_logging(settings.log_format);
+    let result = match cli.command {
+        Command::Init {
+            import_root,
+            import_key,
+        } => ca_commands::init(&settings, import_root, import_key),
+        Command::Issue {
+            name,
+            sans,
+            usage,
+            ttl,
+            out,
+            p12,
+            p12_password_file,
+        } => ca_commands::issue(
+            &settings,
+            ca_commands::IssueArgs {
+                name,
+                sans,
+                usage,
+                ttl,
+                out,
+                p12,
+                p12_password_file,
+            },
+        ),
+        Command::Status { json } => status::run(&settings, json),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    name,
+                    ttl,
+                    allow,
+                    kind,
+                },
+        } => ca_commands::token_create(&settings, &name, &ttl, &allow, &kind),
+        Command::Revoke { serial } => ca_commands::revoke(&settings, &serial),
+        Command::Settings => ca_commands::print_settings(&settings),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    let line = e.to_string().replace('\n', " ");
+    eprintln!("certdock: {line}");
+    ExitCode::FAILURE
+}
+
+/// What commands return: any error, shown as one line.
+pub type CmdResult = Result<(), Box<dyn std::error::Error>>;

@@ -1,0 +1,383 @@
+//! Settings: a flag, else a `CERTDOCK_*` environment variable, else a key of the TOML file
+//! (`--config`), else the default. TOML keys are the flag names with underscores.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ca::authority::CaLifetimes;
+use crate::ca::keys::KeyType;
+use crate::ca::local::Policy;
+use crate::core::names::San;
+use crate::core::policy::{NamePolicy, NameRule, TtlPolicy, parse_duration};
+
+/// The settings as given (flags and environment through clap, the file through serde).
+/// Every field is optional here; [`Settings::resolve`] applies the file and the defaults.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// Optional TOML file with any of these settings (keys: the flag names with underscores).
+    #[arg(long, env = "CERTDOCK_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// CA keys and the inventory.
+    #[arg(long, env = "CERTDOCK_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Where ca.pem, traefik/, caddy/ and certs/ are written.
+    #[arg(long, env = "CERTDOCK_OUT_DIR", global = true)]
+    pub out_dir: Option<PathBuf>,
+    /// The output directory as Traefik sees it (paths inside traefik/certdock.yml).
+    #[arg(long, env = "CERTDOCK_TRAEFIK_OUT_DIR", global = true)]
+    pub traefik_out_dir: Option<PathBuf>,
+    /// Docker network to attach labelled containers to (none: no attaching).
+    #[arg(long, env = "CERTDOCK_PROXY_NETWORK", global = true)]
+    pub proxy_network: Option<String>,
+    /// Address of the HTTPS API.
+    #[arg(long, env = "CERTDOCK_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Names of the HTTPS API's certificate, comma separated (default: the host name).
+    #[arg(long, env = "CERTDOCK_API_NAME", global = true)]
+    pub api_name: Option<StringOrList>,
+    #[arg(long, env = "CERTDOCK_DEFAULT_TTL", global = true)]
+    pub default_ttl: Option<String>,
+    #[arg(long, env = "CERTDOCK_MIN_TTL", global = true)]
+    pub min_ttl: Option<String>,
+    #[arg(long, env = "CERTDOCK_MAX_TTL", global = true)]
+    pub max_ttl: Option<String>,
+    /// Full re-list of Docker containers, in case events were dropped.
+    #[arg(long, env = "CERTDOCK_RESYNC_INTERVAL", global = true)]
+    pub resync_interval: Option<String>,
+    /// DNS suffixes and IP ranges that may be certified, comma separated (none: any name).
+    #[arg(long, env = "CERTDOCK_ALLOW_DOMAIN", global = true)]
+    pub allow_domain: Option<StringOrList>,
+    /// DNS suffixes and IP ranges that are never certified, comma separated.
+    #[arg(long, env = "CERTDOCK_DENY_DOMAIN", global = true)]
+    pub deny_domain: Option<StringOrList>,
+    /// Allow wildcard names (`*.example.com`).
+    #[arg(long, env = "CERTDOCK_ALLOW_WILDCARDS", global = true)]
+    pub allow_wildcards: Option<bool>,
+    #[arg(long, env = "CERTDOCK_LABEL_PREFIX", global = true)]
+    pub label_prefix: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, env = "CERTDOCK_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Key algorithm for new keys: `ecdsa-p256` (default) or `ed25519`.
+    #[arg(long, env = "CERTDOCK_KEY_TYPE", global = true)]
+    pub key_type: Option<String>,
+    /// `[traefik.options]` in the TOML file: TLS options merged into every option certdock writes.
+    #[arg(skip)]
+    pub traefik: Option<toml::Table>,
+}
+
+/// A comma-separated string on the command line, a string or an array in TOML.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl std::str::FromStr for StringOrList {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(StringOrList::One(s.to_string()))
+    }
+}
+
+impl StringOrList {
+    fn items(&self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => s
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            StringOrList::Many(v) => v
+                .iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The effective settings, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub traefik_out_dir: PathBuf,
+    pub proxy_network: Option<String>,
+    pub listen: SocketAddr,
+    pub api_names: Vec<San>,
+    pub ttls: TtlPolicy,
+    pub resync_interval: Duration,
+    pub names: NamePolicy,
+    pub label_prefix: String,
+    pub log_format: LogFormat,
+    pub key_type: KeyType,
+    pub traefik_options: toml::Table,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("setting {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn invalid(name: &'static str, reason: impl ToString) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        reason: reason.to_string(),
+    }
+}
+
+fn duration(
+    name: &'static str,
+    v: Option<String>,
+    default: &str,
+) -> Result<Duration, SettingsError> {
+    parse_duration(v.as_deref().unwrap_or(default)).map_err(|e| invalid(name, e))
+}
+
+impl RawSettings {
+    /// Reads the TOML file named by `--config`, if any.
+    fn load_file(path: &Path) -> Result<RawSettings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| SettingsError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `self` (flags and environment) over `file` over nothing.
+    fn over(self, file: RawSettings) -> RawSettings {
+        RawSettings {
+            config: self.config,
+            state_dir: self.state_dir.or(file.state_dir),
+            out_dir: self.out_dir.or(file.out_dir),
+            traefik_out_dir: self.traefik_out_dir.or(file.traefik_out_dir),
+            proxy_network: self.proxy_network.or(file.proxy_network),
+            listen: self.listen.or(file.listen),
+            api_name: self.api_name.or(file.api_name),
+            default_ttl: self.default_ttl.or(file.default_ttl),
+            min_ttl: self.min_ttl.or(file.min_ttl),
+            max_ttl: self.max_ttl.or(file.max_ttl),
+            resync_interval: self.resync_interval.or(file.resync_interval),
+            allow_domain: self.allow_domain.or(file.allow_domain),
+            deny_domain: self.deny_domain.or(file.deny_domain),
+            allow_wildcards: self.allow_wildcards.or(file.allow_wildcards),
+            label_prefix: self.label_prefix.or(file.label_prefix),
+            log_format: self.log_format.or(file.log_format),
+            key_type: self.key_type.or(file.key_type),
+            traefik: self.traefik.or(file.traefik),
+        }
+    }
+}
+
+impl Settings {
+    /// Applies the TOML file and the defaults to what flags and environment gave.
+    pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
+        let raw = match raw.config.clone() {
+            Some(path) => {
+                let file = RawSettings::load_file(&path)?;
+                raw.over(file)
+            }
+            None => raw,
+        };
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/certdock"));
+        let out_dir = raw
+            .out_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/certdock/out"));
+        let traefik_out_dir = raw.traefik_out_dir.unwrap_or_else(|| out_dir.clone());
+        let ttls = TtlPolicy {
+            min: duration("min_ttl", raw.min_ttl, "5m")?,
+            default: duration("default_ttl", raw.default_ttl, "24h")?,
+            max: duration("max_ttl", raw.max_ttl, "30d")?,
+        };
+        if !(ttls.min <= ttls.default && ttls.default <= ttls.max) {
+            return Err(invalid(
+                "default_ttl",
+                "must satisfy min_ttl <= default_ttl <= max_ttl",
+            ));
+        }
+        let resync_interval = duration("resync_interval", raw.resync_interval, "60s")?;
+        if resync_interval < Duration::from_secs(1) {
+            return Err(invalid("resync_interval", "must be at least 1s"));
+        }
+        let rules =
+            |name: &'static str, v: Option<StringOrList>| -> Result<Vec<NameRule>, SettingsError> {
+                v.map(|l| l.items())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| NameRule::parse(s).map_err(|e| invalid(name, e)))
+                    .collect()
+            };
+        let api_names = match raw.api_name {
+            Some(l) => l.items(),
+            None => vec![default_host_name()],
+        };
+        let api_names = api_names
+            .iter()
+            .map(|n| San::parse(n).map_err(|e| invalid("api_name", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if api_names.is_empty() {
+            return Err(invalid("api_name", "needs at least one name"));
+        }
+        let names = NamePolicy {
+            allow: rules("allow_domain", raw.allow_domain)?,
+            deny: rules("deny_domain", raw.deny_domain)?,
+            allow_wildcards: raw.allow_wildcards.unwrap_or(false),
+            reserved: api_names.clone(),
+        };
+        let label_prefix = raw.label_prefix.unwrap_or_else(|| "certdock".into());
+        if label_prefix.is_empty()
+            || !label_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "label_prefix",
+                "use letters, digits, '.', '-' or '_'",
+            ));
+        }
+        let log_format = match raw.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?} is not `text` or `json`"),
+                ));
+            }
+        };
+        let key_type = raw
+            .key_type
+            .as_deref()
+            .unwrap_or("ecdsa-p256")
+            .parse()
+            .map_err(|e: String| invalid("key_type", e))?;
+        let traefik_options = match raw.traefik {
+            None => toml::Table::new(),
+            Some(mut t) => {
+                let opts = t.remove("options");
+                if let Some(k) = t.keys().next() {
+                    return Err(invalid(
+                        "traefik",
+                        format!("unknown key [traefik.{k}]; only [traefik.options]"),
+                    ));
+                }
+                match opts {
+                    None => toml::Table::new(),
+                    Some(toml::Value::Table(o)) => o,
+                    Some(_) => return Err(invalid("traefik", "[traefik.options] must be a table")),
+                }
+            }
+        };
+        Ok(Settings {
+            state_dir,
+            out_dir,
+            traefik_out_dir,
+            proxy_network: raw.proxy_network.filter(|n| !n.is_empty()),
+            listen: raw
+                .listen
+                .unwrap_or_else(|| "0.0.0.0:8443".parse().expect("literal")),
+            api_names,
+            ttls,
+            resync_interval,
+            names,
+            label_prefix,
+            log_format,
+            key_type,
+            traefik_options,
+        })
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            names: self.names.clone(),
+            ttls: self.ttls,
+        }
+    }
+
+    pub fn lifetimes(&self) -> CaLifetimes {
+        CaLifetimes::default()
+    }
+}
+
+fn default_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("certdock.toml");
+        std::fs::write(
+            &file,
+            "state_dir = \"/from/file\"\nout_dir = \"/out/file\"\nallow_domain = [\"internal\", \"10.0.0.0/8\"]\n[traefik.options]\nmin_version = \"VersionTLS12\"\n",
+        )
+        .unwrap();
+        let raw = RawSettings {
+            config: Some(file),
+            state_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(raw).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/from/flag"));
+        assert_eq!(s.out_dir, PathBuf::from("/out/file"));
+        assert_eq!(s.traefik_out_dir, PathBuf::from("/out/file"));
+        assert_eq!(s.names.allow.len(), 2);
+        assert_eq!(s.ttls, TtlPolicy::default());
+        assert!(s.traefik_options.contains_key("min_version"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "stat_dir = \"/x\"\n").unwrap();
+        let e = Settings::resolve(RawSettings {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("stat_dir"), "{e}");
+        let e = Settings::resolve(RawSettings {
+            max_ttl: Some("forever".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("max_ttl"), "{e}");
+        let e = Settings::resolve(RawSettings {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("log_format"), "{e}");
+    }
+}

@@ -1,0 +1,182 @@
+//! What the CA has issued and revoked: an append-only journal plus an in-memory index.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::journal::Journal;
+use crate::core::names::{San, Usage};
+
+/// One issued certificate. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedRecord {
+    pub serial: String,
+    pub name: String,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Who asked: `cli`, `controller`, `api:token:<id>`, `api:renew:<serial>`, `agent:<name>`.
+    pub requester: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Issued(IssuedRecord),
+    Revoked { serial: String, at: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub record: IssuedRecord,
+    pub revoked_at: Option<i64>,
+}
+
+/// The inventory of one state directory.
+pub struct Inventory {
+    journal: Journal<Record>,
+    by_serial: HashMap<String, Entry>,
+}
+
+impl Inventory {
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        let (journal, records) = Journal::open(&state_dir.join("inventory.log"))?;
+        let mut inv = Self {
+            journal,
+            by_serial: HashMap::new(),
+        };
+        inv.apply(records);
+        Ok(inv)
+    }
+
+    fn apply(&mut self, records: Vec<Record>) {
+        for r in records {
+            match r {
+                Record::Issued(rec) => {
+                    self.by_serial.insert(
+                        rec.serial.clone(),
+                        Entry {
+                            record: rec,
+                            revoked_at: None,
+                        },
+                    );
+                }
+                Record::Revoked { serial, at } => {
+                    if let Some(e) = self.by_serial.get_mut(&serial) {
+                        e.revoked_at.get_or_insert(at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Catches up with records other processes appended (e.g. `certdock revoke` while `run` runs).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        match self.journal.refresh()? {
+            Some(new) => self.apply(new),
+            None => {
+                let (journal, all) = Journal::open(self.journal_path())?;
+                self.journal = journal;
+                self.by_serial.clear();
+                self.apply(all);
+            }
+        }
+        Ok(())
+    }
+
+    fn journal_path(&self) -> &Path {
+        self.journal.path()
+    }
+
+    /// Durably records issued certificates (one fsync for the whole batch).
+    pub fn record_issued(&mut self, records: Vec<IssuedRecord>) -> io::Result<()> {
+        let recs: Vec<Record> = records.into_iter().map(Record::Issued).collect();
+        self.journal.append(&recs)?;
+        self.apply(recs);
+        Ok(())
+    }
+
+    /// Durably records a revocation. Returns false when the serial is unknown.
+    pub fn record_revoked(&mut self, serial: &str, at: i64) -> io::Result<bool> {
+        if !self.by_serial.contains_key(serial) {
+            return Ok(false);
+        }
+        let rec = Record::Revoked {
+            serial: serial.to_string(),
+            at,
+        };
+        self.journal.append(std::slice::from_ref(&rec))?;
+        self.apply(vec![rec]);
+        Ok(true)
+    }
+
+    pub fn get(&self, serial: &str) -> Option<&Entry> {
+        self.by_serial.get(serial)
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        self.by_serial.contains_key(serial)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_serial.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_serial.is_empty()
+    }
+
+    /// Revoked certificates that have not yet expired: what the CRL must list.
+    pub fn revoked_unexpired(&self, now: i64) -> BTreeMap<String, i64> {
+        self.by_serial
+            .values()
+            .filter_map(|e| {
+                e.revoked_at
+                    .filter(|_| e.record.not_after > now)
+                    .map(|at| (e.record.serial.clone(), at))
+            })
+            .collect()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.by_serial.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(serial: &str) -> IssuedRecord {
+        IssuedRecord {
+            serial: serial.into(),
+            name: "web".into(),
+            sans: vec![San::parse("web").unwrap()],
+            usage: Usage::SERVER,
+            not_before: 0,
+            not_after: 100,
+            requester: "cli".into(),
+        }
+    }
+
+    #[test]
+    fn issued_and_revoked_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        inv.record_issued(vec![rec("01"), rec("02")]).unwrap();
+        assert!(inv.record_revoked("02", 50).unwrap());
+        assert!(!inv.record_revoked("99", 50).unwrap());
+        let inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.len(), 2);
+        assert_eq!(inv.get("02").unwrap().revoked_at, Some(50));
+        assert_eq!(inv.revoked_unexpired(60).len(), 1);
+        assert_eq!(
+            inv.revoked_unexpired(100).len(),
+            0,
+            "expired revocations leave the CRL"
+        );
+    }
+}

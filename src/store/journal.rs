@@ -1,0 +1,187 @@
+//! An append-only log of JSON records, one per line, that survives `kill -9` at any instant.
+//!
+//! A record is durable once `append` returns (the data is fsynced). A crash mid-append leaves at
+//! most one torn last line without its newline; readers ignore it and the next writer seals it
+//! with a newline first, so one torn record never hides the ones after it. Several processes may
+//! share a journal: writers hold the state lock, readers catch up with [`Journal::refresh`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub struct Journal<T> {
+    path: PathBuf,
+    file: File,
+    /// Bytes of the file already parsed (always just after a newline).
+    read_to: u64,
+    /// Inode seen at open: a compaction replaces the file, and readers must start over.
+    ino: u64,
+    _records: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Journal<T> {
+    /// Opens (creating, mode 0600) the journal and returns every complete record in it.
+    pub fn open(path: &Path) -> io::Result<(Self, Vec<T>)> {
+        let file = Self::open_file(path)?;
+        let ino = file.metadata()?.ino();
+        let mut journal = Self {
+            path: path.to_path_buf(),
+            file,
+            read_to: 0,
+            ino,
+            _records: PhantomData,
+        };
+        let records = journal.read_new()?;
+        Ok((journal, records))
+    }
+
+    fn open_file(path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+    }
+
+    /// Appends records and fsyncs. The caller holds the state lock when other processes may write.
+    pub fn append(&mut self, records: &[T]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.reopen_if_replaced()?;
+        let mut buf = Vec::with_capacity(records.len() * 256);
+        let len = self.file.metadata()?.len();
+        if len > 0 && !self.ends_with_newline(len)? {
+            // Seal the torn record a crashed writer left, so ours starts on a line of its own.
+            buf.push(b'\n');
+        }
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()
+    }
+
+    /// Records appended (by anyone) since the last read. Returns `Err` only on I/O failure.
+    /// After a compaction (the file was replaced) it returns `Ok(None)`: reload everything.
+    pub fn refresh(&mut self) -> io::Result<Option<Vec<T>>> {
+        if self.reopen_if_replaced()? {
+            return Ok(None);
+        }
+        self.read_new().map(Some)
+    }
+
+    /// Replaces the journal with exactly `records` (atomically: temp file, fsync, rename).
+    pub fn compact(&mut self, records: &[T]) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        super::atomic::write_atomic(&self.path, &buf, super::atomic::Mode::Secret)?;
+        self.file = Self::open_file(&self.path)?;
+        self.ino = self.file.metadata()?.ino();
+        self.read_to = buf.len() as u64;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn reopen_if_replaced(&mut self) -> io::Result<bool> {
+        let ino = std::fs::metadata(&self.path)?.ino();
+        if ino == self.ino {
+            return Ok(false);
+        }
+        self.file = Self::open_file(&self.path)?;
+        self.ino = ino;
+        self.read_to = 0;
+        Ok(true)
+    }
+
+    fn ends_with_newline(&mut self, len: u64) -> io::Result<bool> {
+        let mut last = [0u8; 1];
+        let mut f = &self.file;
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        Ok(last[0] == b'\n')
+    }
+
+    fn read_new(&mut self) -> io::Result<Vec<T>> {
+        let mut f = &self.file;
+        f.seek(SeekFrom::Start(self.read_to))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        // Only whole lines count: a line without its newline is being written, or was torn.
+        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut out = Vec::new();
+        for line in buf[..complete].split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice(line) {
+                Ok(r) => out.push(r),
+                // A torn record later sealed by a newline: skip it, keep the rest.
+                Err(e) => {
+                    tracing::warn!(journal = %self.path.display(), error = %e, "skipping an unreadable journal line")
+                }
+            }
+        }
+        self.read_to += complete as u64;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.log");
+        let (mut j, none) = Journal::<u32>::open(&p).unwrap();
+        assert!(none.is_empty());
+        j.append(&[1, 2]).unwrap();
+        j.append(&[3]).unwrap();
+        let (_, all) = Journal::<u32>::open(&p).unwrap();
+        assert_eq!(all, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored_and_sealed_by_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.log");
+        std::fs::write(&p, b"1\n2\n{\"torn").unwrap();
+        let (mut j, recs) = Journal::<u32>::open(&p).unwrap();
+        assert_eq!(recs, vec![1, 2]);
+        j.append(&[3]).unwrap();
+        let (_, all) = Journal::<u32>::open(&p).unwrap();
+        assert_eq!(all, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_reader_sees_what_another_writer_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.log");
+        let (mut reader, _) = Journal::<u32>::open(&p).unwrap();
+        let (mut writer, _) = Journal::<u32>::open(&p).unwrap();
+        writer.append(&[7]).unwrap();
+        assert_eq!(reader.refresh().unwrap(), Some(vec![7]));
+        assert_eq!(reader.refresh().unwrap(), Some(vec![]));
+        writer.compact(&[7, 8]).unwrap();
+        assert_eq!(
+            reader.refresh().unwrap(),
+            None,
+            "a compaction asks readers to reload"
+        );
+    }
+}
