@@ -69,3 +69,6 @@ pub fn random_serial() -> SerialNumber {
     bytes[0] = (bytes[0] & 0x7f).max(1);
     SerialNumber::from_slice(&bytes)
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ use crate::ca::keys::SecretPem;
 use crate::ca::local::{IssueRequest, LocalCa, OpenMode};
 use crate::ca::p12::build_p12;
 use crate::core::names::{CertName, San, Usage};
-use crate::core::policy::{NameRule, parse_duration};
+use crate::core::policy::{fmt_duration, parse_duration};
 use crate::delivery::bundle::{Bundle, publish_dir};
 use crate::store::atomic::{Mode, write_atomic};
 use crate::store::tokens::TokenKind;
@@ -133,13 +133,8 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
     Ok(())
 }
 
-pub fn token_create(
-    s: &Settings,
-    name: &str,
-    ttl: &str,
-    allow: &[String],
-    kind: &str,
-) -> CmdResult {
+/// The token's scope is `--allow-domain` (the names it may be used for), within the CA policy.
+pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResult {
     let ttl = parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
     let kind = match kind {
         "sign" => TokenKind::Sign,
@@ -147,11 +142,7 @@ pub fn token_create(
         "admin" => TokenKind::Admin,
         other => return Err(format!("--kind {other:?} is not `sign`, `agent` or `admin`").into()),
     };
-    let allow = allow
-        .iter()
-        .filter(|a| !a.trim().is_empty())
-        .map(|a| NameRule::parse(a).map_err(|e| format!("--allow-domain: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let allow = s.names.allow.clone();
     let ca = LocalCa::open(
         &s.state_dir,
         s.policy(),
@@ -188,10 +179,10 @@ pub fn print_settings(s: &Settings) -> CmdResult {
         "proxy_network": s.proxy_network,
         "listen": s.listen.to_string(),
         "api_name": s.api_names.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "default_ttl": humantime::format_duration(s.ttls.default).to_string(),
-        "min_ttl": humantime::format_duration(s.ttls.min).to_string(),
-        "max_ttl": humantime::format_duration(s.ttls.max).to_string(),
-        "resync_interval": humantime::format_duration(s.resync_interval).to_string(),
+        "default_ttl": fmt_duration(s.ttls.default),
+        "min_ttl": fmt_duration(s.ttls.min),
+        "max_ttl": fmt_duration(s.ttls.max),
+        "resync_interval": fmt_duration(s.resync_interval),
         "allow_domain": s.names.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "deny_domain": s.names.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "allow_wildcards": s.names.allow_wildcards,

@@ -81,12 +81,9 @@ pub enum TokenCommand {
         /// A label for the token (who it is for).
         #[arg(long)]
         name: String,
-        /// How long the token stays valid.
+        /// How long the token stays valid. The global `--allow-domain` scopes the token's names.
         #[arg(long, default_value = "1h")]
         ttl: String,
-        /// Names the token may be used for (DNS suffixes, IP ranges), comma separated.
-        #[arg(long = "allow-domain", value_delimiter = ',', id = "token_allow")]
-        allow: Vec<String>,
         /// `sign` (one CSR), `agent` (enrol an agent) or `admin` (one revocation).
         #[arg(long, default_value = "sign")]
         kind: String,
@@ -141,14 +138,8 @@ pub fn main() -> ExitCode {
         ),
         Command::Status { json } => status::run(&settings, json),
         Command::Token {
-            command:
-                TokenCommand::Create {
-                    name,
-                    ttl,
-                    allow,
-                    kind,
-                },
-        } => ca_commands::token_create(&settings, &name, &ttl, &allow, &kind),
+            command: TokenCommand::Create { name, ttl, kind },
+        } => ca_commands::token_create(&settings, &name, &ttl, &kind),
         Command::Revoke { serial } => ca_commands::revoke(&settings, &serial),
         Command::Settings => ca_commands::print_settings(&settings),
     };

@@ -243,8 +243,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, TtlError> {
     })
 }
 
+/// Formats a duration in its largest exact unit (`30d`, `90m`, `45s`), as users write them.
 pub fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Leaf lifetimes: the default when none is asked for, and the bounds every request must keep.
