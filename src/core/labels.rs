@@ -1,12 +1,16 @@
 //! Container labels → a validated certificate spec, or an error naming the bad label and the rule.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::Duration;
 
 use super::container::ContainerInfo;
 use super::names::{CertName, DnsName, San, Usage};
 use super::policy::{MAX_SANS, NamePolicy, PolicyError, TtlPolicy};
+
+mod host_rule;
+mod values;
+
+pub use values::{ContainerPath, Delivery, MAX_PATH_LEN, Owner, Reload, Signal};
 
 /// What [`parse`] needs besides the container: the label prefix and the CA's policies.
 #[derive(Debug, Clone, Copy)]
@@ -37,223 +41,6 @@ pub struct CertSpec {
     pub network: bool,
     /// List the certificate in Traefik's `tls.certificates`.
     pub traefik_hosts: bool,
-}
-
-/// Where the issued files go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Delivery {
-    /// Copied into the container under [`CertSpec::path`].
-    Container,
-    /// Written under the output directory, `certs/NAME/`.
-    Volume,
-    /// Issued and kept, delivered nowhere (e.g. only for Traefik's `tls.certificates`).
-    None,
-}
-
-impl Delivery {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Delivery::Container => "container",
-            Delivery::Volume => "volume",
-            Delivery::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An absolute directory inside a container: no `.`/`..`/empty components, no trailing `/`,
-/// printable ASCII without spaces, quotes or backslashes, so it is safe in a tar header, a
-/// log line or a shell command alike.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContainerPath(String);
-
-/// The longest `<prefix>.path` accepted; far beyond any real directory, short enough for tar.
-pub const MAX_PATH_LEN: usize = 256;
-
-impl ContainerPath {
-    pub const DEFAULT: &'static str = "/run/certdock";
-
-    pub fn parse(input: &str) -> Result<Self, String> {
-        if input.len() > MAX_PATH_LEN {
-            return Err(format!(
-                "a path may have at most {MAX_PATH_LEN} characters, this one has {}",
-                input.len()
-            ));
-        }
-        if let Some(c) = input
-            .chars()
-            .find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '`' | '\\'))
-        {
-            return Err(format!(
-                "a path may contain only printable ASCII without spaces, quotes or backslashes, not {c:?}"
-            ));
-        }
-        let Some(rest) = input.strip_prefix('/') else {
-            return Err("the path must be absolute (start with '/')".into());
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.is_empty() {
-            return Err("the path may not be '/' itself".into());
-        }
-        for component in rest.split('/') {
-            match component {
-                "" => return Err("the path may not contain empty components ('//')".into()),
-                "." | ".." => {
-                    return Err("the path may not contain '.' or '..' components".into());
-                }
-                _ => {}
-            }
-        }
-        // Kernel filesystems: a copy there is never what the user meant and can only do harm.
-        let first = rest.split('/').next().unwrap_or_default();
-        if matches!(first, "proc" | "sys" | "dev") {
-            return Err(format!("the path may not lie under /{first}"));
-        }
-        Ok(Self(format!("/{rest}")))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for ContainerPath {
-    fn default() -> Self {
-        Self(Self::DEFAULT.to_string())
-    }
-}
-
-impl fmt::Display for ContainerPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Numeric owner of delivered files (names would need the container's `/etc/passwd`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Owner {
-    pub fn parse(input: &str) -> Result<Self, String> {
-        let rule = || "owner must be uid:gid, two decimal numbers below 2^32 (e.g. 1000:1000)";
-        let (uid, gid) = input
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| rule().to_string())?;
-        Ok(Self {
-            uid: parse_id(uid).ok_or_else(|| rule().to_string())?,
-            gid: parse_id(gid).ok_or_else(|| rule().to_string())?,
-        })
-    }
-}
-
-/// Plain digits only: `u32::from_str` would also take `+5`.
-fn parse_id(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-impl fmt::Display for Owner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.uid, self.gid)
-    }
-}
-
-/// What to do to the container after every delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reload {
-    Signal(Signal),
-    Restart,
-}
-
-impl Reload {
-    pub fn parse(input: &str) -> Result<Self, String> {
-        if input.trim().eq_ignore_ascii_case("restart") {
-            return Ok(Reload::Restart);
-        }
-        Signal::parse(input).map(Reload::Signal)
-    }
-}
-
-impl fmt::Display for Reload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reload::Signal(s) => f.write_str(s.name()),
-            Reload::Restart => f.write_str("restart"),
-        }
-    }
-}
-
-/// The signals a reload may send. SIGKILL and SIGSTOP are absent on purpose: a reload must
-/// never kill or freeze the process it is meant to refresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Signal {
-    Hup,
-    Int,
-    Quit,
-    Term,
-    Usr1,
-    Usr2,
-    Winch,
-}
-
-impl Signal {
-    pub const ALL: [Signal; 7] = [
-        Signal::Hup,
-        Signal::Int,
-        Signal::Quit,
-        Signal::Term,
-        Signal::Usr1,
-        Signal::Usr2,
-        Signal::Winch,
-    ];
-
-    /// The name Docker's kill API takes, e.g. `SIGHUP`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Signal::Hup => "SIGHUP",
-            Signal::Int => "SIGINT",
-            Signal::Quit => "SIGQUIT",
-            Signal::Term => "SIGTERM",
-            Signal::Usr1 => "SIGUSR1",
-            Signal::Usr2 => "SIGUSR2",
-            Signal::Winch => "SIGWINCH",
-        }
-    }
-
-    /// `SIGHUP` or `HUP`, any case.
-    pub fn parse(input: &str) -> Result<Self, String> {
-        let upper = input.trim().to_ascii_uppercase();
-        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        if matches!(bare, "KILL" | "STOP") {
-            return Err(format!(
-                "SIG{bare} is refused: a reload must not kill or stop the container; use `restart` to restart it"
-            ));
-        }
-        Signal::ALL
-            .into_iter()
-            .find(|s| &s.name()[3..] == bare)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Signal::ALL.iter().map(Signal::name).collect();
-                format!("reload must be `restart` or one of {}", names.join(", "))
-            })
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// A label of one container is unusable. Only that container is affected.
@@ -399,13 +186,9 @@ pub fn parse(
     }
 
     let mut sans = SanList::default();
-    let name_is_dns = match name.as_dns() {
-        Some(d) => {
-            sans.push(San::Dns(d), Origin::Name);
-            true
-        }
-        None => false,
-    };
+    if let Some(d) = name.as_dns() {
+        sans.push(San::Dns(d), Origin::Name);
+    }
     if let Some(v) = labels.get("sans") {
         for san in labels.extra_sans(v)? {
             sans.push(san, Origin::Sans);
@@ -424,7 +207,7 @@ pub fn parse(
             sans.push(San::Dns(host), Origin::Router(key));
         }
     }
-    labels.check_policy(ctx.names, &sans, &name, name_is_dns)?;
+    labels.check_policy(ctx.names, &sans, &name)?;
 
     Ok(Some(CertSpec {
         name,
@@ -611,26 +394,14 @@ impl<'a> Labels<'a> {
         policy: &NamePolicy,
         sans: &SanList,
         name: &CertName,
-        name_is_dns: bool,
     ) -> Result<(), LabelError> {
         let Err(err) = policy.check(&sans.sans) else {
             return Ok(());
         };
-        let culprit = sans
-            .sans
-            .iter()
-            .zip(&sans.origins)
-            .find(|(san, _)| policy.check(std::slice::from_ref(*san)).is_err());
-        match (culprit, &err) {
-            (Some((_, Origin::Name)), _) => Err(self.err("name", name.as_str(), err.to_string())),
-            (Some((_, Origin::Sans)), _) => {
-                Err(self.err("sans", self.get("sans").unwrap_or_default(), err.to_string()))
-            }
-            (Some((_, Origin::Router(key))), _) => {
-                let rule = self.container.labels.get(key).map(String::as_str);
-                Err(LabelError::new(key, rule.unwrap_or_default(), err.to_string()))
-            }
-            (None, PolicyError::NoNames) if !name_is_dns => Err(self.err(
+        let sans_value = || self.get("sans").unwrap_or_default();
+        match err {
+            // Only a name that is not a DNS name, alone, leaves the list empty.
+            PolicyError::NoNames => Err(self.err(
                 "name",
                 name.as_str(),
                 format!(
@@ -638,118 +409,30 @@ impl<'a> Labels<'a> {
                     self.key("sans")
                 ),
             )),
-            (None, _) if self.get("sans").is_some() => {
-                Err(self.err("sans", self.get("sans").unwrap_or_default(), err.to_string()))
+            PolicyError::TooManyNames { .. } if self.get("sans").is_some() => {
+                Err(self.err("sans", sans_value(), err.to_string()))
             }
-            (None, _) => Err(self.err("traefik.hosts", "true", err.to_string())),
-        }
-    }
-}
-
-/// Extracts `Host()` names from Traefik router rules, v2 (`Host(`a`,`b`)`) and v3
-/// (`Host(`a`) || Host(`b`)`). Other matchers are skipped; names under a negation are left out,
-/// since `!Host(`a`)` means "not a".
-mod host_rule {
-    /// The rule is read once, left to right, so work is linear in its length.
-    pub fn hosts(rule: &str) -> Result<Vec<String>, String> {
-        let b = rule.as_bytes();
-        let mut out = Vec::new();
-        // One entry per open parenthesis: whether the group is negated (itself or by a parent).
-        let mut groups: Vec<bool> = Vec::new();
-        let mut negate_next = false;
-        let mut i = 0;
-        while i < b.len() {
-            let c = b[i];
-            match c {
-                b'`' | b'"' => {
-                    // A quoted string outside a Host() matcher: skip it whole, so text such as
-                    // PathPrefix(`/Host(`) is not mistaken for a matcher.
-                    i = skip_string(b, i)?;
-                    negate_next = false;
-                }
-                b'!' => {
-                    negate_next = true;
-                    i += 1;
-                }
-                b'(' => {
-                    let parent = groups.last().copied().unwrap_or(false);
-                    groups.push(parent || negate_next);
-                    negate_next = false;
-                    i += 1;
-                }
-                b')' => {
-                    groups.pop();
-                    i += 1;
-                }
-                c if c.is_ascii_alphanumeric() || c == b'_' => {
-                    let start = i;
-                    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                        i += 1;
+            PolicyError::TooManyNames { .. } => {
+                Err(self.err("traefik.hosts", "true", err.to_string()))
+            }
+            // `check` stops at the first refused name; the same name, checked alone, tells its label.
+            _ => {
+                let origin = sans
+                    .sans
+                    .iter()
+                    .zip(&sans.origins)
+                    .find(|(san, _)| policy.check(std::slice::from_ref(*san)).is_err())
+                    .map_or(&Origin::Sans, |(_, o)| o);
+                Err(match origin {
+                    Origin::Name => self.err("name", name.as_str(), err.to_string()),
+                    Origin::Sans => self.err("sans", sans_value(), err.to_string()),
+                    Origin::Router(key) => {
+                        let rule = self.container.labels.get(key).map(String::as_str);
+                        LabelError::new(key, rule.unwrap_or_default(), err.to_string())
                     }
-                    let ident = &rule[start..i];
-                    let negated = negate_next || groups.last().copied().unwrap_or(false);
-                    negate_next = false;
-                    let mut j = i;
-                    while j < b.len() && b[j].is_ascii_whitespace() {
-                        j += 1;
-                    }
-                    if j < b.len() && b[j] == b'(' {
-                        let (args, end) = arguments(rule, j)?;
-                        if ident == "Host" {
-                            if args.is_empty() {
-                                return Err("Host() has no argument".into());
-                            }
-                            if !negated {
-                                out.extend(args);
-                            }
-                        }
-                        i = end;
-                    }
-                }
-                _ => i += 1,
+                })
             }
         }
-        Ok(out)
-    }
-
-    /// Reads `(arg, arg, …)` starting at the `(` at `open`: the quoted strings and the index after `)`.
-    fn arguments(rule: &str, open: usize) -> Result<(Vec<String>, usize), String> {
-        let b = rule.as_bytes();
-        let mut args = Vec::new();
-        let mut i = open + 1;
-        loop {
-            while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b',') {
-                i += 1;
-            }
-            match b.get(i) {
-                None => return Err("a matcher's '(' is never closed".into()),
-                Some(b')') => return Ok((args, i + 1)),
-                Some(b'`' | b'"') => {
-                    let end = skip_string(b, i)?;
-                    args.push(rule[i + 1..end - 1].to_string());
-                    i = end;
-                }
-                Some(_) => {
-                    return Err(
-                        "matcher arguments must be strings in backticks or double quotes".into(),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Index just after the string that opens at `start`. Backtick strings have no escapes;
-    /// in double-quoted ones a backslash escapes the next byte, as in Go.
-    fn skip_string(b: &[u8], start: usize) -> Result<usize, String> {
-        let quote = b[start];
-        let mut i = start + 1;
-        while i < b.len() {
-            if b[i] == quote {
-                return Ok(i + 1);
-            }
-            i += if quote == b'"' && b[i] == b'\\' { 2 } else { 1 };
-        }
-        Err("a quoted string is never closed".into())
     }
 }
 

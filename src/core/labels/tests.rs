@@ -374,6 +374,21 @@ fn too_many_sans_are_refused_without_parsing_them_all() {
 }
 
 #[test]
+fn more_names_than_the_policy_allows_in_total_blames_the_sans_label() {
+    let extra: Vec<String> = (0..MAX_SANS).map(|i| format!("s{i}.internal")).collect();
+    let hosts: Vec<String> = (0..10).map(|i| format!("Host(`h{i}.internal`)")).collect();
+    let rule = hosts.join(" || ");
+    let e = error(&[
+        ON,
+        ("certdock.sans", &extra.join(",")),
+        ("certdock.traefik.hosts", "true"),
+        ("traefik.http.routers.r.rule", &rule),
+    ]);
+    assert_eq!(e.label, "certdock.sans");
+    assert!(e.rule.contains("at most"), "{e}");
+}
+
+#[test]
 fn a_huge_value_is_refused_and_truncated() {
     let huge = "x".repeat(MAX_VALUE_LEN + 1);
     let e = error(&[ON, ("certdock.usage", &huge)]);
