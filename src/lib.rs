@@ -5,4 +5,5 @@ pub mod ca;
 pub mod cli;
 pub mod core;
 pub mod delivery;
+pub mod proxy;
 pub mod store;

@@ -1,5 +1,7 @@
 //! The pure core: names, policy, labels → desired certificates → a plan of actions. No I/O here.
 
 pub mod container;
+pub mod labels;
 pub mod names;
 pub mod policy;
+pub mod renew;
