@@ -1,0 +1,96 @@
+//! The seam between the controller and a CA: one trait, two real implementations.
+//!
+//! `run` uses the CA in this process ([`LocalSource`]); `agent` uses a certdock CA over its HTTPS
+//! API (`ca::remote`). The controller is generic over [`CertSource`] and cannot tell them apart.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::CaError;
+use super::issue::{Issued, LeafKey};
+use super::keys::KeyType;
+use super::local::{IssueRequest, LocalCa};
+use crate::core::names::{CertName, San, Usage};
+
+/// What the controller wants signed. The key is always made where the certificate is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafOrder {
+    pub name: CertName,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub ttl: Duration,
+}
+
+/// Why a CA could not serve an order. Only `Unavailable` is worth retrying soon.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The CA refused the order (policy, bad ttl): retrying will not help until labels change.
+    #[error("refused by the CA: {0}")]
+    Refused(String),
+    /// The CA could not be reached or failed: keep the old certificate, retry with backoff.
+    #[error("CA unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SourceError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Unavailable(_))
+    }
+}
+
+impl From<CaError> for SourceError {
+    fn from(e: CaError) -> Self {
+        match e {
+            CaError::Policy(_)
+            | CaError::Ttl(_)
+            | CaError::BadCsr { .. }
+            | CaError::Revoked { .. }
+            | CaError::UnknownCertificate { .. } => SourceError::Refused(e.to_string()),
+            other => SourceError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+pub trait CertSource: Send + Sync + 'static {
+    /// Signs a leaf for `order`, with a fresh private key that never leaves this host.
+    fn issue(&self, order: &LeafOrder) -> impl Future<Output = Result<Issued, SourceError>> + Send;
+
+    /// The CA bundle to trust now (root first, then intermediates): the content of `ca.pem`.
+    fn bundle(&self) -> impl Future<Output = Result<String, SourceError>> + Send;
+}
+
+/// The CA in this process.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    pub ca: Arc<LocalCa>,
+    pub key_type: KeyType,
+    /// Recorded as the requester in the inventory.
+    pub requester: &'static str,
+}
+
+impl CertSource for LocalSource {
+    async fn issue(&self, order: &LeafOrder) -> Result<Issued, SourceError> {
+        let ca = self.ca.clone();
+        let req = IssueRequest {
+            name: order.name.clone(),
+            sans: order.sans.clone(),
+            usage: order.usage,
+            ttl: Some(order.ttl),
+            key: LeafKey::Generate(self.key_type),
+            requester: self.requester.to_string(),
+            scope: None,
+        };
+        // Key generation, signing and the fsync are blocking work.
+        tokio::task::spawn_blocking(move || ca.issue(req, OffsetDateTime::now_utc()))
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("signing task: {e}")))?
+            .map_err(SourceError::from)
+    }
+
+    async fn bundle(&self) -> Result<String, SourceError> {
+        Ok(self.ca.bundle_pem())
+    }
+}
