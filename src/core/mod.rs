@@ -3,5 +3,6 @@
 pub mod container;
 pub mod labels;
 pub mod names;
+pub mod plan;
 pub mod policy;
 pub mod renew;

@@ -1,0 +1,414 @@
+//! The decision: labelled containers + what certdock holds now → a plan of actions.
+//!
+//! Pure: the clock, the CA's answers and Docker's state arrive as arguments. The reconcile loop
+//! calls [`plan`] on the whole world after every burst of events and on every timer, and only
+//! the executor touches Docker, files or the CA. Nothing here branches on *which* event woke
+//! the loop: the same world always gives the same plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use super::container::{ContainerInfo, ContainerState};
+use super::labels::{self, CertSpec, ContainerPath, Delivery, LabelContext, Owner, Reload};
+use super::names::{CertName, San, Usage};
+
+/// Which certificate: one a container asked for, or one certdock needs for itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Identity {
+    Named(CertName),
+    /// The client certificate Traefik presents to backends (`certdock` serversTransport).
+    TraefikClient,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Named(n) => n.fmt(f),
+            Identity::TraefikClient => f.write_str("traefik-client (certdock itself)"),
+        }
+    }
+}
+
+/// The certificate certdock holds now for one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub serial: String,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub renew_at: SystemTime,
+    /// False when the intermediate that signed it is no longer in the CA bundle.
+    pub issuer_trusted: bool,
+}
+
+/// The last failed issuance for an identity, to back off before the next try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub attempts: u32,
+    pub retry_at: SystemTime,
+    pub error: String,
+}
+
+/// Everything the decision depends on.
+pub struct World<'a> {
+    pub containers: &'a [ContainerInfo],
+    pub labels: LabelContext<'a>,
+    /// `--proxy-network`, when set.
+    pub proxy_network: Option<&'a str>,
+    /// Whether to keep a client certificate for Traefik's serversTransport.
+    pub traefik_client: Option<&'a CertSpecLite>,
+    pub current: &'a BTreeMap<Identity, Current>,
+    pub failures: &'a BTreeMap<Identity, Failure>,
+    /// Serial last copied into each container (by container id).
+    pub copied: &'a BTreeMap<String, String>,
+    /// Serial last published under the output directory, per identity.
+    pub published: &'a BTreeMap<Identity, String>,
+    /// When each identity stopped being wanted by any container.
+    pub orphaned_since: &'a BTreeMap<Identity, SystemTime>,
+    /// No removal happens before the first full list of containers is in.
+    pub first_list_done: bool,
+    /// How long an unwanted certificate's files stay before removal.
+    pub grace: Duration,
+    pub now: SystemTime,
+}
+
+/// The identity-defining part of a request, shared by every container using the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpecLite {
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub ttl: Duration,
+}
+
+/// What is wanted for one identity after merging all its containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub spec: CertSpecLite,
+    /// Files under the output directory (volume delivery, or for Traefik's `tls.certificates`).
+    pub publish: bool,
+    /// Listed in Traefik's `tls.certificates`.
+    pub traefik_hosts: bool,
+    /// (container id, container name) of every container using it.
+    pub containers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueReason {
+    Missing,
+    NamesChanged,
+    UsageChanged,
+    TtlChanged,
+    RenewalDue,
+    Expired,
+    IssuerGone,
+}
+
+impl fmt::Display for IssueReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IssueReason::Missing => "no certificate yet",
+            IssueReason::NamesChanged => "names changed",
+            IssueReason::UsageChanged => "usage changed",
+            IssueReason::TtlChanged => "ttl changed",
+            IssueReason::RenewalDue => "renewal due",
+            IssueReason::Expired => "expired",
+            IssueReason::IssuerGone => "issuing CA no longer trusted",
+        })
+    }
+}
+
+/// Copy the identity's current certificate into one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    pub container_id: String,
+    pub container_name: String,
+    pub path: ContainerPath,
+    pub owner: Owner,
+    /// Sent after the copy, when the container runs (a created container reads on start).
+    pub reload: Option<Reload>,
+    pub running: bool,
+}
+
+/// All work for one identity, in order: issue, then publish and copy, then reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPlan {
+    pub id: Identity,
+    pub issue: Option<(CertSpecLite, IssueReason)>,
+    pub publish: bool,
+    /// Containers to signal after a publish (volume delivery with a reload label).
+    pub publish_reloads: Vec<(String, Reload)>,
+    pub copies: Vec<Copy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attach {
+    pub container_id: String,
+    pub network: String,
+    pub alias: String,
+}
+
+/// A container that gets nothing, and why (shown in `status` and the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub container_id: String,
+    pub container_name: String,
+    /// The name it asked for, when that much was readable.
+    pub name: Option<String>,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub work: Vec<CertPlan>,
+    pub attaches: Vec<Attach>,
+    pub refused: Vec<Refusal>,
+    pub desired: BTreeMap<Identity, Desired>,
+    /// Identities no container wants any more, first seen unwanted now.
+    pub newly_orphaned: Vec<Identity>,
+    /// Orphans past the grace period: forget them and remove their files.
+    pub remove: Vec<Identity>,
+    /// Earliest time the loop must run again without an event (renewal, retry, removal).
+    pub next_wake: Option<SystemTime>,
+}
+
+fn lite(spec: &CertSpec) -> CertSpecLite {
+    CertSpecLite {
+        sans: spec.sans.clone(),
+        usage: spec.usage,
+        ttl: spec.ttl,
+    }
+}
+
+/// Merges the containers' specs into one desired certificate per identity. A name used by
+/// several containers must be asked for identically; later containers that differ are refused.
+fn desire(
+    world: &World<'_>,
+    refused: &mut Vec<Refusal>,
+) -> (BTreeMap<Identity, Desired>, Vec<(ContainerInfo, CertSpec)>) {
+    let mut desired: BTreeMap<Identity, Desired> = BTreeMap::new();
+    let mut accepted = Vec::new();
+    let mut containers: Vec<&ContainerInfo> = world.containers.iter().collect();
+    containers.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    for c in containers {
+        let spec = match labels::parse(c, &world.labels) {
+            Ok(Some(spec)) => spec,
+            Ok(None) => continue,
+            Err(e) => {
+                refused.push(Refusal {
+                    container_id: c.id.clone(),
+                    container_name: c.name.clone(),
+                    name: c
+                        .labels
+                        .get(&format!("{}.name", world.labels.prefix))
+                        .cloned(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let id = Identity::Named(spec.name.clone());
+        let want = lite(&spec);
+        match desired.get_mut(&id) {
+            Some(d) if d.spec != want => {
+                let first = d
+                    .containers
+                    .first()
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default();
+                refused.push(Refusal {
+                    container_id: c.id.clone(),
+                    container_name: c.name.clone(),
+                    name: Some(spec.name.to_string()),
+                    error: format!(
+                        "label {}.name={}: container {first} already uses this name with other sans, usage or ttl; containers sharing a name must ask for the same certificate",
+                        world.labels.prefix, spec.name
+                    ),
+                });
+                continue;
+            }
+            Some(d) => {
+                d.publish |= spec.delivery == Delivery::Volume || spec.traefik_hosts;
+                d.traefik_hosts |= spec.traefik_hosts;
+                d.containers.push((c.id.clone(), c.name.clone()));
+            }
+            None => {
+                desired.insert(
+                    id,
+                    Desired {
+                        spec: want,
+                        publish: spec.delivery == Delivery::Volume || spec.traefik_hosts,
+                        traefik_hosts: spec.traefik_hosts,
+                        containers: vec![(c.id.clone(), c.name.clone())],
+                    },
+                );
+            }
+        }
+        accepted.push((c.clone(), spec));
+    }
+    if let Some(spec) = world.traefik_client {
+        desired.insert(
+            Identity::TraefikClient,
+            Desired {
+                spec: spec.clone(),
+                publish: true,
+                traefik_hosts: false,
+                containers: Vec::new(),
+            },
+        );
+    }
+    (desired, accepted)
+}
+
+/// Why the current certificate must be replaced, if it must.
+fn issue_reason(
+    want: &CertSpecLite,
+    current: Option<&Current>,
+    now: SystemTime,
+) -> Option<IssueReason> {
+    let Some(cur) = current else {
+        return Some(IssueReason::Missing);
+    };
+    if cur.sans != want.sans {
+        return Some(IssueReason::NamesChanged);
+    }
+    if cur.usage != want.usage {
+        return Some(IssueReason::UsageChanged);
+    }
+    if now >= cur.not_after {
+        return Some(IssueReason::Expired);
+    }
+    if !cur.issuer_trusted {
+        return Some(IssueReason::IssuerGone);
+    }
+    // A shorter ttl takes effect at once (someone wants shorter-lived credentials); a longer one
+    // waits for the next renewal. The lifetime includes the 1-minute backdate, hence the slack.
+    let lifetime = cur
+        .not_after
+        .duration_since(cur.not_before)
+        .unwrap_or_default();
+    if lifetime > want.ttl + Duration::from_secs(90) {
+        return Some(IssueReason::TtlChanged);
+    }
+    if now >= cur.renew_at {
+        return Some(IssueReason::RenewalDue);
+    }
+    None
+}
+
+fn earliest(a: Option<SystemTime>, b: SystemTime) -> Option<SystemTime> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// Computes the plan. See the module docs.
+pub fn plan(world: &World<'_>) -> Plan {
+    let mut out = Plan::default();
+    let (desired, accepted) = desire(world, &mut out.refused);
+
+    for (id, d) in &desired {
+        let current = world.current.get(id);
+        let mut issue = issue_reason(&d.spec, current, world.now).map(|r| (d.spec.clone(), r));
+        if issue.is_some()
+            && let Some(f) = world.failures.get(id)
+            && f.retry_at > world.now
+        {
+            // Backing off after a failure; the current certificate (if any) keeps being served.
+            out.next_wake = earliest(out.next_wake, f.retry_at);
+            issue = None;
+        }
+        if issue.is_none()
+            && let Some(cur) = current
+        {
+            out.next_wake = earliest(out.next_wake, cur.renew_at.min(cur.not_after));
+        }
+        // Deliveries refer to the certificate current after the issue step: a fresh issuance
+        // always redelivers; otherwise only where the delivered serial is not the current one.
+        let fresh = issue.is_some();
+        let serial = current.map(|c| c.serial.as_str());
+        let publish = d.publish
+            && (fresh
+                || (serial.is_some() && world.published.get(id).map(String::as_str) != serial));
+        let mut copies = Vec::new();
+        let mut publish_reloads = Vec::new();
+        for (c, spec) in accepted
+            .iter()
+            .filter(|(_, s)| Identity::Named(s.name.clone()) == *id)
+        {
+            let running = c.state == ContainerState::Running;
+            match spec.delivery {
+                Delivery::Container => {
+                    let have = world.copied.get(&c.id).map(String::as_str);
+                    if fresh || (serial.is_some() && have != serial) {
+                        copies.push(Copy {
+                            container_id: c.id.clone(),
+                            container_name: c.name.clone(),
+                            path: spec.path.clone(),
+                            owner: spec.owner,
+                            reload: spec.reload,
+                            running,
+                        });
+                    }
+                }
+                Delivery::Volume => {
+                    if publish
+                        && running
+                        && let Some(r) = spec.reload
+                    {
+                        publish_reloads.push((c.id.clone(), r));
+                    }
+                }
+                Delivery::None => {}
+            }
+        }
+        if issue.is_some() || publish || !copies.is_empty() {
+            out.work.push(CertPlan {
+                id: id.clone(),
+                issue,
+                publish,
+                publish_reloads,
+                copies,
+            });
+        }
+    }
+
+    if let Some(network) = world.proxy_network {
+        for (c, spec) in &accepted {
+            if spec.network && !c.networks.iter().any(|n| n == network) {
+                out.attaches.push(Attach {
+                    container_id: c.id.clone(),
+                    network: network.to_string(),
+                    alias: spec.name.to_string(),
+                });
+            }
+        }
+    }
+
+    let held: BTreeSet<&Identity> = world.current.keys().chain(world.published.keys()).collect();
+    for id in held {
+        if desired.contains_key(id) {
+            continue;
+        }
+        match world.orphaned_since.get(id) {
+            None => out.newly_orphaned.push(id.clone()),
+            Some(since) => {
+                let due = *since + world.grace;
+                if world.first_list_done && world.now >= due {
+                    out.remove.push(id.clone());
+                } else {
+                    out.next_wake =
+                        earliest(out.next_wake, due.max(world.now + Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+    if !out.newly_orphaned.is_empty() {
+        out.next_wake = earliest(out.next_wake, world.now + world.grace);
+    }
+    out.desired = desired;
+    out
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
