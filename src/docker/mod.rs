@@ -1,8 +1,11 @@
 //! The Docker adapter: connection, container watcher, and the actions the controller takes.
 
 pub mod client;
+mod convert;
 mod error;
+pub mod ops;
 
 pub use bollard::Docker;
 pub use client::{DEFAULT_DOCKER_HOST, DockerHost, connect, connect_to};
 pub use error::DockerError;
+pub use ops::{connect_network, inspect, restart, send_signal};
