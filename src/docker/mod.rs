@@ -4,8 +4,10 @@ pub mod client;
 mod convert;
 mod error;
 pub mod ops;
+pub mod upload;
 
 pub use bollard::Docker;
 pub use client::{DEFAULT_DOCKER_HOST, DockerHost, connect, connect_to};
 pub use error::DockerError;
 pub use ops::{connect_network, inspect, restart, send_signal};
+pub use upload::upload_files;
