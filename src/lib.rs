@@ -5,5 +5,6 @@ pub mod ca;
 pub mod cli;
 pub mod core;
 pub mod delivery;
+pub mod docker;
 pub mod proxy;
 pub mod store;

@@ -1,0 +1,16 @@
+//! The Docker adapter: connection, container watcher, and the actions the controller takes.
+
+mod backoff;
+pub mod client;
+mod convert;
+mod error;
+pub mod ops;
+pub mod upload;
+pub mod watcher;
+
+pub use bollard::Docker;
+pub use client::{DEFAULT_DOCKER_HOST, DockerHost, connect, connect_to};
+pub use error::DockerError;
+pub use ops::{connect_network, inspect, restart, send_signal};
+pub use upload::upload_files;
+pub use watcher::{WatchConfig, WatchEvent, watch};

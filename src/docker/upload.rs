@@ -1,0 +1,397 @@
+//! Copying files into a container through the archive API, swapped in atomically (atomic-writer style).
+//!
+//! Docker extracts an archive entry by removing the old path and then writing the new one, so
+//! files are never overwritten in place. Layout inside `dir`:
+//!
+//! ```text
+//! dir/..certdock-a/         one of two slot directories, each holding a complete version
+//! dir/..certdock-b/            (plus `.version`, the caller's version string)
+//! dir/..data -> ..certdock-b   the live slot: the only entry replaced on each update
+//! dir/cert.pem -> ..data/cert.pem, dir/key.pem -> ..data/key.pem, …   created once
+//! ```
+//!
+//! An update writes the slot that is not live, then replaces `..data`, all in one archive that
+//! Docker extracts in order. A reader therefore never sees a half-written file, and files read
+//! through `..data` always belong to one version. The previous version stays intact until the
+//! next update, so a reader that resolved it just before the swap keeps working.
+//!
+//! Bounds and limits, because the archive API cannot delete or rename:
+//! - Old versions do not accumulate: the non-live slot is reused. Its old contents are cleared by
+//!   first sending an empty regular file under the slot's name (Docker removes the directory
+//!   recursively to put it there), then the directory again.
+//! - Replacing `..data` is an unlink followed by a symlink, so for microseconds a reader may get
+//!   "no such file" (never a partial file or a mismatched pair). Reload signals go out after the
+//!   upload returns, so signalled readers never hit that window. Per-file links are only sent when
+//!   missing or wrong, so they add no such window on updates.
+//! - A file dropped from the set leaves a dangling link behind.
+
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::container::PathStatResponse;
+use bollard::query_parameters::{ContainerArchiveInfoOptions, UploadToContainerOptions};
+use tar::{Builder, EntryType, Header};
+
+use super::DockerError;
+
+/// The two slot directories, alternating.
+const SLOTS: [&str; 2] = ["..certdock-a", "..certdock-b"];
+const DATA_LINK: &str = "..data";
+/// Inside each slot: the caller's version string, for humans and for checks (`dir/..data/.version`).
+const VERSION_FILE: &str = ".version";
+const SLOT_DIR_MODE: u32 = 0o755;
+const VERSION_FILE_MODE: u32 = 0o644;
+/// Enough for any serial, hash or timestamp; keeps a bogus version out of the tar header.
+const MAX_VERSION_LEN: usize = 256;
+
+/// A file to deliver: its name inside `dir`, its content and its mode (e.g. `0o600` for keys).
+pub type UploadFile = (String, Vec<u8>, u32);
+
+/// Copies `files` into directory `dir` of the container (created, running or stopped), owned by
+/// `uid:gid` with the given modes, replacing the previous version atomically (see the module
+/// docs). Missing parent directories are created (root-owned, 0755).
+///
+/// # Errors
+/// [`DockerError::InvalidUpload`] for a relative or unnormalised `dir`, a file name that is not a
+/// plain name (or starts with `..`, reserved for the layout), a mode above 0o7777 or an empty
+/// version; otherwise the failed Docker step (a missing container is `is_not_found`).
+pub async fn upload_files(
+    docker: &Docker,
+    container_id: &str,
+    dir: &str,
+    files: &[UploadFile],
+    uid: u32,
+    gid: u32,
+    version: &str,
+) -> Result<(), DockerError> {
+    let dir = validate(dir, files, version)?;
+    let live = live_slot(docker, container_id, &dir).await?;
+    let next = match live {
+        Some(0) => 1,
+        _ => 0,
+    };
+    let mut links = Vec::new();
+    for (name, _, _) in files {
+        let linked = match live {
+            // Through ..data the link resolves into the live slot when it is right.
+            Some(slot) => stat(docker, container_id, &format!("{dir}/{name}"))
+                .await?
+                .is_some_and(|s| s.link_target.ends_with(&format!("/{}/{name}", SLOTS[slot]))),
+            None => false,
+        };
+        if !linked {
+            links.push(name.as_str());
+        }
+    }
+    let owner = Owner {
+        uid,
+        gid,
+        mtime: now_secs(),
+    };
+    let archive =
+        build_archive(&dir, SLOTS[next], files, &links, owner, version).map_err(|source| {
+            DockerError::BuildArchive {
+                id: container_id.to_owned(),
+                source,
+            }
+        })?;
+    let options = UploadToContainerOptions {
+        path: "/".to_owned(),
+        ..Default::default()
+    };
+    docker
+        .upload_to_container(
+            container_id,
+            Some(options),
+            bollard::body_full(archive.into()),
+        )
+        .await
+        .map_err(|source| DockerError::UploadFiles {
+            id: container_id.to_owned(),
+            source,
+        })
+}
+
+/// Checks the request and returns `dir` without a trailing slash.
+fn validate(dir: &str, files: &[UploadFile], version: &str) -> Result<String, DockerError> {
+    let invalid = |reason: String| Err(DockerError::InvalidUpload { reason });
+    let trimmed = dir.trim_end_matches('/');
+    let normal = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('\0');
+    if !dir.starts_with('/') || trimmed.is_empty() || !trimmed[1..].split('/').all(normal) {
+        return invalid(format!(
+            "directory {dir:?} must be absolute, normalised and not /"
+        ));
+    }
+    if files.is_empty() {
+        return invalid("no files to upload".to_owned());
+    }
+    for (name, _, mode) in files {
+        if !normal(name) || name.contains('/') || name.starts_with("..") || name == VERSION_FILE {
+            return invalid(format!(
+                "file name {name:?} must be a plain name not starting with .."
+            ));
+        }
+        if *mode > 0o7777 {
+            return invalid(format!(
+                "mode {mode:o} of {name:?} is not a permission mode"
+            ));
+        }
+    }
+    if version.is_empty()
+        || version.len() > MAX_VERSION_LEN
+        || version.chars().any(char::is_control)
+    {
+        return invalid(format!(
+            "version {version:?} must be 1-{MAX_VERSION_LEN} printable characters"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Which slot `dir/..data` points at, or `None` before the first upload.
+async fn live_slot(docker: &Docker, id: &str, dir: &str) -> Result<Option<usize>, DockerError> {
+    let Some(stat) = stat(docker, id, &format!("{dir}/{DATA_LINK}")).await? else {
+        return Ok(None);
+    };
+    // Docker reports the fully resolved absolute target.
+    Ok(SLOTS
+        .iter()
+        .position(|slot| stat.link_target.ends_with(&format!("/{slot}"))))
+}
+
+/// Stats a path in the container (symlinks resolved in `link_target`); `None` when it is absent.
+async fn stat(
+    docker: &Docker,
+    id: &str,
+    path: &str,
+) -> Result<Option<PathStatResponse>, DockerError> {
+    let options = ContainerArchiveInfoOptions {
+        path: path.to_owned(),
+    };
+    match docker.get_container_archive_info(id, Some(options)).await {
+        Ok(stat) => Ok(Some(stat)),
+        Err(source) => {
+            let err = DockerError::StatPath {
+                id: id.to_owned(),
+                path: path.to_owned(),
+                source,
+            };
+            if err.is_not_found() {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+}
+
+/// The archive, extracted at `/` in this order: slot cleared, slot written, `..data` swapped,
+/// then the missing per-file `links`. Paths are relative so Docker creates missing parents.
+fn build_archive(
+    dir: &str,
+    slot: &str,
+    files: &[UploadFile],
+    links: &[&str],
+    owner: Owner,
+    version: &str,
+) -> io::Result<Vec<u8>> {
+    let base = dir.trim_start_matches('/');
+    let slot_path = format!("{base}/{slot}");
+    let mut tar = Builder::new(Vec::new());
+    // An empty file where the stale slot directory is: Docker removes the directory to write it.
+    append_file(&mut tar, &slot_path, &[], 0o600, owner)?;
+    let mut header = header(EntryType::Directory, SLOT_DIR_MODE, owner);
+    tar.append_data(&mut header, &slot_path, io::empty())?;
+    for (name, content, mode) in files {
+        append_file(
+            &mut tar,
+            &format!("{slot_path}/{name}"),
+            content,
+            *mode,
+            owner,
+        )?;
+    }
+    let version_line = format!("{version}\n");
+    let version_path = format!("{slot_path}/{VERSION_FILE}");
+    append_file(
+        &mut tar,
+        &version_path,
+        version_line.as_bytes(),
+        VERSION_FILE_MODE,
+        owner,
+    )?;
+    append_symlink(&mut tar, &format!("{base}/{DATA_LINK}"), slot, owner)?;
+    for name in links {
+        append_symlink(
+            &mut tar,
+            &format!("{base}/{name}"),
+            &format!("{DATA_LINK}/{name}"),
+            owner,
+        )?;
+    }
+    tar.into_inner()
+}
+
+fn header(kind: EntryType, mode: u32, owner: Owner) -> Header {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(owner.uid.into());
+    header.set_gid(owner.gid.into());
+    header.set_mtime(owner.mtime);
+    header.set_size(0);
+    header
+}
+
+fn append_file(
+    tar: &mut Builder<Vec<u8>>,
+    path: &str,
+    content: &[u8],
+    mode: u32,
+    owner: Owner,
+) -> io::Result<()> {
+    let mut header = header(EntryType::Regular, mode, owner);
+    header.set_size(content.len() as u64);
+    tar.append_data(&mut header, path, content)
+}
+
+fn append_symlink(
+    tar: &mut Builder<Vec<u8>>,
+    path: &str,
+    target: &str,
+    owner: Owner,
+) -> io::Result<()> {
+    let mut header = header(EntryType::Symlink, 0o777, owner);
+    tar.append_link(&mut header, path, target)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> Vec<UploadFile> {
+        vec![
+            ("cert.pem".into(), b"CERT".to_vec(), 0o644),
+            ("key.pem".into(), b"KEY".to_vec(), 0o600),
+        ]
+    }
+
+    /// (path, type, mode, uid, link target or content)
+    fn entries(archive: &[u8]) -> Vec<(String, EntryType, u32, u64, String)> {
+        let mut archive = tar::Archive::new(archive);
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let detail = match entry.link_name().unwrap() {
+                Some(target) => target.to_string_lossy().into_owned(),
+                None => {
+                    let mut s = String::new();
+                    io::Read::read_to_string(&mut entry, &mut s).unwrap();
+                    s
+                }
+            };
+            let kind = header.entry_type();
+            out.push((
+                path,
+                kind,
+                header.mode().unwrap(),
+                header.uid().unwrap(),
+                detail,
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn the_archive_writes_the_slot_before_swapping_data() {
+        let owner = Owner {
+            uid: 1000,
+            gid: 1000,
+            mtime: 1,
+        };
+        let archive = build_archive(
+            "/run/certdock",
+            "..certdock-b",
+            &files(),
+            &["cert.pem"],
+            owner,
+            "v2",
+        )
+        .unwrap();
+        let got = entries(&archive);
+        let paths: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "run/certdock/..certdock-b",
+                "run/certdock/..certdock-b",
+                "run/certdock/..certdock-b/cert.pem",
+                "run/certdock/..certdock-b/key.pem",
+                "run/certdock/..certdock-b/.version",
+                "run/certdock/..data",
+                "run/certdock/cert.pem",
+            ]
+        );
+        assert_eq!(got[0].1, EntryType::Regular);
+        assert_eq!((got[1].1, got[1].2), (EntryType::Directory, 0o755));
+        assert_eq!(
+            (got[3].2, got[3].3, got[3].4.as_str()),
+            (0o600, 1000, "KEY")
+        );
+        assert_eq!(got[4].4, "v2\n");
+        assert_eq!(
+            (got[5].1, got[5].4.as_str()),
+            (EntryType::Symlink, "..certdock-b")
+        );
+        assert_eq!(got[6].4, "..data/cert.pem");
+    }
+
+    #[test]
+    fn directories_must_be_absolute_and_normalised() {
+        for dir in [
+            "run/certdock",
+            "/",
+            "//",
+            "/run/../etc",
+            "/run/./x",
+            "/run//x",
+            "",
+        ] {
+            assert!(validate(dir, &files(), "v1").is_err(), "{dir:?}");
+        }
+        assert_eq!(
+            validate("/run/certdock/", &files(), "v1").unwrap(),
+            "/run/certdock"
+        );
+    }
+
+    #[test]
+    fn file_names_must_be_plain_and_not_reserved() {
+        for name in ["", ".", "..", "a/b", "..data", "..certdock-a", ".version"] {
+            let files = vec![(name.to_owned(), Vec::new(), 0o600)];
+            assert!(validate("/run/certdock", &files, "v1").is_err(), "{name:?}");
+        }
+        let bad_mode = vec![("cert.pem".to_owned(), Vec::new(), 0o10000)];
+        assert!(validate("/run/certdock", &bad_mode, "v1").is_err());
+        assert!(validate("/run/certdock", &files(), "").is_err());
+        assert!(validate("/run/certdock", &files(), "v1\nx").is_err());
+        assert!(validate("/run/certdock", &[], "v1").is_err());
+    }
+}
