@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod cli;
+pub mod controller;
 pub mod core;
 pub mod delivery;
 pub mod docker;

@@ -22,6 +22,9 @@ pub struct LeafOrder {
     pub sans: Vec<San>,
     pub usage: Usage,
     pub ttl: Duration,
+    /// certdock's own identity (Traefik's client certificate): exempt from the allow list like
+    /// the API certificate, since the user never asked for its name.
+    pub internal: bool,
 }
 
 /// Why a CA could not serve an order. Only `Unavailable` is worth retrying soon.
@@ -83,11 +86,18 @@ impl CertSource for LocalSource {
             requester: self.requester.to_string(),
             scope: None,
         };
+        let internal = order.internal;
         // Key generation, signing and the fsync are blocking work.
-        tokio::task::spawn_blocking(move || ca.issue(req, OffsetDateTime::now_utc()))
-            .await
-            .map_err(|e| SourceError::Unavailable(format!("signing task: {e}")))?
-            .map_err(SourceError::from)
+        tokio::task::spawn_blocking(move || {
+            if internal {
+                ca.issue_for_api(req, OffsetDateTime::now_utc())
+            } else {
+                ca.issue(req, OffsetDateTime::now_utc())
+            }
+        })
+        .await
+        .map_err(|e| SourceError::Unavailable(format!("signing task: {e}")))?
+        .map_err(SourceError::from)
     }
 
     async fn bundle(&self) -> Result<String, SourceError> {

@@ -1,6 +1,7 @@
 //! The command line: parse, resolve settings, dispatch to one command module.
 
 mod ca_commands;
+pub mod run;
 pub mod settings;
 pub mod status;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The default: CA + Docker controller (+ HTTPS API) in one process.
+    Run,
     /// Create the CA (root + intermediate) in the state directory; refuses to overwrite.
     Init {
         /// Bring an existing root certificate (PEM) instead of making one.
@@ -96,7 +99,8 @@ pub fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -136,6 +140,7 @@ pub fn main() -> ExitCode {
                 p12_password_file,
             },
         ),
+        Command::Run => run::run(&settings),
         Command::Status { json } => status::run(&settings, json),
         Command::Token {
             command: TokenCommand::Create { name, ttl, kind },

@@ -33,7 +33,8 @@ impl fmt::Display for Identity {
 /// The certificate certdock holds now for one identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
-    pub serial: String,
+    /// What deliveries compare: changes with the certificate and with the CA bundle.
+    pub version: String,
     pub sans: Vec<San>,
     pub usage: Usage,
     pub not_before: SystemTime,
@@ -61,9 +62,9 @@ pub struct World<'a> {
     pub traefik_client: Option<&'a CertSpecLite>,
     pub current: &'a BTreeMap<Identity, Current>,
     pub failures: &'a BTreeMap<Identity, Failure>,
-    /// Serial last copied into each container (by container id).
+    /// Version last copied into each container (by container id).
     pub copied: &'a BTreeMap<String, String>,
-    /// Serial last published under the output directory, per identity.
+    /// Version last published under the output directory, per identity.
     pub published: &'a BTreeMap<Identity, String>,
     /// When each identity stopped being wanted by any container.
     pub orphaned_since: &'a BTreeMap<Identity, SystemTime>,
@@ -325,7 +326,7 @@ pub fn plan(world: &World<'_>) -> Plan {
         // Deliveries refer to the certificate current after the issue step: a fresh issuance
         // always redelivers; otherwise only where the delivered serial is not the current one.
         let fresh = issue.is_some();
-        let serial = current.map(|c| c.serial.as_str());
+        let serial = current.map(|c| c.version.as_str());
         let publish = d.publish
             && (fresh
                 || (serial.is_some() && world.published.get(id).map(String::as_str) != serial));

@@ -71,7 +71,7 @@ impl Fixture {
         self.current.insert(
             id(name),
             Current {
-                serial: serial.into(),
+                version: serial.into(),
                 sans: sans.iter().map(|s| San::parse(s).unwrap()).collect(),
                 usage: Usage::BOTH,
                 not_before: issued_at - Duration::from_secs(60),

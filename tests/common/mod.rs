@@ -1,11 +1,12 @@
 //! Helpers for integration tests against the real Docker engine: test image, throwaway containers and networks.
 //!
-//! Every container and network is created with a unique name and the label `certdock.test=1`,
+//! Every container and network is created with a unique name and the label `io.certdock.test=1` (outside the `certdock.` prefix, which the controller reads),
 //! and removed on drop (also when the test panics). Nothing a test did not create is touched.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod sockproxy;
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ pub use sockproxy::SockProxy;
 /// The image every test container runs; built locally by `tests/images/build.sh`.
 pub const TEST_IMAGE: &str = "certdock-test/busybox:latest";
 /// Marks everything tests create.
-pub const TEST_LABEL: (&str, &str) = ("certdock.test", "1");
+pub const TEST_LABEL: (&str, &str) = ("io.certdock.test", "1");
 /// A process that stays up, answers SIGHUP by appending to /tmp/hup, and says when the trap is
 /// set (/tmp/ready): a signal sent earlier would be lost, PID 1 ignores signals without handler.
 /// `sleep & wait` lets the trap run at once instead of after the sleep; the TERM trap lets
@@ -71,7 +72,7 @@ pub fn unique_name() -> String {
     format!("certdock-test-{}-{n}-{random:08x}", std::process::id())
 }
 
-/// What to create: labels (besides `certdock.test=1`), command, user.
+/// What to create: labels (besides the test marker), command, user.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     labels: HashMap<String, String>,

@@ -57,15 +57,15 @@ tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2020-01-01 00:00:00
     -C "$ROOT" -cf "$WORK/rootfs.tar" .
 HASH="$(sha256sum "$WORK/rootfs.tar" | cut -c1-16)"
 
-CURRENT="$(docker image inspect -f '{{index .Config.Labels "certdock.test.hash"}}' "$IMAGE" 2>/dev/null || true)"
+CURRENT="$(docker image inspect -f '{{index .Config.Labels "io.certdock.test.hash"}}' "$IMAGE" 2>/dev/null || true)"
 if [ "$CURRENT" = "$HASH" ]; then
     echo "build.sh: $IMAGE is up to date ($HASH)" >&2
     exit 0
 fi
 
 docker import \
-    --change 'LABEL certdock.test=1' \
-    --change "LABEL certdock.test.hash=$HASH" \
+    --change 'LABEL io.certdock.test=1' \
+    --change "LABEL io.certdock.test.hash=$HASH" \
     --change 'ENV PATH=/bin' \
     --change 'CMD ["sh"]' \
     "$WORK/rootfs.tar" "$IMAGE" >/dev/null

@@ -1,0 +1,266 @@
+//! What the controller holds: the current certificate of every identity (with its key), and
+//! what was delivered where. Persisted under `STATE/managed/` so a restart neither reissues
+//! nor redelivers (nor re-signals) what is already in place.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use x509_parser::prelude::{GeneralName, ParsedExtension};
+
+use crate::ca::issue::Issued;
+use crate::ca::keys::SecretPem;
+use crate::ca::pem::{certs_from_pem, parse_cert};
+use crate::core::names::{CertName, San, Usage};
+use crate::core::plan::{Current, Failure, Identity};
+use crate::core::renew::renew_at;
+use crate::delivery::bundle::Bundle;
+use crate::store::atomic::{Mode, create_dir, write_atomic};
+
+/// One held certificate: the delivery bundle and its parsed facts.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub serial: String,
+    pub cert_pem: String,
+    pub key: SecretPem,
+    pub chain_pem: String,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub renew_at: SystemTime,
+}
+
+impl Held {
+    pub fn from_issued(issued: &Issued) -> Option<Held> {
+        Held::parse(issued.key.clone()?, &issued.cert_pem, &issued.chain_pem).ok()
+    }
+
+    /// Parses a leaf; the renewal jitter is derived from the serial, so it is stable across
+    /// restarts yet spread across certificates.
+    pub fn parse(key: SecretPem, cert_pem: &str, chain_pem: &str) -> Result<Held, String> {
+        let der = certs_from_pem("certificate", cert_pem)
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        let cert = parse_cert("certificate", &der).map_err(|e| e.to_string())?;
+        let serial = hex::encode(cert.raw_serial());
+        let mut sans = Vec::new();
+        let mut usage = Usage {
+            server: false,
+            client: false,
+        };
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(s) => {
+                    for gn in &s.general_names {
+                        match gn {
+                            GeneralName::DNSName(d) => sans.extend(San::parse(d).ok()),
+                            GeneralName::IPAddress(b) => {
+                                let ip = match b.len() {
+                                    4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                                    16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                                    _ => None,
+                                };
+                                sans.extend(ip.map(San::Ip));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                ParsedExtension::ExtendedKeyUsage(eku) => {
+                    usage.server = eku.server_auth;
+                    usage.client = eku.client_auth;
+                }
+                _ => {}
+            }
+        }
+        let to_system = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+        let not_before = to_system(cert.validity().not_before.timestamp());
+        let not_after = to_system(cert.validity().not_after.timestamp());
+        let jitter = u64::from_str_radix(&serial[serial.len().saturating_sub(8)..], 16).unwrap_or(0)
+            as f64
+            / u32::MAX as f64;
+        // Renewal counts from issuance, not from the backdated notBefore: for short lifetimes the
+        // backdate would otherwise pull renewal almost to the start.
+        let issued_at = not_before + crate::ca::issue::BACKDATE;
+        let start = if issued_at < not_after {
+            issued_at
+        } else {
+            not_before
+        };
+        Ok(Held {
+            renew_at: renew_at(start, not_after, jitter),
+            serial,
+            cert_pem: cert_pem.to_string(),
+            key,
+            chain_pem: chain_pem.to_string(),
+            sans,
+            usage,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// The plan's view; `ca_pem` is the bundle to trust now, which versions the delivery too.
+    pub fn current(&self, ca_pem: &str) -> Current {
+        let chain_trusted = certs_from_pem("chain", &self.chain_pem)
+            .map(|chain| {
+                let bundle = certs_from_pem("bundle", ca_pem).unwrap_or_default();
+                chain.iter().all(|c| bundle.contains(c))
+            })
+            .unwrap_or(false);
+        Current {
+            version: version(&self.serial, ca_pem),
+            sans: self.sans.clone(),
+            usage: self.usage,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            renew_at: self.renew_at,
+            issuer_trusted: chain_trusted,
+        }
+    }
+
+    pub fn bundle(&self, ca_pem: &str) -> Bundle {
+        Bundle {
+            version: self.serial.clone(),
+            cert_pem: self.cert_pem.clone(),
+            key: self.key.clone(),
+            chain_pem: self.chain_pem.clone(),
+            ca_pem: ca_pem.to_string(),
+        }
+    }
+}
+
+/// A delivery's version: the serial plus a digest of the CA bundle, so a CA rollover
+/// redelivers `ca.pem` everywhere even when the leaf stays.
+pub fn version(serial: &str, ca_pem: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
+    format!("{serial}-{}", &hex::encode(digest)[..12])
+}
+
+/// The delivery bookkeeping, persisted as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Container id → version copied into it.
+    pub copied: BTreeMap<String, String>,
+    /// Identity file key → version published under the output directory.
+    pub published: BTreeMap<String, String>,
+    /// Identity file key → Unix seconds when it stopped being wanted.
+    pub orphaned_since: BTreeMap<String, u64>,
+}
+
+/// Everything held, in memory, with its persistence.
+pub struct Holdings {
+    dir: PathBuf,
+    pub held: BTreeMap<Identity, Held>,
+    pub ledger: Ledger,
+    pub failures: BTreeMap<Identity, Failure>,
+}
+
+/// The file name of an identity under `STATE/managed/`. Certificate names never contain `_`,
+/// so the internal identities cannot collide with a container's.
+pub fn file_key(id: &Identity) -> String {
+    match id {
+        Identity::Named(n) => n.to_string(),
+        Identity::TraefikClient => "_traefik-client".to_string(),
+    }
+}
+
+pub fn identity_of(key: &str) -> Option<Identity> {
+    match key {
+        "_traefik-client" => Some(Identity::TraefikClient),
+        other => CertName::parse(other).ok().map(Identity::Named),
+    }
+}
+
+const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
+
+impl Holdings {
+    /// Loads `STATE/managed/`; unreadable entries are logged and dropped (they will be reissued).
+    pub fn load(state_dir: &Path) -> io::Result<Holdings> {
+        let dir = state_dir.join("managed");
+        create_dir(&dir, 0o700)?;
+        let mut held = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".pem") else {
+                continue;
+            };
+            let Some(id) = identity_of(key) else { continue };
+            let text = std::fs::read_to_string(entry.path())?;
+            match split_managed(&text)
+                .and_then(|(k, c, ch)| Held::parse(SecretPem::new(k), &c, &ch))
+            {
+                Ok(h) => {
+                    held.insert(id, h);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "ignoring an unreadable managed certificate; it will be reissued")
+                }
+            }
+        }
+        let ledger = match std::fs::read(dir.join("ledger.json")) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring an unreadable delivery ledger; deliveries will be redone");
+                Ledger::default()
+            }),
+            Err(_) => Ledger::default(),
+        };
+        Ok(Holdings {
+            dir,
+            held,
+            ledger,
+            failures: BTreeMap::new(),
+        })
+    }
+
+    /// Stores a new certificate with its key in ONE file, written atomically: on disk a key can
+    /// never sit beside the wrong certificate.
+    pub fn store(&mut self, id: &Identity, held: Held) -> io::Result<()> {
+        let text = format!(
+            "{}{}{}",
+            held.key.secret_pem(),
+            held.cert_pem,
+            held.chain_pem
+        );
+        write_atomic(
+            &self.dir.join(format!("{}.pem", file_key(id))),
+            text.as_bytes(),
+            Mode::Secret,
+        )?;
+        self.held.insert(id.clone(), held);
+        Ok(())
+    }
+
+    pub fn forget(&mut self, id: &Identity) -> io::Result<()> {
+        self.held.remove(id);
+        let key = file_key(id);
+        self.ledger.published.remove(&key);
+        self.ledger.orphaned_since.remove(&key);
+        self.failures.remove(id);
+        match std::fs::remove_file(self.dir.join(format!("{key}.pem"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn save_ledger(&self) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.ledger).map_err(io::Error::other)?;
+        crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)
+            .map(|_| ())
+    }
+}
+
+/// Splits a managed file into (key PEM, certificate PEM, chain PEM).
+fn split_managed(text: &str) -> Result<(String, String, String), String> {
+    let first_cert = text.find(BEGIN_CERT).ok_or("no certificate")?;
+    let key = text[..first_cert].to_string();
+    let rest = &text[first_cert..];
+    let second = rest[BEGIN_CERT.len()..]
+        .find(BEGIN_CERT)
+        .map(|i| i + BEGIN_CERT.len())
+        .ok_or("no chain")?;
+    Ok((key, rest[..second].to_string(), rest[second..].to_string()))
+}

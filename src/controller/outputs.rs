@@ -1,0 +1,148 @@
+//! The files proxies read: `ca.pem`, `caddy/`, `traefik/certdock.yml`, and `certs/NAME/`.
+//! Every file is rendered first and written only when its bytes differ, atomically.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::core::plan::{Desired, Identity};
+use crate::delivery::bundle::{Bundle, publish_dir, remove_dir};
+use crate::proxy::caddy::render_snippet;
+use crate::proxy::traefik::{CertFiles, TlsOptionsBase, TraefikModel, render};
+use crate::store::atomic::{Mode, create_dir, write_if_changed};
+
+/// Where outputs go, on this host and as the proxy sees them.
+#[derive(Debug, Clone)]
+pub struct OutputDirs {
+    pub out: PathBuf,
+    /// The output directory as Traefik (and Caddy) mount it.
+    pub proxy_view: PathBuf,
+}
+
+impl OutputDirs {
+    /// Host directory of an identity's published files.
+    pub fn published_dir(&self, id: &Identity) -> PathBuf {
+        self.out.join(relative_dir(id))
+    }
+
+    fn proxy_path(&self, rel: &str) -> String {
+        self.proxy_view.join(rel).to_string_lossy().into_owned()
+    }
+}
+
+fn relative_dir(id: &Identity) -> String {
+    match id {
+        Identity::Named(n) => format!("certs/{n}"),
+        // Outside certs/ so that no container's name can ever reach it.
+        Identity::TraefikClient => "traefik-client".to_string(),
+    }
+}
+
+pub fn publish(dirs: &OutputDirs, id: &Identity, bundle: &Bundle) -> io::Result<()> {
+    create_dir(&dirs.out.join("certs"), 0o755)?;
+    publish_dir(&dirs.published_dir(id), bundle, None)
+}
+
+pub fn unpublish(dirs: &OutputDirs, id: &Identity) -> io::Result<()> {
+    remove_dir(&dirs.published_dir(id))
+}
+
+/// Which files changed in one pass; counted by metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub ca: bool,
+    pub caddy: bool,
+    pub traefik: bool,
+}
+
+/// Writes `ca.pem`, the Caddy snippet (one CA file per certificate: Caddy 2.6 reads only the
+/// first certificate of a bundle) and the Traefik configuration.
+///
+/// `versions` maps each published identity to the version of its files: it goes into the YAML's
+/// revision, because Traefik re-reads certificate files only when its directory changes.
+pub fn write_proxy_files(
+    dirs: &OutputDirs,
+    ca_parts: &[(String, String)],
+    base_options: &TlsOptionsBase,
+    desired: &BTreeMap<Identity, Desired>,
+    versions: &BTreeMap<Identity, String>,
+) -> io::Result<Written> {
+    let mut written = Written::default();
+    create_dir(&dirs.out, 0o755)?;
+    let ca_pem: String = ca_parts.iter().map(|(_, pem)| pem.as_str()).collect();
+    written.ca = write_if_changed(&dirs.out.join("ca.pem"), ca_pem.as_bytes(), Mode::Public)?;
+
+    let caddy_dir = dirs.out.join("caddy");
+    create_dir(&caddy_dir, 0o755)?;
+    let mut caddy_files = Vec::new();
+    for (stem, pem) in ca_parts {
+        let file = format!("ca-{stem}.pem");
+        written.caddy |= write_if_changed(&caddy_dir.join(&file), pem.as_bytes(), Mode::Public)?;
+        caddy_files.push(dirs.proxy_path(&format!("caddy/{file}")));
+    }
+    remove_stale(
+        &caddy_dir,
+        "ca-",
+        ".pem",
+        ca_parts
+            .iter()
+            .map(|(s, _)| format!("ca-{s}.pem"))
+            .collect(),
+    )?;
+    let snippet = render_snippet(&caddy_files).map_err(io::Error::other)?;
+    written.caddy |= write_if_changed(
+        &caddy_dir.join("mtls.caddy"),
+        snippet.as_bytes(),
+        Mode::Public,
+    )?;
+
+    let mut certificates = Vec::new();
+    let mut revision = ring::digest::Context::new(&ring::digest::SHA256);
+    revision.update(ca_pem.as_bytes());
+    for (id, d) in desired {
+        if d.traefik_hosts
+            && let Some(v) = versions.get(id)
+        {
+            let rel = relative_dir(id);
+            certificates.push(CertFiles {
+                cert_file: dirs.proxy_path(&format!("{rel}/fullchain.pem")),
+                key_file: dirs.proxy_path(&format!("{rel}/key.pem")),
+            });
+            revision.update(v.as_bytes());
+        }
+    }
+    let transport_client = versions.get(&Identity::TraefikClient).map(|v| {
+        revision.update(v.as_bytes());
+        CertFiles {
+            cert_file: dirs.proxy_path("traefik-client/fullchain.pem"),
+            key_file: dirs.proxy_path("traefik-client/key.pem"),
+        }
+    });
+    let model = TraefikModel {
+        ca_files: vec![dirs.proxy_path("ca.pem")],
+        base_options: base_options.clone(),
+        certificates,
+        transport_client,
+        revision: hex::encode(revision.finish()),
+    };
+    let yaml = render(&model).map_err(io::Error::other)?;
+    let traefik_dir = dirs.out.join("traefik");
+    create_dir(&traefik_dir, 0o755)?;
+    written.traefik = write_if_changed(
+        &traefik_dir.join("certdock.yml"),
+        yaml.as_bytes(),
+        Mode::Public,
+    )?;
+    Ok(written)
+}
+
+/// Removes files `prefix*suffix` in `dir` that are not in `keep` (CA files of expired intermediates).
+fn remove_stale(dir: &Path, prefix: &str, suffix: &str, keep: Vec<String>) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && name.ends_with(suffix) && !keep.contains(&name) {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
