@@ -47,39 +47,27 @@ pub fn unpublish(dirs: &OutputDirs, id: &Identity) -> io::Result<()> {
     remove_dir(&dirs.published_dir(id))
 }
 
-/// Which files changed in one pass; counted by metrics and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub ca: bool,
-    pub caddy: bool,
-    pub traefik: bool,
-}
-
-/// Writes `ca.pem`, the Caddy snippet (one CA file per certificate: Caddy 2.6 reads only the
-/// first certificate of a bundle) and the Traefik configuration.
-///
-/// `versions` maps each published identity to the version of its files: it goes into the YAML's
-/// revision, because Traefik re-reads certificate files only when its directory changes.
-pub fn write_proxy_files(
-    dirs: &OutputDirs,
-    ca_parts: &[(String, String)],
-    base_options: &TlsOptionsBase,
-    desired: &BTreeMap<Identity, Desired>,
-    versions: &BTreeMap<Identity, String>,
-) -> io::Result<Written> {
-    let mut written = Written::default();
+/// Writes `ca.pem` and the Caddy files: the snippet names one CA file per certificate, because
+/// Caddy 2.6 reads only the first certificate of a bundle. Returns whether anything changed.
+pub fn write_ca_files(dirs: &OutputDirs, ca_parts: &[(String, String)]) -> io::Result<bool> {
     create_dir(&dirs.out, 0o755)?;
     let ca_pem: String = ca_parts.iter().map(|(_, pem)| pem.as_str()).collect();
-    written.ca = write_if_changed(&dirs.out.join("ca.pem"), ca_pem.as_bytes(), Mode::Public)?;
-
+    let mut changed = write_if_changed(&dirs.out.join("ca.pem"), ca_pem.as_bytes(), Mode::Public)?;
     let caddy_dir = dirs.out.join("caddy");
     create_dir(&caddy_dir, 0o755)?;
     let mut caddy_files = Vec::new();
     for (stem, pem) in ca_parts {
         let file = format!("ca-{stem}.pem");
-        written.caddy |= write_if_changed(&caddy_dir.join(&file), pem.as_bytes(), Mode::Public)?;
+        changed |= write_if_changed(&caddy_dir.join(&file), pem.as_bytes(), Mode::Public)?;
         caddy_files.push(dirs.proxy_path(&format!("caddy/{file}")));
     }
+    let snippet = render_snippet(&caddy_files).map_err(io::Error::other)?;
+    changed |= write_if_changed(
+        &caddy_dir.join("mtls.caddy"),
+        snippet.as_bytes(),
+        Mode::Public,
+    )?;
+    // Files of intermediates that expired go only after the snippet stopped naming them.
     remove_stale(
         &caddy_dir,
         "ca-",
@@ -89,13 +77,21 @@ pub fn write_proxy_files(
             .map(|(s, _)| format!("ca-{s}.pem"))
             .collect(),
     )?;
-    let snippet = render_snippet(&caddy_files).map_err(io::Error::other)?;
-    written.caddy |= write_if_changed(
-        &caddy_dir.join("mtls.caddy"),
-        snippet.as_bytes(),
-        Mode::Public,
-    )?;
+    Ok(changed)
+}
 
+/// Writes the Traefik configuration when its bytes change; returns whether it did.
+///
+/// `versions` maps each published identity to the version of its files: it goes into the YAML's
+/// revision, because Traefik re-reads certificate files only when its directory changes.
+pub fn write_proxy_files(
+    dirs: &OutputDirs,
+    ca_parts: &[(String, String)],
+    base_options: &TlsOptionsBase,
+    desired: &BTreeMap<Identity, Desired>,
+    versions: &BTreeMap<Identity, String>,
+) -> io::Result<bool> {
+    let ca_pem: String = ca_parts.iter().map(|(_, pem)| pem.as_str()).collect();
     let mut certificates = Vec::new();
     let mut revision = ring::digest::Context::new(&ring::digest::SHA256);
     revision.update(ca_pem.as_bytes());
@@ -128,12 +124,11 @@ pub fn write_proxy_files(
     let yaml = render(&model).map_err(io::Error::other)?;
     let traefik_dir = dirs.out.join("traefik");
     create_dir(&traefik_dir, 0o755)?;
-    written.traefik = write_if_changed(
+    write_if_changed(
         &traefik_dir.join("certdock.yml"),
         yaml.as_bytes(),
         Mode::Public,
-    )?;
-    Ok(written)
+    )
 }
 
 /// Removes files `prefix*suffix` in `dir` that are not in `keep` (CA files of expired intermediates).

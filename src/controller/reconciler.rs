@@ -10,7 +10,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::executor::{Executor, WorkResult};
 use super::holdings::{Holdings, file_key, identity_of};
-use super::outputs::{OutputDirs, write_proxy_files};
+use super::outputs::{OutputDirs, write_ca_files, write_proxy_files};
 use super::status::status_entries;
 use super::store::ContainerStore;
 use crate::ca::pem::{certs_from_pem, parse_cert};
@@ -42,8 +42,8 @@ pub struct ControllerConfig {
 const RECONCILE_QUIET: Duration = Duration::from_millis(5);
 /// Proxy files wait for a burst to end (quiet), but never longer than the cap after its start,
 /// so 20 containers started together cause one or two Traefik reloads, not twenty.
-const FLUSH_QUIET: Duration = Duration::from_millis(300);
-const FLUSH_MAX: Duration = Duration::from_secs(2);
+const FLUSH_QUIET: Duration = Duration::from_secs(1);
+const FLUSH_MAX: Duration = Duration::from_secs(5);
 /// After a failed Docker action, try again this soon even if nothing else happens.
 const ACTION_RETRY: Duration = Duration::from_secs(2);
 
@@ -114,6 +114,9 @@ pub async fn run<S: CertSource>(
                         Ok(b) => bundle = b,
                         Err(e) => tracing::warn!(error = %e, "cannot refresh the CA bundle; keeping the last one"),
                     }
+                    // The CA files go out at once (before any delivery that relies on them);
+                    // only the Traefik file waits for the burst to settle.
+                    write_ca(&cfg, &bundle);
                     let outcome = reconcile_once(&cfg, &executor, &mut holdings, &store, &bundle, &traefik_client).await;
                     reconcile_at = outcome.next_wake;
                     if outcome.desired != last_plan_desired || outcome.delivered {
@@ -312,6 +315,21 @@ async fn reconcile_once<S: CertSource>(
     }
 }
 
+fn write_ca(cfg: &ControllerConfig, bundle: &str) {
+    if bundle.is_empty() {
+        return;
+    }
+    match write_ca_files(&cfg.dirs, &ca_parts(bundle)) {
+        Ok(true) => {
+            tracing::info!(file = %cfg.dirs.out.join("ca.pem").display(), "wrote the CA bundle")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the CA files; the previous ones stay in place")
+        }
+    }
+}
+
 fn flush(
     cfg: &ControllerConfig,
     holdings: &Holdings,
@@ -331,12 +349,9 @@ fn flush(
         desired,
         &versions,
     ) {
-        Ok(w) => {
-            if w.traefik {
+        Ok(written) => {
+            if written {
                 tracing::info!(file = %cfg.dirs.out.join("traefik/certdock.yml").display(), "wrote proxy configuration");
-            }
-            if w.ca {
-                tracing::info!(file = %cfg.dirs.out.join("ca.pem").display(), "wrote the CA bundle");
             }
         }
         Err(e) => {
