@@ -447,3 +447,126 @@ async fn twenty_containers_started_together_cause_few_proxy_writes_and_none_when
     );
     drop(containers);
 }
+
+#[tokio::test]
+async fn deleted_or_altered_output_files_are_written_again() {
+    init_crypto();
+    let d = docker().await;
+    let cd = run_certdock(None, &[]);
+    let _vol = ContainerSpec::default()
+        .label("certdock.enable", "true")
+        .label("certdock.name", "vol")
+        .label("certdock.delivery", "volume")
+        .run(&d)
+        .await;
+    let cert = cd.out.join("certs/vol/cert.pem");
+    let yml = cd.out.join("traefik/certdock.yml");
+    eventually(
+        "the volume delivery and the Traefik file",
+        Duration::from_secs(20),
+        || async { (cert.is_file() && yml.is_file()).then_some(()) },
+    )
+    .await;
+    let good_cert = std::fs::read_to_string(&cert).unwrap();
+    let good_yml = std::fs::read_to_string(&yml).unwrap();
+    let good_ca = std::fs::read_to_string(cd.out.join("ca.pem")).unwrap();
+    std::fs::remove_file(cd.out.join("ca.pem")).unwrap();
+    std::fs::write(&yml, "tls: {}\n").unwrap();
+    std::fs::remove_file(cd.out.join("certs/vol/key.pem")).unwrap();
+    eventually("every file restored", Duration::from_secs(15), || async {
+        let ok = std::fs::read_to_string(cd.out.join("ca.pem")).is_ok_and(|c| c == good_ca)
+            && std::fs::read_to_string(&yml).is_ok_and(|y| y == good_yml)
+            && std::fs::read_to_string(cd.out.join("certs/vol/key.pem")).is_ok()
+            && std::fs::read_to_string(&cert).is_ok_and(|c| c == good_cert);
+        ok.then_some(())
+    })
+    .await;
+    let pk_cert = openssl(&["x509", "-in", path_str(&cert), "-noout", "-pubkey"]).stdout;
+    let pk_key = openssl(&[
+        "pkey",
+        "-in",
+        path_str(&cd.out.join("certs/vol/key.pem")),
+        "-pubout",
+    ])
+    .stdout;
+    assert_eq!(
+        pk_cert, pk_key,
+        "the restored key belongs to the certificate"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_config_file_applies_without_a_restart() {
+    init_crypto();
+    let d = docker().await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("certdock.toml");
+    std::fs::write(&cfg, "resync_interval = \"3s\"\n").unwrap();
+    let cd = Certdock::start(
+        "run",
+        &["--listen", "127.0.0.1:0", "--config", path_str(&cfg)],
+        &[],
+    );
+    let a = ContainerSpec::default()
+        .label("certdock.enable", "true")
+        .label("certdock.name", "allowed")
+        .run(&d)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    eventually(
+        "delivery under the first settings",
+        Duration::from_secs(20),
+        || async { fetch_delivery(&d, &a, tmp.path()).await.then_some(()) },
+    )
+    .await;
+    std::fs::write(
+        &cfg,
+        "resync_interval = \"3s\"\ndeny_domain = \"blocked.test\"\n",
+    )
+    .unwrap();
+    eventually("the reload in the log", Duration::from_secs(10), || async {
+        (cd.count_log("settings reloaded from the config file") >= 1).then_some(())
+    })
+    .await;
+    let b = ContainerSpec::default()
+        .label("certdock.enable", "true")
+        .label("certdock.name", "nope")
+        .label("certdock.sans", "x.blocked.test")
+        .run(&d)
+        .await;
+    let refused = eventually(
+        "the new deny rule refuses a new container",
+        Duration::from_secs(15),
+        || async {
+            cd.status()
+                .into_iter()
+                .find(|e| e["container"] == b.name.as_str() && !e["error"].is_null())
+        },
+    )
+    .await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("--deny-domain blocked.test"),
+        "{refused}"
+    );
+    // A broken file is refused and the running settings stay.
+    std::fs::write(&cfg, "resync_interval = \"banana\"\n").unwrap();
+    eventually(
+        "the refusal in the log",
+        Duration::from_secs(10),
+        || async {
+            cd.log_text()
+                .contains("the changed config file is refused")
+                .then_some(())
+        },
+    )
+    .await;
+    let ok = cd
+        .status()
+        .into_iter()
+        .find(|e| e["container"] == a.name.as_str())
+        .unwrap();
+    assert!(ok["error"].is_null(), "{ok}");
+}

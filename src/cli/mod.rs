@@ -110,6 +110,7 @@ pub fn init_logging(format: LogFormat) {
 /// Runs the command line; the one-line reason of a failure goes to stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let raw = cli.settings.clone();
     let settings = match Settings::resolve(cli.settings) {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -140,7 +141,7 @@ pub fn main() -> ExitCode {
                 p12_password_file,
             },
         ),
-        Command::Run => run::run(&settings),
+        Command::Run => run::run(&settings, raw),
         Command::Status { json } => status::run(&settings, json),
         Command::Token {
             command: TokenCommand::Create { name, ttl, kind },

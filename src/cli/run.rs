@@ -8,7 +8,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::CmdResult;
-use super::settings::Settings;
+use super::settings::{RawSettings, Settings};
 use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::source::LocalSource;
 use crate::controller::outputs::OutputDirs;
@@ -56,7 +56,19 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-pub fn run(s: &Settings) -> CmdResult {
+/// With `--config`, the controller reloads the file when it changes.
+pub fn reloadable(raw: RawSettings) -> Option<controller::reconciler::Reloadable> {
+    let path = raw.config.clone()?;
+    Some(controller::reconciler::Reloadable {
+        path,
+        load: Box::new(move || {
+            let s = Settings::resolve(raw.clone()).map_err(|e| e.to_string())?;
+            controller_config(&s)
+        }),
+    })
+}
+
+pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
     let cfg = controller_config(s)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -80,7 +92,7 @@ pub fn run(s: &Settings) -> CmdResult {
             key_type: s.key_type,
             requester: "controller",
         });
-        controller::run(cfg, source, shutdown_signal()).await?;
+        controller::run(cfg, source, reloadable(raw), shutdown_signal()).await?;
         maintenance.abort();
         Ok::<(), Box<dyn std::error::Error>>(())
     })

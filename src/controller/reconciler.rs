@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use tokio::time::{Instant, sleep_until};
 
 use super::executor::{Executor, WorkResult};
+use super::file_watch::{FileChange, watch_files};
 use super::holdings::{Holdings, file_key, identity_of};
 use super::outputs::{OutputDirs, write_ca_files, write_proxy_files};
 use super::status::status_entries;
@@ -38,12 +39,21 @@ pub struct ControllerConfig {
     pub grace: Duration,
 }
 
+/// The config file and how to turn it into a new configuration (flags and environment still
+/// take precedence over the file, as at start).
+pub struct Reloadable {
+    pub path: std::path::PathBuf,
+    pub load: Box<dyn Fn() -> Result<ControllerConfig, String> + Send + Sync>,
+}
+
 /// Quiet time after an event before reconciling: lets a `create`+`start` pair land together.
 const RECONCILE_QUIET: Duration = Duration::from_millis(5);
 /// Proxy files wait for a burst to end (quiet), but never longer than the cap after its start,
 /// so 20 containers started together cause one or two Traefik reloads, not twenty.
 const FLUSH_QUIET: Duration = Duration::from_secs(1);
 const FLUSH_MAX: Duration = Duration::from_secs(5);
+/// Pause after a file event before checking outputs (our own writes cause events too).
+const FILE_QUIET: Duration = Duration::from_millis(200);
 /// After a failed Docker action, try again this soon even if nothing else happens.
 const ACTION_RETRY: Duration = Duration::from_secs(2);
 
@@ -68,11 +78,16 @@ fn ca_parts(bundle: &str) -> Vec<(String, String)> {
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run<S: CertSource>(
-    cfg: ControllerConfig,
+    mut cfg: ControllerConfig,
     source: Arc<S>,
+    reload: Option<Reloadable>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut holdings = Holdings::load(&cfg.state_dir)?;
+    let (_file_watch, mut file_changes) =
+        watch_files(&cfg.dirs.out, reload.as_ref().map(|r| r.path.as_path()))
+            .map_err(std::io::Error::other)?;
+    let mut verify_outputs = true;
     let mut store = ContainerStore::default();
     let executor = Executor::new(source.clone(), cfg.dirs.clone());
     let events = docker::watch(
@@ -107,6 +122,23 @@ pub async fn run<S: CertSource>(
                     reconcile_at = Some(reconcile_at.map_or(soon, |t| t.min(soon)));
                 }
             }
+            Some(change) = file_changes.recv() => {
+                match change {
+                    FileChange::Outputs => verify_outputs = true,
+                    FileChange::Config => match reload.as_ref().map(|r| (r.load)()) {
+                        Some(Ok(new)) => {
+                            tracing::info!("settings reloaded from the config file");
+                            cfg = new;
+                        }
+                        Some(Err(e)) => tracing::error!(error = %e, "the changed config file is refused; keeping the running settings"),
+                        None => {}
+                    },
+                }
+                // Our own writes land here too: look after a short pause, once per storm.
+                let soon = Instant::now() + FILE_QUIET;
+                reconcile_at = Some(reconcile_at.map_or(soon, |t| t.min(soon)));
+                flush_at = Some(flush_at.map_or(soon, |t| t.min(soon)));
+            }
             _ = async { match wake { Some(w) => sleep_until(w).await, None => std::future::pending().await } } => {
                 let now = Instant::now();
                 if reconcile_at.is_some_and(|t| t <= now) {
@@ -117,6 +149,9 @@ pub async fn run<S: CertSource>(
                     // The CA files go out at once (before any delivery that relies on them);
                     // only the Traefik file waits for the burst to settle.
                     write_ca(&cfg, &bundle);
+                    if std::mem::take(&mut verify_outputs) {
+                        verify_published(&cfg, &mut holdings);
+                    }
                     let outcome = reconcile_once(&cfg, &executor, &mut holdings, &store, &bundle, &traefik_client).await;
                     reconcile_at = outcome.next_wake;
                     if outcome.desired != last_plan_desired || outcome.delivered {
@@ -312,6 +347,30 @@ async fn reconcile_once<S: CertSource>(
         next_wake: next.map(|n| n.max(Instant::now() + Duration::from_millis(10))),
         desired: p.desired,
         delivered,
+    }
+}
+
+/// Forgets publications whose files on disk are no longer exactly ours (deleted, altered), so the
+/// next plan publishes them again.
+fn verify_published(cfg: &ControllerConfig, holdings: &mut Holdings) {
+    let mut stale = Vec::new();
+    for key in holdings.ledger.published.keys() {
+        let Some(id) = identity_of(key) else { continue };
+        let Some(held) = holdings.held.get(&id) else {
+            continue;
+        };
+        let dir = cfg.dirs.published_dir(&id);
+        let intact = std::fs::read_to_string(dir.join("cert.pem"))
+            .is_ok_and(|c| c == held.cert_pem)
+            && std::fs::read_to_string(dir.join("key.pem"))
+                .is_ok_and(|k| k == held.key.secret_pem());
+        if !intact {
+            tracing::warn!(cert = %id, dir = %dir.display(), "published files were changed or removed; writing them again");
+            stale.push(key.clone());
+        }
+    }
+    for key in stale {
+        holdings.ledger.published.remove(&key);
     }
 }
 
