@@ -570,3 +570,37 @@ async fn a_changed_config_file_applies_without_a_restart() {
         .unwrap();
     assert!(ok["error"].is_null(), "{ok}");
 }
+
+#[tokio::test]
+async fn a_destroyed_containers_volume_files_go_after_the_grace_period() {
+    init_crypto();
+    let d = docker().await;
+    let cd = run_certdock(None, &["--orphan-grace", "2s"]);
+    let c = ContainerSpec::default()
+        .label("certdock.enable", "true")
+        .label("certdock.name", "ephemeral")
+        .label("certdock.delivery", "volume")
+        .run(&d)
+        .await;
+    let dir = cd.out.join("certs/ephemeral");
+    eventually("the volume delivery", Duration::from_secs(20), || async {
+        dir.join("cert.pem").is_file().then_some(())
+    })
+    .await;
+    c.remove(&d).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        dir.join("cert.pem").is_file(),
+        "files stay during the grace period"
+    );
+    eventually(
+        "the files removed after the grace period",
+        Duration::from_secs(15),
+        || async { (!dir.exists()).then_some(()) },
+    )
+    .await;
+    assert!(
+        cd.status().iter().all(|e| e["name"] != "ephemeral"),
+        "no longer managed"
+    );
+}

@@ -183,6 +183,8 @@ pub fn print_settings(s: &Settings) -> CmdResult {
         "min_ttl": fmt_duration(s.ttls.min),
         "max_ttl": fmt_duration(s.ttls.max),
         "resync_interval": fmt_duration(s.resync_interval),
+        "orphan_grace": fmt_duration(s.orphan_grace),
+        "orphan_grace": fmt_duration(s.orphan_grace),
         "allow_domain": s.names.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "deny_domain": s.names.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "allow_wildcards": s.names.allow_wildcards,

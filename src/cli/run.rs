@@ -15,9 +15,6 @@ use crate::controller::outputs::OutputDirs;
 use crate::controller::{self, ControllerConfig};
 use crate::proxy::traefik::TlsOptionsBase;
 
-/// How long the files of a certificate no container uses stay on disk.
-const ORPHAN_GRACE: Duration = Duration::from_secs(600);
-
 pub fn traefik_options(s: &Settings) -> Result<TlsOptionsBase, String> {
     let opts = TlsOptionsBase::deserialize(toml::Value::Table(s.traefik_options.clone()))
         .map_err(|e| format!("[traefik.options]: {e}"))?;
@@ -39,7 +36,7 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, String> {
         proxy_network: s.proxy_network.clone(),
         resync: s.resync_interval,
         traefik_options: traefik_options(s)?,
-        grace: ORPHAN_GRACE,
+        grace: s.orphan_grace,
     })
 }
 

@@ -58,6 +58,9 @@ pub struct RawSettings {
     /// Allow wildcard names (`*.example.com`).
     #[arg(long, env = "CERTDOCK_ALLOW_WILDCARDS", global = true)]
     pub allow_wildcards: Option<bool>,
+    /// How long the files of a certificate no container uses any more stay (volume deliveries).
+    #[arg(long, env = "CERTDOCK_ORPHAN_GRACE", global = true)]
+    pub orphan_grace: Option<String>,
     #[arg(long, env = "CERTDOCK_LABEL_PREFIX", global = true)]
     pub label_prefix: Option<String>,
     /// `text` or `json`.
@@ -120,6 +123,7 @@ pub struct Settings {
     pub api_names: Vec<San>,
     pub ttls: TtlPolicy,
     pub resync_interval: Duration,
+    pub orphan_grace: Duration,
     pub names: NamePolicy,
     pub label_prefix: String,
     pub log_format: LogFormat,
@@ -180,6 +184,7 @@ impl RawSettings {
             allow_domain: self.allow_domain.or(file.allow_domain),
             deny_domain: self.deny_domain.or(file.deny_domain),
             allow_wildcards: self.allow_wildcards.or(file.allow_wildcards),
+            orphan_grace: self.orphan_grace.or(file.orphan_grace),
             label_prefix: self.label_prefix.or(file.label_prefix),
             log_format: self.log_format.or(file.log_format),
             key_type: self.key_type.or(file.key_type),
@@ -217,6 +222,7 @@ impl Settings {
             ));
         }
         let resync_interval = duration("resync_interval", raw.resync_interval, "60s")?;
+        let orphan_grace = duration("orphan_grace", raw.orphan_grace, "10m")?;
         if resync_interval < Duration::from_secs(1) {
             return Err(invalid("resync_interval", "must be at least 1s"));
         }
@@ -300,6 +306,7 @@ impl Settings {
             api_names,
             ttls,
             resync_interval,
+            orphan_grace,
             names,
             label_prefix,
             log_format,
