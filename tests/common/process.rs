@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 pub struct Certdock {
     child: Option<Child>,
+    command: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
     pub out: PathBuf,
@@ -35,30 +38,51 @@ impl Certdock {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Certdock {
-        let log = dir.path().join(format!("certdock-{}.log", rand_suffix()));
+        let mut cd = Certdock {
+            child: None,
+            command: command.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log: dir.path().join("none.log"),
+            dir,
+            state,
+            out,
+        };
+        cd.spawn();
+        cd
+    }
+
+    /// Starts the same command again on the same directories, logging to a fresh file.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = self
+            .dir
+            .path()
+            .join(format!("certdock-{}.log", rand_suffix()));
         let mut cmd = Command::new(bin());
-        cmd.arg(command)
+        cmd.arg(&self.command)
             .arg("--state-dir")
-            .arg(&state)
+            .arg(&self.state)
             .arg("--out-dir")
-            .arg(&out)
-            .args(args)
+            .arg(&self.out)
+            .args(&self.args)
             .env("CERTDOCK_LOG_FORMAT", "json")
             .env_remove("CERTDOCK_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn certdock");
-        Certdock {
-            child: Some(child),
-            dir,
-            state,
-            out,
-            log,
-        }
+        self.child = Some(cmd.spawn().expect("spawn certdock"));
+        self.log = log;
     }
 
     pub fn log_text(&self) -> String {
