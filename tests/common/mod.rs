@@ -23,6 +23,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+#[allow(unused_imports)] // not every test binary uses the proxy
 pub use sockproxy::SockProxy;
 
 /// The image every test container runs; built locally by `tests/images/build.sh`.
