@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Real peers the tests talk to (Debian packages); installed only when missing.
 need=()
-for pkg in openssl curl caddy haproxy busybox-static; do
+for pkg in openssl curl caddy haproxy busybox-static faketime; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -29,6 +29,8 @@ pub struct WorkResult {
     pub copied: Vec<(String, String)>,
     /// Deliveries or signals that failed (retried by the next pass).
     pub failed_actions: usize,
+    /// The last such failure, for `status`.
+    pub action_error: Option<String>,
 }
 
 pub struct Executor<S> {
@@ -84,6 +86,7 @@ impl<S: CertSource> Executor<S> {
             published: None,
             copied: Vec::new(),
             failed_actions: 0,
+            action_error: None,
         };
         let mut cert = current;
         if let Some((spec, reason)) = &work.issue {
@@ -134,13 +137,23 @@ impl<S: CertSource> Executor<S> {
                 Err(e) => {
                     tracing::error!(cert = %work.id, error = %e, "cannot publish certificate files");
                     result.failed_actions += 1;
+                    result.action_error = Some(format!(
+                        "cannot write {}: {e}",
+                        self.dirs.published_dir(&work.id).display()
+                    ));
                 }
             }
         }
         for copy in &work.copies {
             match self.copy(copy, &bundle_files, &v).await {
                 Ok(()) => result.copied.push((copy.container_id.clone(), v.clone())),
-                Err(()) => result.failed_actions += 1,
+                Err(()) => {
+                    result.failed_actions += 1;
+                    result.action_error = Some(format!(
+                        "delivery to container {} failed (see the log); retrying",
+                        copy.container_name
+                    ));
+                }
             }
         }
         result

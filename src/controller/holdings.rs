@@ -157,6 +157,10 @@ pub struct Holdings {
     pub held: BTreeMap<Identity, Held>,
     pub ledger: Ledger,
     pub failures: BTreeMap<Identity, Failure>,
+    /// The last failed delivery per identity (cleared by the next success), for `status`.
+    pub delivery_errors: BTreeMap<Identity, String>,
+    /// (container id, error) refusals already logged.
+    pub refusals_logged: std::collections::BTreeSet<(String, String)>,
 }
 
 /// The file name of an identity under `STATE/managed/`. Certificate names never contain `_`,
@@ -213,6 +217,8 @@ impl Holdings {
             held,
             ledger,
             failures: BTreeMap::new(),
+            delivery_errors: BTreeMap::new(),
+            refusals_logged: Default::default(),
         })
     }
 

@@ -52,6 +52,9 @@ const RECONCILE_QUIET: Duration = Duration::from_millis(5);
 /// so 20 containers started together cause one or two Traefik reloads, not twenty.
 const FLUSH_QUIET: Duration = Duration::from_secs(1);
 const FLUSH_MAX: Duration = Duration::from_secs(5);
+/// The loop plans at least this often, even with nothing to do: deadlines are wall-clock
+/// times, and a clock that jumps (suspend, NTP step) must be noticed within this interval.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Pause after a file event before checking outputs (our own writes cause events too).
 const FILE_QUIET: Duration = Duration::from_millis(200);
 /// After a failed Docker action, try again this soon even if nothing else happens.
@@ -237,9 +240,27 @@ async fn reconcile_once<S: CertSource>(
         now,
     };
     let p = plan(&world);
+    tracing::debug!(
+        containers = containers.len(),
+        work = p.work.len(),
+        attaches = p.attaches.len(),
+        refused = p.refused.len(),
+        "reconcile"
+    );
+    // Refusals are logged when they first appear, not on every pass.
     for r in &p.refused {
-        tracing::warn!(container = %r.container_name, error = %r.error, "container refused");
+        if holdings
+            .refusals_logged
+            .insert((r.container_id.clone(), r.error.clone()))
+        {
+            tracing::warn!(container = %r.container_name, error = %r.error, "container refused");
+        }
     }
+    holdings.refusals_logged.retain(|(id, e)| {
+        p.refused
+            .iter()
+            .any(|r| &r.container_id == id && &r.error == e)
+    });
 
     let results = executor.execute(&p, &holdings.held, bundle).await;
     let mut retry_soon = false;
@@ -251,6 +272,7 @@ async fn reconcile_once<S: CertSource>(
         published,
         copied,
         failed_actions,
+        action_error,
     } in results
     {
         match (issued, issue_error) {
@@ -285,6 +307,14 @@ async fn reconcile_once<S: CertSource>(
             holdings.ledger.copied.insert(container, v);
         }
         retry_soon |= failed_actions > 0;
+        match action_error {
+            Some(e) => {
+                holdings.delivery_errors.insert(id.clone(), e);
+            }
+            None => {
+                holdings.delivery_errors.remove(&id);
+            }
+        }
     }
     retry_soon |= executor.attach_all(&p.attaches).await > 0;
 
@@ -343,6 +373,9 @@ async fn reconcile_once<S: CertSource>(
             n.min(Instant::now() + ACTION_RETRY)
         }));
     }
+    let next = Some(next.map_or(Instant::now() + MAX_SLEEP, |n| {
+        n.min(Instant::now() + MAX_SLEEP)
+    }));
     Outcome {
         next_wake: next.map(|n| n.max(Instant::now() + Duration::from_millis(10))),
         desired: p.desired,

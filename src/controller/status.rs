@@ -16,7 +16,11 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
     let mut out = Vec::new();
     for (id, d) in &plan.desired {
         let held = holdings.held.get(id);
-        let error = holdings.failures.get(id).map(|f| f.error.clone());
+        let error = holdings
+            .failures
+            .get(id)
+            .map(|f| f.error.clone())
+            .or_else(|| holdings.delivery_errors.get(id).cloned());
         let name = match id {
             Identity::Named(n) => n.to_string(),
             Identity::TraefikClient => "traefik-client".into(),

@@ -103,6 +103,9 @@ pub enum IssueReason {
     TtlChanged,
     RenewalDue,
     Expired,
+    /// The clock now reads earlier than the certificate's start (it jumped back): peers would
+    /// refuse it as not yet valid.
+    NotYetValid,
     IssuerGone,
 }
 
@@ -115,6 +118,7 @@ impl fmt::Display for IssueReason {
             IssueReason::TtlChanged => "ttl changed",
             IssueReason::RenewalDue => "renewal due",
             IssueReason::Expired => "expired",
+            IssueReason::NotYetValid => "not yet valid (the clock went back)",
             IssueReason::IssuerGone => "issuing CA no longer trusted",
         })
     }
@@ -279,6 +283,9 @@ fn issue_reason(
     }
     if now >= cur.not_after {
         return Some(IssueReason::Expired);
+    }
+    if now < cur.not_before {
+        return Some(IssueReason::NotYetValid);
     }
     if !cur.issuer_trusted {
         return Some(IssueReason::IssuerGone);

@@ -276,3 +276,26 @@ fn a_shorter_ttl_takes_effect_at_once() {
     let p = f.plan(&[container("a", &labels, ContainerState::Running)], t(10));
     assert_eq!(p.work[0].issue.as_ref().unwrap().1, IssueReason::TtlChanged);
 }
+
+#[test]
+fn a_clock_that_jumps_back_before_not_before_forces_a_new_certificate() {
+    let mut f = Fixture::new();
+    f.hold("api", "s1", &["api", "api.internal"], t(7200));
+    f.copied.insert("a".into(), "s1".into());
+    let p = f.plan(&[container("a", API, ContainerState::Running)], t(0));
+    assert_eq!(
+        p.work[0].issue.as_ref().unwrap().1,
+        IssueReason::NotYetValid
+    );
+}
+
+#[test]
+fn a_clock_that_jumps_forward_past_expiry_forces_a_new_certificate() {
+    let mut f = Fixture::new();
+    f.hold("api", "s1", &["api", "api.internal"], t(0));
+    let p = f.plan(
+        &[container("a", API, ContainerState::Running)],
+        t(0) + 48 * H,
+    );
+    assert_eq!(p.work[0].issue.as_ref().unwrap().1, IssueReason::Expired);
+}

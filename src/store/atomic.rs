@@ -73,10 +73,14 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<boo
     }
 }
 
-/// Makes a directory (and its parents) with the given mode on the last component.
+/// Makes a directory (and its parents) with the given mode on the last component. An existing
+/// directory is left alone when its mode is already right: a chmod is an event for watchers.
 pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
     fs::create_dir_all(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    if fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// fsync a directory so that a rename inside it survives power loss.

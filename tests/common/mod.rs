@@ -65,6 +65,22 @@ pub fn docker_socket() -> PathBuf {
     }
 }
 
+/// The label prefix of this test process (nextest runs every test in its own process): every
+/// certdock a test starts watches the same Docker engine, and without a prefix of its own it would
+/// serve the containers of tests running beside it.
+pub fn label_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("cdt-{:08x}", rand::random::<u32>()))
+}
+
+/// `certdock.X` as this process's certdock reads it.
+pub fn own_label(key: &str) -> String {
+    match key.strip_prefix("certdock.") {
+        Some(rest) => format!("{}.{rest}", label_prefix()),
+        None => key.to_owned(),
+    }
+}
+
 /// `certdock-test-<pid>-<counter>-<random>`: unique across tests, processes and reruns.
 pub fn unique_name() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -92,8 +108,10 @@ impl Default for ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// Adds a label. `certdock.*` keys are written with this test process's own prefix (see
+    /// [`label_prefix`]), so that only the certdock this test started acts on the container.
     pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.labels.insert(key.to_owned(), value.to_owned());
+        self.labels.insert(own_label(key), value.to_owned());
         self
     }
 

@@ -74,6 +74,8 @@ impl Certdock {
             .arg(&self.out)
             .args(&self.args)
             .env("CERTDOCK_LOG_FORMAT", "json")
+            // Only containers labelled for this test process (see `ContainerSpec::label`).
+            .env("CERTDOCK_LABEL_PREFIX", super::label_prefix())
             .env_remove("CERTDOCK_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{UnixListener, UnixStream};
@@ -19,8 +19,9 @@ pub struct SockProxy {
     upstream: PathBuf,
     /// The accept loop, while the proxy is up.
     acceptor: Mutex<Option<AbortHandle>>,
-    /// Every forwarding task; a std Mutex is enough, nothing awaits while holding it.
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Every forwarding task and its stall switch; a std Mutex is enough, nothing awaits while
+    /// holding it.
+    connections: Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -63,7 +64,7 @@ impl SockProxy {
         if let Some(acceptor) = lock(&self.acceptor).take() {
             acceptor.abort();
         }
-        for connection in lock(&self.connections).drain(..) {
+        for (connection, _) in lock(&self.connections).drain(..) {
             connection.abort();
         }
         // The listener closes when its task is aborted; the file must go too, or connecting
@@ -86,14 +87,26 @@ impl SockProxy {
             while let Ok((client, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let upstream = upstream.clone();
-                let forward = tokio::spawn(forward(client, upstream));
+                let stalled = Arc::new(AtomicBool::new(false));
+                let forward = tokio::spawn(forward(client, upstream, Arc::clone(&stalled)));
                 let mut live = lock(&connections);
-                live.retain(|c| !c.is_finished());
-                live.push(forward.abort_handle());
+                live.retain(|(c, _)| !c.is_finished());
+                live.push((forward.abort_handle(), stalled));
             }
         });
         *acceptor = Some(task.abort_handle());
         Ok(())
+    }
+}
+
+impl SockProxy {
+    /// Freezes every connection open now (the event stream among them): they stay open but
+    /// no more bytes reach the client, as with a daemon that silently stops sending. New
+    /// connections work normally.
+    pub fn stall_open_connections(&self) {
+        for (_, stalled) in lock(&self.connections).iter() {
+            stalled.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -103,11 +116,35 @@ impl Drop for SockProxy {
     }
 }
 
-async fn forward(mut client: UnixStream, upstream: PathBuf) {
-    let Ok(mut server) = UnixStream::connect(&upstream).await else {
+async fn forward(client: UnixStream, upstream: PathBuf, stalled: Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = UnixStream::connect(&upstream).await else {
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = tokio::io::copy(&mut client_read, &mut server_write);
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            while stalled.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The connection lives as long as responses flow: a client that is done sending (or
+    // half-closes) still gets its answer.
+    tokio::select! {
+        _ = async { let _ = up.await; std::future::pending::<()>().await } => {},
+        _ = down => {},
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
