@@ -203,13 +203,24 @@ impl Settings {
             }
             None => raw,
         };
-        let state_dir = raw
-            .state_dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/certdock"));
-        let out_dir = raw
-            .out_dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/certdock/out"));
-        let traefik_out_dir = raw.traefik_out_dir.unwrap_or_else(|| out_dir.clone());
+        // Relative directories are resolved against the working directory once, here: the
+        // proxy configuration written later must name absolute paths.
+        let absolute =
+            |name: &'static str, p: PathBuf| std::path::absolute(&p).map_err(|e| invalid(name, e));
+        let state_dir = absolute(
+            "state_dir",
+            raw.state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/certdock")),
+        )?;
+        let out_dir = absolute(
+            "out_dir",
+            raw.out_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/certdock/out")),
+        )?;
+        let traefik_out_dir = match raw.traefik_out_dir {
+            Some(p) => absolute("traefik_out_dir", p)?,
+            None => out_dir.clone(),
+        };
         let ttls = TtlPolicy {
             min: duration("min_ttl", raw.min_ttl, "5m")?,
             default: duration("default_ttl", raw.default_ttl, "24h")?,

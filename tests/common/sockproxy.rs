@@ -21,9 +21,12 @@ pub struct SockProxy {
     acceptor: Mutex<Option<AbortHandle>>,
     /// Every forwarding task and its stall switch; a std Mutex is enough, nothing awaits while
     /// holding it.
-    connections: Arc<Mutex<Vec<(AbortHandle, Arc<AtomicBool>)>>>,
+    connections: Arc<Mutex<Vec<Connection>>>,
     accepted: Arc<AtomicUsize>,
 }
+
+/// A forwarding task and the switch that freezes it.
+type Connection = (AbortHandle, Arc<AtomicBool>);
 
 impl SockProxy {
     /// A proxy to `upstream` (the Docker socket), listening at once.
