@@ -1,9 +1,12 @@
 //! certdock: an internal certificate authority and a Docker-label-driven mTLS controller.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod ca;
 pub mod cli;
 pub mod core;
 pub mod delivery;
+pub mod metrics;
 pub mod proxy;
 pub mod store;
+pub mod tls;
