@@ -190,8 +190,9 @@ async fn sign(
     let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
     let issued = blocking(move || {
         let now = OffsetDateTime::now_utc();
-        // Malformed input is refused before a token is spent.
+        // Malformed input and a refused lifetime never spend a token.
         parse_csr(&req.csr)?;
+        ca.policy().ttls.resolve(ttl)?;
         match (token, peer.0) {
             (Some(token), _) => {
                 let grant = ca.with_tokens(|t| {
