@@ -274,7 +274,8 @@ fn error_code(body: &str) -> String {
 }
 
 #[test]
-fn renewal_over_mtls_keeps_the_names_changes_the_serial_and_needs_a_client_certificate() {
+fn renewal_over_mtls_keeps_the_names_changes_the_serial_and_needs_a_client_certificate_but_signing_needs_an_agent()
+ {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let serve = Serve::start(d);
@@ -316,6 +317,16 @@ fn renewal_over_mtls_keeps_the_names_changes_the_serial_and_needs_a_client_certi
     assert_eq!(
         (code, error_code(&body)),
         (401, "client_certificate_required".into())
+    );
+    // A certificate that is not an enrolled agent's may renew itself but not sign for others.
+    let (code, body) = serve.curl(
+        &["/v1/sign", "--data", &format!("@{}", body_path.display())],
+        &cert,
+    );
+    assert_eq!(
+        (code, error_code(&body)),
+        (403, "not_an_agent".into()),
+        "{body}"
     );
 }
 
@@ -410,17 +421,16 @@ fn metrics_are_valid_prometheus_text_with_certdock_series() {
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "{line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                for pair in labels[1..labels.len() - 1].split(',') {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
-                    assert!(
-                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "{line}"
-                    );
-                    assert!(v.starts_with('"') && v.ends_with('"'), "{line}");
-                }
+        let labels = &series[name.len()..];
+        if !labels.is_empty() {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            for pair in labels[1..labels.len() - 1].split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{line}"
+                );
+                assert!(v.starts_with('"') && v.ends_with('"'), "{line}");
             }
         }
         samples += 1;
