@@ -255,3 +255,91 @@ fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::local::OpenMode;
+    use crate::cli::settings::{RawSettings, StringOrList};
+    use rustls::ClientConfig;
+    use rustls_pki_types::ServerName;
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    fn setup() -> (tempfile::TempDir, Arc<LocalCa>, Settings) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::resolve(RawSettings {
+            state_dir: Some(dir.path().to_path_buf()),
+            api_name: Some(StringOrList::One("ca.test,127.0.0.1".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        let ca = LocalCa::open(
+            &settings.state_dir,
+            settings.policy(),
+            settings.lifetimes(),
+            OpenMode::CreateIfMissing(settings.key_type),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        (dir, Arc::new(ca), settings)
+    }
+
+    /// The serial of the certificate a TLS client sees, with or without SNI.
+    async fn served_serial(config: Arc<ServerConfig>, ca: &LocalCa, sni: &str) -> String {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { TlsAcceptor::from(config).accept(server_io).await });
+        let anchors = certs_from_pem("bundle", &ca.bundle_pem()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .unwrap()
+            .with_root_certificates(root_store(&anchors[..1]).unwrap())
+            .with_no_client_auth();
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let tls = TlsConnector::from(Arc::new(client))
+            .connect(name, client_io)
+            .await
+            .expect("the handshake verifies against the root");
+        let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        drop(tls);
+        let _ = server.await;
+        let parsed = crate::ca::pem::parse_cert("served", &der).unwrap();
+        hex::encode(parsed.raw_serial())
+    }
+
+    #[tokio::test]
+    async fn a_renewed_api_certificate_is_served_to_the_next_handshake_without_a_restart() {
+        let (_dir, ca, settings) = setup();
+        let (state, handles) = TlsState::start(ca.clone(), &settings, Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let first = handles.cert.borrow().as_ref().unwrap().serial.clone();
+        let config = handles.config.borrow().clone();
+        assert_eq!(served_serial(config.clone(), &ca, "ca.test").await, first);
+        // No SNI (an IP address) gets the same certificate.
+        assert_eq!(served_serial(config.clone(), &ca, "127.0.0.1").await, first);
+        let renewed = state.issue().await.unwrap();
+        let second = renewed.serial.clone();
+        state.publish(renewed);
+        assert_ne!(first, second);
+        assert_eq!(served_serial(config, &ca, "ca.test").await, second);
+    }
+
+    #[tokio::test]
+    async fn an_intermediate_rollover_rebuilds_the_client_verifier() {
+        let (_dir, ca, settings) = setup();
+        let (mut state, handles) = TlsState::start(ca.clone(), &settings, Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let before = handles.config.borrow().clone();
+        state.refresh_verifier();
+        assert!(
+            Arc::ptr_eq(&before, &handles.config.borrow()),
+            "nothing changed"
+        );
+        let later = OffsetDateTime::now_utc() + time::Duration::days(300);
+        assert!(ca.maintain(later).unwrap(), "the intermediate rolled over");
+        state.refresh_verifier();
+        assert!(!Arc::ptr_eq(&before, &handles.config.borrow()));
+    }
+}
