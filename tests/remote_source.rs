@@ -109,13 +109,24 @@ async fn an_agent_pinned_by_fingerprint_enrols_once_and_issues_certificates_that
     assert_eq!(mode("root.pem"), 0o644);
     assert_eq!(mode("identity.pem"), 0o600);
 
+    // The identity renews itself over mTLS with a new key, and the new one is what is stored.
+    let before = remote.identity();
+    let renewed = remote.renew_identity().await.expect("renew the identity");
+    assert_ne!(renewed.serial, before.serial);
+    assert_eq!(renewed.name, before.name);
+    assert_ne!(renewed.key.secret_pem(), before.key.secret_pem());
+    remote
+        .issue(&order("db.test"))
+        .await
+        .expect("issue with the renewed identity");
+
     // A restart reuses the stored identity: the spent token is not needed again.
     fs::write(&token, "").unwrap();
     let again =
         RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &agent_state)
             .await
             .expect("bootstrap from the stored identity");
-    assert_eq!(again.identity().serial, remote.identity().serial);
+    assert_eq!(again.identity().serial, renewed.serial);
     again
         .issue(&order("api.test"))
         .await
@@ -143,6 +154,14 @@ async fn a_wrong_fingerprint_is_refused_before_the_token_is_spent() {
     RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &d.join("a"))
         .await
         .expect("bootstrap with the right pin");
+    // Once pinned, a different --ca-fingerprint is refused rather than silently re-pinned.
+    let err = RemoteSource::bootstrap(&serve.url_ip(), &token, &wrong, &d.join("a"))
+        .await
+        .expect_err("the stored pin wins");
+    assert!(
+        matches!(err, RemoteError::StoredRootMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

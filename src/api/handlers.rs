@@ -289,7 +289,8 @@ async fn revoke(
         return Err(ApiError::MissingCredentials);
     }
     let req: RevokeRequest = json(&body_bytes(body)?)?;
-    let serial = normalize_serial(&req.serial)?;
+    let serial = normalize_serial(&req.serial)
+        .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?;
     let ca = st.ca.clone();
     let serial = blocking(move || {
         let now = OffsetDateTime::now_utc();

@@ -122,12 +122,19 @@ impl TlsState {
     }
 
     async fn issue(&self) -> Result<ApiCert, TlsError> {
-        let first = self
+        if self.names.is_empty() {
+            return Err(TlsError::Name("no --api-name".into()));
+        }
+        // The CN: the first DNS name, else the first name that is a valid certificate name
+        // (an IPv6 address is not), else a fixed one; the SANs carry every name anyway.
+        let name = self
             .names
-            .first()
-            .ok_or_else(|| TlsError::Name("no --api-name".into()))?;
-        let name =
-            CertName::parse(&first.to_string()).map_err(|e| TlsError::Name(e.to_string()))?;
+            .iter()
+            .filter(|n| matches!(n, San::Dns(_)))
+            .chain(self.names.iter())
+            .find_map(|n| CertName::parse(&n.to_string()).ok())
+            .map_or_else(|| CertName::parse("certdock-api"), Ok)
+            .map_err(|e| TlsError::Name(e.to_string()))?;
         let req = IssueRequest {
             name,
             sans: self.names.clone(),

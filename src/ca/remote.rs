@@ -225,10 +225,22 @@ impl RemoteSource {
             return Ok(false);
         }
         let _one = self.inner.renewing.lock().await;
-        let live = self.live();
-        if SystemTime::now() < live.renew_at {
+        // Another caller may have renewed while this one waited for the lock.
+        if SystemTime::now() < self.live().renew_at {
             return Ok(false);
         }
+        self.renew_identity_locked().await.map(|_| true)
+    }
+
+    /// Renews the agent's own certificate now, with a new key (e.g. after a suspected leak).
+    pub async fn renew_identity(&self) -> Result<Identity, RemoteError> {
+        let _one = self.inner.renewing.lock().await;
+        self.renew_identity_locked().await
+    }
+
+    /// The caller holds `renewing`.
+    async fn renew_identity_locked(&self) -> Result<Identity, RemoteError> {
+        let live = self.live();
         if !live.identity.is_valid_at(OffsetDateTime::now_utc()) {
             return Err(RemoteError::IdentityExpired {
                 not_after: live.identity.not_after,
@@ -248,8 +260,8 @@ impl RemoteSource {
             Mode::Secret,
         )?;
         tracing::info!(serial = %identity.serial, not_after = %identity.not_after, "renewed the agent identity");
-        self.set_live(Live::new(live.trust, identity)?);
-        Ok(true)
+        self.set_live(Live::new(live.trust, identity.clone())?);
+        Ok(identity)
     }
 
     /// Keeps the agent's identity renewed: sleeps until it is due, renews, and on failure
