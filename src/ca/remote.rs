@@ -5,6 +5,8 @@
 //! the agent after its token (`certdock token create --kind agent --name host1.agents`): the
 //! names in the enrolment CSR are ignored. Keys are made here and never leave the host.
 
+mod bootstrap;
+mod csr;
 mod http;
 mod store;
 
@@ -12,21 +14,17 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData,
-};
 use reqwest::Url;
 use time::OffsetDateTime;
 
 use super::issue::Issued;
-use super::keys::SecretPem;
-use super::pem::{certs_from_pem, parse_cert};
 use super::source::{CertSource, LeafOrder, SourceError};
 use crate::api::wire::{CertResponse, RenewRequest, SignRequest};
-use crate::core::names::{San, Usage};
 use crate::core::policy::fmt_duration;
 use crate::core::renew::{renew_at, retry_after};
 use crate::store::atomic::Mode;
+use bootstrap::{enrol, parse_url, pinned_trust};
+use csr::{issued_from, key_and_csr};
 use store::AgentFiles;
 pub use store::{Identity, TrustedBundle, normalize_fingerprint};
 
@@ -359,154 +357,4 @@ impl Live {
             client,
         })
     }
-}
-
-fn parse_url(ca_url: &str) -> Result<Url, RemoteError> {
-    let bad = |reason: &str| RemoteError::BadUrl {
-        url: ca_url.to_string(),
-        reason: reason.to_string(),
-    };
-    let mut url = Url::parse(ca_url).map_err(|e| bad(&e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(bad("must be https://"));
-    }
-    if url.host().is_none() {
-        return Err(bad("needs a host"));
-    }
-    // `join` treats the last path segment as a file unless it ends in '/'.
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
-}
-
-/// The stored pin, checked against `--ca-fingerprint`; or, on first contact, the CA's bundle
-/// fetched without verification and accepted only if its root matches the pin.
-async fn pinned_trust(
-    base: &Url,
-    pin: &str,
-    files: &AgentFiles,
-) -> Result<TrustedBundle, RemoteError> {
-    if let Some(root_pem) = files.read_optional(&files.root())? {
-        let stored = TrustedBundle::from_pem(&root_pem, pin).map_err(|e| match e {
-            RemoteError::FingerprintMismatch { actual, pinned } => {
-                RemoteError::StoredRootMismatch {
-                    path: files.root().display().to_string(),
-                    stored: actual,
-                    pinned,
-                }
-            }
-            other => other,
-        })?;
-        // The last bundle adds the intermediates; without it the root alone is enough.
-        let bundle = files
-            .read_optional(&files.bundle())?
-            .and_then(|pem| TrustedBundle::from_pem(&pem, pin).ok());
-        return Ok(bundle.unwrap_or(stored));
-    }
-    let url = base.join("roots.pem").map_err(|e| RemoteError::BadUrl {
-        url: base.to_string(),
-        reason: e.to_string(),
-    })?;
-    let pem = http::call_text(http::first_contact_client()?.get(url)).await?;
-    let trust = TrustedBundle::from_pem(&pem, pin)?;
-    let root_pem = super::pem::cert_to_pem(trust.root());
-    files.write(&files.root(), &root_pem, Mode::Public)?;
-    files.write(&files.bundle(), &trust.to_pem(), Mode::Public)?;
-    tracing::info!(fingerprint = %pin, "pinned the CA root on first contact");
-    Ok(trust)
-}
-
-/// Spends the agent token for a client certificate, stored before it is used.
-async fn enrol(
-    base: &Url,
-    trust: &TrustedBundle,
-    token_file: &Path,
-    files: &AgentFiles,
-) -> Result<Identity, RemoteError> {
-    let token_err = |reason: String| RemoteError::Token {
-        path: token_file.display().to_string(),
-        reason,
-    };
-    let token = std::fs::read_to_string(token_file)
-        .map_err(|e| token_err(e.to_string()))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        return Err(token_err("the file is empty".into()));
-    }
-    let (key, csr) = key_and_csr("certdock-agent", &[])?;
-    let url = base.join("v1/sign").map_err(|e| RemoteError::BadUrl {
-        url: base.to_string(),
-        reason: e.to_string(),
-    })?;
-    let resp: CertResponse = http::call(
-        http::verified_client(trust, None)?
-            .post(url)
-            .bearer_auth(&token)
-            .json(&SignRequest {
-                csr,
-                ttl: None,
-                usage: Some(Usage::CLIENT.to_string()),
-            }),
-    )
-    .await?;
-    let identity = Identity::new(key, &resp.fullchain)?;
-    // Stored at once: the token is spent, this certificate is the agent's only way back in.
-    files.write(&files.identity(), &identity.to_pem(), Mode::Secret)?;
-    tracing::info!(name = %identity.name, serial = %identity.serial, "enrolled with the CA");
-    Ok(identity)
-}
-
-/// A fresh P-256 key and a CSR for `cn` and `sans`.
-fn key_and_csr(cn: &str, sans: &[San]) -> Result<(SecretPem, String), RemoteError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| RemoteError::Key(e.to_string()))?;
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| RemoteError::Key(e.to_string()))?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.subject_alt_names = sans
-        .iter()
-        .map(|s| match s {
-            San::Ip(ip) => Ok(rcgen::SanType::IpAddress(*ip)),
-            San::Dns(d) => d
-                .as_str()
-                .try_into()
-                .map(rcgen::SanType::DnsName)
-                .map_err(|e: rcgen::Error| RemoteError::Key(e.to_string())),
-        })
-        .collect::<Result<_, _>>()?;
-    let csr = params
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .map_err(|e| RemoteError::Key(e.to_string()))?;
-    Ok((SecretPem::from_key(&key), csr))
-}
-
-/// The CA's answer as an [`Issued`], after checking that it certifies our key.
-fn issued_from(resp: &CertResponse, key: SecretPem) -> Result<Issued, RemoteError> {
-    let bad = |e: &dyn std::fmt::Display| RemoteError::BadResponse(e.to_string());
-    let cert_der = certs_from_pem("certificate", &resp.certificate)
-        .map_err(|e| bad(&e))?
-        .remove(0);
-    let parsed = parse_cert("certificate", &cert_der).map_err(|e| bad(&e))?;
-    let ours = KeyPair::from_pem(key.secret_pem()).map_err(|e| bad(&e))?;
-    if parsed.public_key().raw != ours.subject_public_key_info().as_slice() {
-        return Err(RemoteError::BadResponse(
-            "the certificate is not for the key this agent sent".into(),
-        ));
-    }
-    Ok(Issued {
-        serial: hex::encode(parsed.raw_serial()),
-        not_before: parsed.validity().not_before.to_datetime(),
-        not_after: parsed.validity().not_after.to_datetime(),
-        cert_pem: resp.certificate.clone(),
-        chain_pem: resp.chain.clone(),
-        ca_pem: resp.ca.clone(),
-        key: Some(key),
-        cert_der,
-    })
 }

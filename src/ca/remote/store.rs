@@ -193,3 +193,51 @@ impl Identity {
         self.not_before <= now && now < self.not_after
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::authority::{Authority, CaLifetimes};
+    use crate::ca::keys::KeyType;
+
+    fn ca(dir: &Path) -> Authority {
+        Authority::create(
+            dir,
+            KeyType::EcdsaP256,
+            CaLifetimes::default(),
+            None,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fingerprints_are_accepted_as_users_paste_them() {
+        let hex = "ab".repeat(32);
+        let pasted = hex
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(normalize_fingerprint(&pasted).unwrap(), hex);
+        assert!(normalize_fingerprint("abcd").is_err());
+        assert!(normalize_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn a_bundle_keeps_only_what_the_pinned_root_signed() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ours, theirs) = (ca(d1.path()), ca(d2.path()));
+        let pin = ours.root_fingerprint();
+        // An impostor appends its own intermediate to our genuine bundle.
+        let tampered = format!("{}{}", ours.bundle_pem(), theirs.current().pem);
+        let trusted = TrustedBundle::from_pem(&tampered, &pin).unwrap();
+        assert_eq!(trusted.to_pem(), ours.bundle_pem());
+        assert!(matches!(
+            TrustedBundle::from_pem(&theirs.bundle_pem(), &pin),
+            Err(RemoteError::FingerprintMismatch { .. })
+        ));
+    }
+}
