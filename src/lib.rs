@@ -1,11 +1,14 @@
 //! certdock: an internal certificate authority and a Docker-label-driven mTLS controller.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod ca;
 pub mod cli;
 pub mod controller;
 pub mod core;
 pub mod delivery;
 pub mod docker;
+pub mod metrics;
 pub mod proxy;
 pub mod store;
+pub mod tls;

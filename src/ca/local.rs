@@ -112,18 +112,51 @@ impl LocalCa {
     /// Checks the request against policy, signs it and records it durably before returning it:
     /// a certificate that is handed out is always in the inventory.
     pub fn issue(&self, req: IssueRequest, now: OffsetDateTime) -> Result<Issued, CaError> {
-        self.issue_with(req, &self.policy.names, now)
+        self.issue_with(req, &self.policy.names, None, now)
     }
 
     /// The CA's own API certificate: the only issuance allowed to carry the reserved API names.
     pub fn issue_for_api(&self, req: IssueRequest, now: OffsetDateTime) -> Result<Issued, CaError> {
-        self.issue_with(req, &self.policy.names.for_ca_itself(), now)
+        self.issue_with(req, &self.policy.names.for_ca_itself(), None, now)
+    }
+
+    /// Enrols an agent: a client certificate named `name` (the CA picks the identity, not the
+    /// CSR, whose names are ignored) for the CSR's key. Its inventory record carries `scope`,
+    /// the names the agent may later sign for over mTLS.
+    pub fn enrol_agent(
+        &self,
+        csr_pem: &str,
+        name: CertName,
+        ttl: Option<Duration>,
+        scope: Vec<NameRule>,
+        requester: String,
+        now: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
+        let (_, _, spki) = parse_csr(csr_pem)?;
+        let san = San::parse(name.as_str()).map_err(|e| CaError::BadCsr {
+            reason: format!("agent name {name}: {e}"),
+        })?;
+        self.issue_with(
+            IssueRequest {
+                name,
+                sans: vec![san],
+                usage: Usage::CLIENT,
+                ttl,
+                key: LeafKey::Public(spki),
+                requester,
+                scope: None,
+            },
+            &self.policy.names,
+            Some(scope),
+            now,
+        )
     }
 
     fn issue_with(
         &self,
         req: IssueRequest,
         names: &NamePolicy,
+        agent_scope: Option<Vec<NameRule>>,
         now: OffsetDateTime,
     ) -> Result<Issued, CaError> {
         let scoped;
@@ -161,6 +194,7 @@ impl LocalCa {
             not_before: issued.not_before.unix_timestamp(),
             not_after: issued.not_after.unix_timestamp(),
             requester: req.requester,
+            agent_scope,
         };
         let _lock = self.lock_state()?;
         let mut inv = self
@@ -226,7 +260,9 @@ impl LocalCa {
         let lifetime = Duration::from_secs((entry.not_after - entry.not_before).max(0) as u64)
             .saturating_sub(super::issue::BACKDATE);
         let ttl = lifetime.clamp(self.policy.ttls.min, self.policy.ttls.max);
-        self.issue(
+        // An agent's renewed identity keeps its scope: renewal never changes what it may do.
+        let agent_scope = entry.agent_scope.clone();
+        self.issue_with(
             IssueRequest {
                 name: CertName::parse(&entry.name).map_err(|e| CaError::Internal(e.to_string()))?,
                 sans: entry.sans.clone(),
@@ -236,6 +272,8 @@ impl LocalCa {
                 requester: format!("renew:{}", entry.serial),
                 scope: None,
             },
+            &self.policy.names,
+            agent_scope,
             now,
         )
     }
@@ -370,6 +408,25 @@ impl LocalCa {
             .unwrap_or_default()
     }
 
+    /// What `GET /health` reports: whether the CA can sign now, and the instants that matter.
+    pub fn signer_status(&self, now: OffsetDateTime) -> Result<SignerStatus, CaError> {
+        let ca = self
+            .authority
+            .read()
+            .map_err(|_| CaError::Internal("authority lock poisoned".into()))?;
+        let (root, inter) = (ca.root(), ca.current());
+        Ok(SignerStatus {
+            can_sign: root.not_before <= now
+                && now < root.not_after
+                && inter.not_before <= now
+                && now < inter.not_after,
+            root_fingerprint: ca.root_fingerprint(),
+            root_not_after: root.not_after,
+            intermediate_serial: inter.serial.clone(),
+            intermediate_not_after: inter.not_after,
+        })
+    }
+
     /// Periodic upkeep: rolls the intermediate over when due. Returns whether the bundle changed.
     pub fn maintain(&self, now: OffsetDateTime) -> Result<bool, CaError> {
         let mut ca = self
@@ -398,6 +455,17 @@ impl LocalCa {
         inv.refresh().map_err(|e| CaError::io(&self.state_dir, e))?;
         Ok(f(&inv))
     }
+}
+
+/// The CA's signing readiness, from [`LocalCa::signer_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerStatus {
+    /// The root and the signing intermediate are both within their validity now.
+    pub can_sign: bool,
+    pub root_fingerprint: String,
+    pub root_not_after: OffsetDateTime,
+    pub intermediate_serial: String,
+    pub intermediate_not_after: OffsetDateTime,
 }
 
 /// Accepts `0A:1b…` or `0a1b…`; returns lower-case hex without separators.

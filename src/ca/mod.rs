@@ -7,6 +7,7 @@ pub mod keys;
 pub mod local;
 pub mod p12;
 pub mod pem;
+pub mod remote;
 pub mod source;
 
 use std::path::{Path, PathBuf};

@@ -353,3 +353,57 @@ fn concurrent_issuance_never_reuses_a_serial_or_loses_a_record() {
         200
     );
 }
+
+fn csr_pem(cn: &str) -> String {
+    let key = KeyType::EcdsaP256.generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+#[test]
+fn an_enrolled_agent_is_a_client_named_by_the_ca_and_keeps_its_scope_on_renewal() {
+    let (_dir, ca) = local(Policy::default());
+    let scope = NameRule::parse_list("team.internal").unwrap();
+    let enrolled = ca
+        .enrol_agent(
+            &csr_pem("whatever-the-host-says"),
+            CertName::parse("agent-1.internal").unwrap(),
+            None,
+            scope.clone(),
+            "test".into(),
+            now(),
+        )
+        .unwrap();
+    let rec = ca.verify_presented(&enrolled.cert_der, now()).unwrap();
+    assert_eq!(rec.name, "agent-1.internal");
+    assert_eq!(rec.sans, vec![San::parse("agent-1.internal").unwrap()]);
+    assert_eq!(rec.usage, Usage::CLIENT);
+    assert_eq!(rec.agent_scope, Some(scope.clone()));
+    let renewed = ca.renew(&enrolled.cert_der, None, now()).unwrap();
+    let rec = ca.verify_presented(&renewed.cert_der, now()).unwrap();
+    assert_eq!(rec.agent_scope, Some(scope));
+    let plain = ca.issue(req("web", &["web"]), now()).unwrap();
+    assert_eq!(
+        ca.verify_presented(&plain.cert_der, now())
+            .unwrap()
+            .agent_scope,
+        None
+    );
+}
+
+#[test]
+fn the_signer_status_says_a_fresh_ca_can_sign() {
+    let (_dir, ca) = local(Policy::default());
+    let status = ca.signer_status(now()).unwrap();
+    assert!(status.can_sign);
+    assert_eq!(status.root_fingerprint, ca.root_fingerprint());
+    assert!(
+        !ca.signer_status(status.intermediate_not_after)
+            .unwrap()
+            .can_sign
+    );
+}

@@ -73,6 +73,8 @@ pub enum Command {
     },
     /// Revoke a certificate by serial (hex); the CRL and renewal refuse it from then on.
     Revoke { serial: String },
+    /// The CA and its HTTPS API only (a central CA for agents); creates the CA if none exists.
+    Serve,
     /// Print the effective settings (after flags, environment, file and defaults) as JSON.
     Settings,
 }
@@ -148,6 +150,7 @@ pub fn main() -> ExitCode {
         } => ca_commands::token_create(&settings, &name, &ttl, &kind),
         Command::Revoke { serial } => ca_commands::revoke(&settings, &serial),
         Command::Settings => ca_commands::print_settings(&settings),
+        Command::Serve => crate::api::serve::command(&settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Journal;
 use crate::core::names::{San, Usage};
+use crate::core::policy::NameRule;
 
 /// One issued certificate. Times are Unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,10 @@ pub struct IssuedRecord {
     pub not_after: i64,
     /// Who asked: `cli`, `controller`, `api:token:<id>`, `api:renew:<serial>`, `agent:<name>`.
     pub requester: String,
+    /// Present only on an enrolled agent's identity: the names it may sign for with this
+    /// certificate (empty: any name the CA policy allows). Carried over on renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_scope: Option<Vec<NameRule>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +164,7 @@ mod tests {
             not_before: 0,
             not_after: 100,
             requester: "cli".into(),
+            agent_scope: None,
         }
     }
 

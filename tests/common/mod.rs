@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod serve;
 pub mod sockproxy;
 
 use std::collections::HashMap;
@@ -23,7 +24,9 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-#[allow(unused_imports)] // not every test binary uses the proxy
+#[allow(unused_imports)] // not every test binary uses these
+pub use serve::*;
+#[allow(unused_imports)]
 pub use sockproxy::SockProxy;
 
 /// The image every test container runs; built locally by `tests/images/build.sh`.

@@ -1,0 +1,155 @@
+//! The API's error enum and the one function that maps it to an HTTP status and a stable code.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::wire::ErrorBody;
+use crate::ca::CaError;
+use crate::core::names::UsageError;
+use crate::core::policy::TtlError;
+use crate::store::tokens::{RedeemError, TokenError};
+
+/// Why a request failed. Variants say whose fault it is: the client's credentials, the client's
+/// input, the CA's policy, or the CA itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no credentials: send `Authorization: Bearer <token>` or a client certificate")]
+    MissingCredentials,
+    #[error("this endpoint needs the client certificate being renewed on the TLS connection")]
+    ClientCertificateRequired,
+    #[error("the Authorization header must be `Bearer <token>`")]
+    MalformedAuthorization,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(
+        "the client certificate is not an enrolled agent's; it may only renew or revoke itself"
+    )]
+    NotAnAgent,
+    #[error("a certificate may only revoke itself; use an admin token for others")]
+    NotYourCertificate,
+    #[error("the token's name {name:?} is not a valid agent name: {reason}")]
+    BadAgentName { name: String, reason: String },
+    #[error("malformed request body: {0}")]
+    BadRequest(String),
+    #[error("ttl: {0}")]
+    Ttl(#[from] TtlError),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("the CA cannot sign now: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<RedeemError> for ApiError {
+    fn from(e: RedeemError) -> Self {
+        match e {
+            RedeemError::Token(t) => ApiError::Token(t),
+            RedeemError::Io(io) => ApiError::Internal(format!("token store: {io}")),
+        }
+    }
+}
+
+impl ApiError {
+    /// The single place where errors meet the wire: (HTTP status, stable `error` code).
+    pub fn classify(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::MissingCredentials => (S::UNAUTHORIZED, "unauthenticated"),
+            ApiError::ClientCertificateRequired => (S::UNAUTHORIZED, "client_certificate_required"),
+            ApiError::MalformedAuthorization => (S::UNAUTHORIZED, "bad_authorization"),
+            ApiError::Token(t) => match t {
+                TokenError::Malformed | TokenError::Unknown => (S::UNAUTHORIZED, "invalid_token"),
+                TokenError::Used => (S::FORBIDDEN, "token_used"),
+                TokenError::Expired => (S::FORBIDDEN, "token_expired"),
+                TokenError::WrongKind { .. } => (S::FORBIDDEN, "token_wrong_kind"),
+            },
+            ApiError::NotAnAgent => (S::FORBIDDEN, "not_an_agent"),
+            ApiError::NotYourCertificate => (S::FORBIDDEN, "not_your_certificate"),
+            ApiError::BadAgentName { .. } => (S::FORBIDDEN, "bad_agent_name"),
+            ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            ApiError::Ttl(TtlError::Unparsable { .. }) => (S::BAD_REQUEST, "bad_ttl"),
+            ApiError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
+            ApiError::Usage(_) => (S::BAD_REQUEST, "bad_usage"),
+            ApiError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::NotFound => (S::NOT_FOUND, "not_found"),
+            ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "ca_unavailable"),
+            ApiError::Ca(e) => match e {
+                CaError::BadCsr { .. } | CaError::BadPem { .. } => (S::BAD_REQUEST, "bad_csr"),
+                CaError::Policy(_) => (S::FORBIDDEN, "policy"),
+                CaError::Ttl(TtlError::Unparsable { .. }) => (S::BAD_REQUEST, "bad_ttl"),
+                CaError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
+                CaError::Revoked { .. } => (S::FORBIDDEN, "revoked"),
+                CaError::UnknownCertificate { .. } => (S::FORBIDDEN, "unknown_certificate"),
+                _ => (S::INTERNAL_SERVER_ERROR, "internal"),
+            },
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Put on every error response so the request metrics can count errors by code.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.classify();
+        let message = if status.is_server_error() {
+            // Details of our own failures (paths, lock states) go to the log, not to the client.
+            tracing::error!(error = %self, code, "request failed");
+            "the CA failed to process the request; see its log".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                error: code.to_string(),
+                message,
+            }),
+        )
+            .into_response();
+        resp.extensions_mut().insert(ErrorCode(code));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_input_and_policy_errors_get_distinct_statuses() {
+        assert_eq!(
+            ApiError::MissingCredentials.classify().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::Token(TokenError::Used).classify(),
+            (StatusCode::FORBIDDEN, "token_used")
+        );
+        assert_eq!(
+            ApiError::Ca(CaError::BadCsr { reason: "x".into() }).classify(),
+            (StatusCode::BAD_REQUEST, "bad_csr")
+        );
+        assert_eq!(
+            ApiError::Ca(CaError::Revoked {
+                serial: "01".into()
+            })
+            .classify(),
+            (StatusCode::FORBIDDEN, "revoked")
+        );
+        assert_eq!(
+            ApiError::Ca(CaError::Internal("x".into())).classify().0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

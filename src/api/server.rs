@@ -1,0 +1,189 @@
+//! The accept loop: TCP, the rustls handshake, the verified client certificate into each
+//! request's extensions, HTTP/1.1 by hyper, and a graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use super::handlers::{AppState, PeerCert, router};
+use super::tls::{TlsError, TlsHandles, TlsState};
+use crate::ca::local::LocalCa;
+use crate::cli::settings::Settings;
+use crate::metrics::Metrics;
+
+/// A client that has not finished its handshake by then is dropped (slowloris, port scanners).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Same for a client that opened a connection but sends no request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long requests in flight may take to finish after shutdown was asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A bound, ready API: its certificate is issued and the socket is listening.
+pub struct ApiServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: TlsHandles,
+    router: Router,
+    /// Renews the API certificate and follows CA rollovers; stopped with the server.
+    upkeep: JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Issues the API certificate for `settings.api_names` and binds `settings.listen`.
+    ///
+    /// # Errors
+    /// When the CA refuses the API names (e.g. outside `--allow-domain`) or the address is taken.
+    pub async fn bind(
+        ca: Arc<LocalCa>,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServeError> {
+        let (state, tls) = TlsState::start(ca.clone(), settings, metrics.clone()).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let router = router(AppState {
+            ca,
+            metrics,
+            api_cert: tls.cert.clone(),
+        });
+        Ok(Self {
+            listener,
+            local_addr,
+            tls,
+            router,
+            upkeep: tokio::spawn(state.upkeep()),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish (bounded).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(addr = %self.local_addr, "HTTPS API listening");
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, remote)) => {
+                        let config = self.tls.config.borrow().clone();
+                        tokio::spawn(connection(
+                            tcp,
+                            remote,
+                            TlsAcceptor::from(config),
+                            self.router.clone(),
+                            graceful.watcher(),
+                        ));
+                    }
+                    Err(e) => {
+                        // Usually EMFILE: pause rather than spin, and keep serving.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        self.upkeep.abort();
+        drop(self.listener);
+        tracing::info!("HTTPS API stopping; draining connections");
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish in time and were dropped");
+        }
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    // rustls has already verified it against the CA bundle; the leaf is what handlers check.
+    let peer = PeerCert(
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::new(c.clone().into_owned())),
+    );
+    let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        req
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs the HTTPS API for `ca` until `shutdown` completes: what `serve` and `run` call.
+///
+/// # Errors
+/// When the API certificate cannot be issued or the listen address cannot be bound.
+pub async fn run_api(
+    ca: Arc<LocalCa>,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    ApiServer::bind(ca, settings, metrics)
+        .await?
+        .serve(shutdown)
+        .await;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! The API's TLS: its own certificate from the CA, renewed in the background and published
+//! through `watch` channels, so rotation and CA rollover never need a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::ca::CaError;
+use crate::ca::issue::{Issued, LeafKey};
+use crate::ca::keys::KeyType;
+use crate::ca::local::{IssueRequest, LocalCa};
+use crate::ca::pem::certs_from_pem;
+use crate::cli::settings::Settings;
+use crate::core::names::{CertName, San, Usage};
+use crate::core::renew::{renew_at, retry_after};
+use crate::metrics::Metrics;
+use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
+
+/// The label of the API's own certificate in the metrics; a `/` keeps it apart from any
+/// container's certificate name.
+pub const METRICS_NAME: &str = "certdock/api";
+
+/// How often the CA bundle is compared with the one the client verifier was built from.
+const BUNDLE_CHECK: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("issuing the API certificate: {0}")]
+    Issue(#[source] CaError),
+    #[error("the API certificate's name: {0}")]
+    Name(String),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The certificate the API presents now, and when it is due for renewal.
+#[derive(Clone)]
+pub struct ApiCert {
+    pub key: Arc<CertifiedKey>,
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ApiCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCert")
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answers every handshake, whatever its SNI (none, unknown, an API name), with the current
+/// certificate; fails closed (no certificate, handshake aborted) before the first one exists.
+#[derive(Debug)]
+struct CurrentCert(watch::Receiver<Option<ApiCert>>);
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.borrow().as_ref().map(|c| c.key.clone())
+    }
+}
+
+/// What the accept loop and the health handler read; the upkeep task writes.
+#[derive(Debug, Clone)]
+pub struct TlsHandles {
+    pub config: watch::Receiver<Arc<ServerConfig>>,
+    pub cert: watch::Receiver<Option<ApiCert>>,
+}
+
+/// Owns the senders; driven by [`TlsState::upkeep`].
+pub struct TlsState {
+    ca: Arc<LocalCa>,
+    metrics: Arc<Metrics>,
+    names: Vec<San>,
+    key_type: KeyType,
+    cert_tx: watch::Sender<Option<ApiCert>>,
+    config_tx: watch::Sender<Arc<ServerConfig>>,
+    resolver: Arc<CurrentCert>,
+    bundle: String,
+}
+
+impl TlsState {
+    /// Issues the first API certificate and builds the first server config.
+    pub async fn start(
+        ca: Arc<LocalCa>,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, TlsHandles), TlsError> {
+        let (cert_tx, cert_rx) = watch::channel(None);
+        let resolver = Arc::new(CurrentCert(cert_rx.clone()));
+        let bundle = ca.bundle_pem();
+        let config = server_config(resolver.clone(), &bundle)?;
+        let (config_tx, config_rx) = watch::channel(config);
+        let state = Self {
+            ca,
+            metrics,
+            names: settings.api_names.clone(),
+            key_type: settings.key_type,
+            cert_tx,
+            config_tx,
+            resolver,
+            bundle,
+        };
+        let cert = state.issue().await?;
+        state.publish(cert);
+        Ok((
+            state,
+            TlsHandles {
+                config: config_rx,
+                cert: cert_rx,
+            },
+        ))
+    }
+
+    async fn issue(&self) -> Result<ApiCert, TlsError> {
+        if self.names.is_empty() {
+            return Err(TlsError::Name("no --api-name".into()));
+        }
+        // The CN: the first DNS name, else the first name that is a valid certificate name
+        // (an IPv6 address is not), else a fixed one; the SANs carry every name anyway.
+        let name = self
+            .names
+            .iter()
+            .filter(|n| matches!(n, San::Dns(_)))
+            .chain(self.names.iter())
+            .find_map(|n| CertName::parse(&n.to_string()).ok())
+            .map_or_else(|| CertName::parse("certdock-api"), Ok)
+            .map_err(|e| TlsError::Name(e.to_string()))?;
+        let req = IssueRequest {
+            name,
+            sans: self.names.clone(),
+            usage: Usage::SERVER,
+            ttl: None,
+            key: LeafKey::Generate(self.key_type),
+            requester: "api".into(),
+            scope: None,
+        };
+        let ca = self.ca.clone();
+        let issued =
+            tokio::task::spawn_blocking(move || ca.issue_for_api(req, OffsetDateTime::now_utc()))
+                .await
+                .map_err(|e| TlsError::Issue(CaError::Internal(format!("signing task: {e}"))))?
+                .map_err(TlsError::Issue)?;
+        api_cert(&issued)
+    }
+
+    fn publish(&self, cert: ApiCert) {
+        tracing::info!(serial = %cert.serial, not_after = %cert.not_after, "API certificate in use");
+        self.metrics.set_certificate(METRICS_NAME, cert.not_after);
+        self.cert_tx.send_replace(Some(cert));
+    }
+
+    /// Renews the API certificate at two thirds of its life (with jitter; failures retried
+    /// with backoff, never past expiry) and rebuilds the client verifier whenever the CA
+    /// bundle changes (intermediate rollover). Runs until dropped.
+    pub async fn upkeep(mut self) {
+        let mut failures = 0u32;
+        let mut due = self.renewal_due();
+        loop {
+            let now = SystemTime::now();
+            let wake = due.min(now + BUNDLE_CHECK);
+            tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
+            self.refresh_verifier();
+            if SystemTime::now() < due {
+                continue;
+            }
+            match self.issue().await {
+                Ok(cert) => {
+                    self.publish(cert);
+                    self.metrics.renewed("api_certificate");
+                    failures = 0;
+                    due = self.renewal_due();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the API certificate failed; keeping the current one");
+                    self.metrics.error("api_certificate");
+                    let not_after = self
+                        .cert_tx
+                        .borrow()
+                        .as_ref()
+                        .map_or(SystemTime::now(), |c| c.not_after.into());
+                    due = retry_after(failures, SystemTime::now(), not_after);
+                    failures = failures.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn renewal_due(&self) -> SystemTime {
+        match self.cert_tx.borrow().as_ref() {
+            Some(c) => renew_at(c.not_before.into(), c.not_after.into(), rand::random()),
+            None => SystemTime::now(),
+        }
+    }
+
+    fn refresh_verifier(&mut self) {
+        let bundle = self.ca.bundle_pem();
+        if bundle == self.bundle {
+            return;
+        }
+        match server_config(self.resolver.clone(), &bundle) {
+            Ok(config) => {
+                tracing::info!(
+                    "CA bundle changed; new connections verify client certificates against it"
+                );
+                self.config_tx.send_replace(config);
+                self.bundle = bundle;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the client verifier for the new CA bundle failed");
+                self.metrics.error("api_tls_config");
+            }
+        }
+    }
+}
+
+fn api_cert(issued: &Issued) -> Result<ApiCert, TlsError> {
+    let key = issued
+        .key
+        .as_ref()
+        .ok_or_else(|| TlsError::Issue(CaError::Internal("generated key missing".into())))?;
+    // Leaf, then the intermediate: clients usually trust only the root.
+    let mut chain = vec![issued.cert_der.clone()];
+    chain.extend(certs_from_pem("API chain", &issued.chain_pem).map_err(TlsError::Issue)?);
+    let certified =
+        CertifiedKey::from_der(chain, private_key_from_pem(key.secret_pem())?, &provider())?;
+    Ok(ApiCert {
+        key: Arc::new(certified),
+        serial: issued.serial.clone(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+    })
+}
+
+/// TLS 1.2/1.3; client certificates requested, never required; anchors are the root and every
+/// intermediate of the bundle, because a client usually sends only its leaf.
+fn server_config(
+    resolver: Arc<CurrentCert>,
+    bundle_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let anchors = certs_from_pem("CA bundle", bundle_pem).map_err(TlsError::Issue)?;
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(&anchors)?),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::local::OpenMode;
+    use crate::cli::settings::{RawSettings, StringOrList};
+    use rustls::ClientConfig;
+    use rustls_pki_types::ServerName;
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    fn setup() -> (tempfile::TempDir, Arc<LocalCa>, Settings) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::resolve(RawSettings {
+            state_dir: Some(dir.path().to_path_buf()),
+            api_name: Some(StringOrList::One("ca.test,127.0.0.1".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        let ca = LocalCa::open(
+            &settings.state_dir,
+            settings.policy(),
+            settings.lifetimes(),
+            OpenMode::CreateIfMissing(settings.key_type),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        (dir, Arc::new(ca), settings)
+    }
+
+    /// The serial of the certificate a TLS client sees, with or without SNI.
+    async fn served_serial(config: Arc<ServerConfig>, ca: &LocalCa, sni: &str) -> String {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { TlsAcceptor::from(config).accept(server_io).await });
+        let anchors = certs_from_pem("bundle", &ca.bundle_pem()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .unwrap()
+            .with_root_certificates(root_store(&anchors[..1]).unwrap())
+            .with_no_client_auth();
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let tls = TlsConnector::from(Arc::new(client))
+            .connect(name, client_io)
+            .await
+            .expect("the handshake verifies against the root");
+        let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        drop(tls);
+        let _ = server.await;
+        let parsed = crate::ca::pem::parse_cert("served", &der).unwrap();
+        hex::encode(parsed.raw_serial())
+    }
+
+    #[tokio::test]
+    async fn a_renewed_api_certificate_is_served_to_the_next_handshake_without_a_restart() {
+        let (_dir, ca, settings) = setup();
+        let (state, handles) = TlsState::start(ca.clone(), &settings, Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let first = handles.cert.borrow().as_ref().unwrap().serial.clone();
+        let config = handles.config.borrow().clone();
+        assert_eq!(served_serial(config.clone(), &ca, "ca.test").await, first);
+        // No SNI (an IP address) gets the same certificate.
+        assert_eq!(served_serial(config.clone(), &ca, "127.0.0.1").await, first);
+        let renewed = state.issue().await.unwrap();
+        let second = renewed.serial.clone();
+        state.publish(renewed);
+        assert_ne!(first, second);
+        assert_eq!(served_serial(config, &ca, "ca.test").await, second);
+    }
+
+    #[tokio::test]
+    async fn an_intermediate_rollover_rebuilds_the_client_verifier() {
+        let (_dir, ca, settings) = setup();
+        let (mut state, handles) = TlsState::start(ca.clone(), &settings, Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let before = handles.config.borrow().clone();
+        state.refresh_verifier();
+        assert!(
+            Arc::ptr_eq(&before, &handles.config.borrow()),
+            "nothing changed"
+        );
+        let later = OffsetDateTime::now_utc() + time::Duration::days(300);
+        assert!(ca.maintain(later).unwrap(), "the intermediate rolled over");
+        state.refresh_verifier();
+        assert!(!Arc::ptr_eq(&before, &handles.config.borrow()));
+    }
+}

@@ -1,0 +1,258 @@
+//! Prometheus metrics shared by the HTTPS API and the controller (`GET /metrics`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabel {
+    pub proxy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub endpoint: String,
+    pub code: u16,
+}
+
+/// Every certdock metric, registered under the `certdock_` prefix. Cheap to share behind an
+/// `Arc`: the families are internally synchronised.
+///
+/// Expiry gauges are derived at scrape time from the not-after instants recorded with
+/// [`Metrics::set_certificate`], so "seconds until expiry" is never stale between scrapes.
+pub struct Metrics {
+    registry: Registry,
+    /// Not-after (Unix seconds) of each managed certificate, by name.
+    not_after: Mutex<BTreeMap<String, i64>>,
+    pub certificates_managed: Gauge,
+    pub earliest_expiry_seconds: Gauge,
+    pub expiry_seconds: Family<NameLabel, Gauge>,
+    pub issuances: Family<KindLabel, Counter>,
+    pub renewals: Family<KindLabel, Counter>,
+    pub errors: Family<KindLabel, Counter>,
+    pub docker_events: Counter,
+    pub resyncs: Counter,
+    pub proxy_config_writes: Family<ProxyLabel, Counter>,
+    pub http_requests: Family<HttpLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("certdock");
+        let m = MetricsParts::default();
+        registry.register(
+            "certificates_managed",
+            "Certificates certdock currently manages",
+            m.certificates_managed.clone(),
+        );
+        registry.register(
+            "earliest_expiry_seconds",
+            "Seconds until the earliest managed certificate expires (negative: expired)",
+            m.earliest_expiry_seconds.clone(),
+        );
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until each managed certificate expires (negative: expired)",
+            m.expiry_seconds.clone(),
+        );
+        registry.register(
+            "issuances",
+            "Certificates issued, by kind",
+            m.issuances.clone(),
+        );
+        registry.register(
+            "renewals",
+            "Certificates renewed, by kind",
+            m.renewals.clone(),
+        );
+        registry.register("errors", "Errors, by kind", m.errors.clone());
+        registry.register(
+            "docker_events",
+            "Docker events seen",
+            m.docker_events.clone(),
+        );
+        registry.register(
+            "resyncs",
+            "Full re-lists of Docker containers",
+            m.resyncs.clone(),
+        );
+        registry.register(
+            "proxy_config_writes",
+            "Proxy configuration files written, by proxy",
+            m.proxy_config_writes.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTPS API requests, by endpoint and status code",
+            m.http_requests.clone(),
+        );
+        Self {
+            registry,
+            not_after: Mutex::new(BTreeMap::new()),
+            certificates_managed: m.certificates_managed,
+            earliest_expiry_seconds: m.earliest_expiry_seconds,
+            expiry_seconds: m.expiry_seconds,
+            issuances: m.issuances,
+            renewals: m.renewals,
+            errors: m.errors,
+            docker_events: m.docker_events,
+            resyncs: m.resyncs,
+            proxy_config_writes: m.proxy_config_writes,
+            http_requests: m.http_requests,
+        }
+    }
+
+    /// Records (or replaces) a managed certificate's expiry.
+    pub fn set_certificate(&self, name: &str, not_after: OffsetDateTime) {
+        if let Ok(mut m) = self.not_after.lock() {
+            m.insert(name.to_string(), not_after.unix_timestamp());
+        }
+    }
+
+    /// Forgets a certificate that is no longer managed.
+    pub fn remove_certificate(&self, name: &str) {
+        if let Ok(mut m) = self.not_after.lock() {
+            m.remove(name);
+        }
+        self.expiry_seconds.remove(&NameLabel {
+            name: name.to_string(),
+        });
+    }
+
+    pub fn issued(&self, kind: &str) {
+        self.issuances.get_or_create(&kind_label(kind)).inc();
+    }
+
+    pub fn renewed(&self, kind: &str) {
+        self.renewals.get_or_create(&kind_label(kind)).inc();
+    }
+
+    pub fn error(&self, kind: &str) {
+        self.errors.get_or_create(&kind_label(kind)).inc();
+    }
+
+    pub fn proxy_config_written(&self, proxy: &str) {
+        self.proxy_config_writes
+            .get_or_create(&ProxyLabel {
+                proxy: proxy.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn http_request(&self, endpoint: &str, code: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                endpoint: endpoint.to_string(),
+                code,
+            })
+            .inc();
+    }
+
+    /// The exposition in the OpenMetrics text format (which Prometheus reads), expiry gauges
+    /// computed for `now`.
+    pub fn encode(&self, now: OffsetDateTime) -> String {
+        let now = now.unix_timestamp();
+        if let Ok(m) = self.not_after.lock() {
+            self.certificates_managed
+                .set(i64::try_from(m.len()).unwrap_or(i64::MAX));
+            for (name, at) in m.iter() {
+                self.expiry_seconds
+                    .get_or_create(&NameLabel { name: name.clone() })
+                    .set(at - now);
+            }
+            // With nothing managed there is no earliest expiry; 0 would read as "expiring now".
+            match m.values().min() {
+                Some(at) => self.earliest_expiry_seconds.set(at - now),
+                None => self.earliest_expiry_seconds.set(i64::MAX),
+            };
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The families, made once and then both registered and kept.
+#[derive(Default)]
+struct MetricsParts {
+    certificates_managed: Gauge,
+    earliest_expiry_seconds: Gauge,
+    expiry_seconds: Family<NameLabel, Gauge>,
+    issuances: Family<KindLabel, Counter>,
+    renewals: Family<KindLabel, Counter>,
+    errors: Family<KindLabel, Counter>,
+    docker_events: Counter,
+    resyncs: Counter,
+    proxy_config_writes: Family<ProxyLabel, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+}
+
+fn kind_label(kind: &str) -> KindLabel {
+    KindLabel {
+        kind: kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_gauges_are_computed_at_scrape_time_and_prefixed() {
+        let m = Metrics::new();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        m.set_certificate("web", t0 + time::Duration::hours(2));
+        m.set_certificate("db", t0 + time::Duration::hours(1));
+        m.issued("api_sign");
+        m.http_request("/health", 200);
+        let text = m.encode(t0);
+        assert!(text.contains("certdock_certificates_managed 2"), "{text}");
+        assert!(
+            text.contains("certdock_earliest_expiry_seconds 3600"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certdock_certificate_expiry_seconds{name=\"web\"} 7200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certdock_issuances_total{kind=\"api_sign\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+        m.remove_certificate("web");
+        let text = m.encode(t0);
+        assert!(!text.contains("name=\"web\""), "{text}");
+        assert!(text.contains("certdock_certificates_managed 1"), "{text}");
+    }
+}
