@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn watch_host(host: Option<String>, resync: Duration) -> Events {
     let config = WatchConfig {
-        label_prefix: "certdock".to_owned(),
+        label_prefix: common::label_prefix().to_owned(),
         resync,
     };
     let connect = move || {
@@ -93,7 +93,9 @@ async fn watcher_sees_a_labelled_container_created_started_and_destroyed() {
     };
     assert_eq!(info.name, container.name);
     assert_eq!(
-        info.labels.get("certdock.name").map(String::as_str),
+        info.labels
+            .get(&common::own_label("certdock.name"))
+            .map(String::as_str),
         Some("web")
     );
 
