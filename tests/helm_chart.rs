@@ -166,6 +166,15 @@ fn container<'a>(pod_spec: &'a Value, list: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {list} entry named {name}"))
 }
 
+/// The volume mount holding the state directory: mounted at it or at a parent directory (the chart
+/// mounts the parent, so that certdock owns the state directory it creates and may chmod it 0700).
+fn state_mount(container: &Value) -> &Value {
+    arr(&container["volumeMounts"], "volumeMounts")
+        .iter()
+        .find(|m| Path::new(STATE_DIR).starts_with(str_of(&m["mountPath"], "mountPath")))
+        .unwrap_or_else(|| panic!("no volume holds the state directory {STATE_DIR}: {container}"))
+}
+
 /// Traefik's TLSOption CRD: the `spec` schema (fields and the clientAuthType enum).
 fn tlsoption_crd_spec() -> Value {
     let path = repo().join("../shared/testdata/traefik/traefik.io_tlsoptions.yaml");
@@ -265,10 +274,7 @@ fn default_render_runs_serve_with_persistent_state_behind_passthrough() {
         env_value(server, "CERTDOCK_STATE_DIR").as_deref(),
         Some(STATE_DIR)
     );
-    let mount = arr(&server["volumeMounts"], "volumeMounts")
-        .iter()
-        .find(|m| m["mountPath"] == STATE_DIR)
-        .expect("the state directory is mounted");
+    let mount = state_mount(server);
     let claims = arr(&sts["spec"]["volumeClaimTemplates"], "volumeClaimTemplates");
     assert!(
         claims
@@ -507,10 +513,9 @@ traefik:
         env_value(import, "CERTDOCK_STATE_DIR").as_deref(),
         Some(STATE_DIR)
     );
-    assert!(
-        arr(&import["volumeMounts"], "volumeMounts")
-            .iter()
-            .any(|m| m["mountPath"] == STATE_DIR),
+    assert_eq!(
+        state_mount(import)["name"],
+        state_mount(server)["name"],
         "import-ca writes the state volume"
     );
     let import_volume = arr(&pod["volumes"], "volumes")

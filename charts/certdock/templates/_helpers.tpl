@@ -34,8 +34,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* Where certdock keeps its CA keys and journals (CERTDOCK_STATE_DIR); the volume is mounted here. */}}
+{{/* Where certdock keeps its CA keys and journals (CERTDOCK_STATE_DIR): certdock's default. */}}
 {{- define "certdock.stateDir" -}}/var/lib/certdock{{- end }}
+
+{{/*
+Where the state volume is mounted: the state directory's parent, not the state directory itself.
+certdock creates the state directory and sets it to mode 0700, which only the directory's owner may
+do; a volume's root directory belongs to root (fsGroup only gives the group write access), so
+uid 65532 could not chmod it ("Operation not permitted"). A subdirectory it creates itself is its own.
+*/}}
+{{- define "certdock.volumeMountPath" -}}/var/lib{{- end }}
 
 {{/*
 The API certificate's names (CERTDOCK_API_NAME): the Traefik host first, because agents outside the
