@@ -21,5 +21,8 @@ if [ -x tests/images/build.sh ]; then
     tests/images/build.sh
 fi
 
+# helm v4 for the Helm chart tests (tests/helm_chart.rs), into .tools/bin.
+scripts/install-helm.sh >/dev/null
+
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 exec cargo nextest run --all-targets --no-fail-fast "$@"
