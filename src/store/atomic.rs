@@ -74,11 +74,18 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<boo
 }
 
 /// Makes a directory (and its parents) with the given mode on the last component. An existing
-/// directory is left alone when its mode is already right: a chmod is an event for watchers.
+/// directory is left alone when its mode is already right (a chmod is an event for watchers),
+/// and when it belongs to someone else (a volume's root in Kubernetes) and cannot be changed.
 pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
+    let existed = path.is_dir();
     fs::create_dir_all(path)?;
     if fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        match fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+            Err(e) if existed && e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::debug!(dir = %path.display(), "cannot change the mode of a directory we do not own; leaving it");
+            }
+            other => other?,
+        }
     }
     Ok(())
 }
