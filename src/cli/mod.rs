@@ -27,8 +27,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The default: CA + Docker controller (+ HTTPS API) in one process.
+    /// The default: CA + Docker controller + HTTPS API on --listen, in one process.
     Run,
+    /// Docker controller only, with certificates from a remote certdock CA.
+    Agent {
+        /// The CA's HTTPS URL, e.g. https://ca.example.net.
+        #[arg(long, env = "CERTDOCK_CA_URL")]
+        ca_url: String,
+        /// File holding a single-use `agent` token (used once, at enrolment).
+        #[arg(long, env = "CERTDOCK_TOKEN_FILE")]
+        token_file: PathBuf,
+        /// SHA-256 of the CA root certificate's DER (hex, colons allowed): pinned on first contact.
+        #[arg(long, env = "CERTDOCK_CA_FINGERPRINT")]
+        ca_fingerprint: String,
+    },
     /// Create the CA (root + intermediate) in the state directory; refuses to overwrite.
     Init {
         /// Bring an existing root certificate (PEM) instead of making one.
@@ -144,6 +156,19 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Run => run::run(&settings, raw),
+        Command::Agent {
+            ca_url,
+            token_file,
+            ca_fingerprint,
+        } => run::agent(
+            &settings,
+            raw,
+            run::AgentArgs {
+                ca_url,
+                token_file,
+                ca_fingerprint,
+            },
+        ),
         Command::Status { json } => status::run(&settings, json),
         Command::Token {
             command: TokenCommand::Create { name, ttl, kind },

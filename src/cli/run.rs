@@ -1,18 +1,26 @@
-//! `certdock run`: the CA and the Docker controller in one process (and, with `serve`'s API,
-//! the HTTPS API on `--listen`).
+//! `certdock run` (CA + Docker controller + HTTPS API in one process) and `certdock agent`
+//! (the Docker controller with certificates from a remote certdock CA).
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use super::CmdResult;
 use super::settings::{RawSettings, Settings};
+use crate::api::serve::{MAINTAIN_EVERY, maintain_periodically, shutdown_signal};
+use crate::api::server::ApiServer;
 use crate::ca::local::{LocalCa, OpenMode};
+use crate::ca::remote::RemoteSource;
 use crate::ca::source::LocalSource;
 use crate::controller::outputs::OutputDirs;
+use crate::controller::reconciler::Reloadable;
 use crate::controller::{self, ControllerConfig};
+use crate::metrics::Metrics;
 use crate::proxy::traefik::TlsOptionsBase;
 
 pub fn traefik_options(s: &Settings) -> Result<TlsOptionsBase, String> {
@@ -40,23 +48,10 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, String> {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutting down");
-}
-
 /// With `--config`, the controller reloads the file when it changes.
-pub fn reloadable(raw: RawSettings) -> Option<controller::reconciler::Reloadable> {
+pub fn reloadable(raw: RawSettings) -> Option<Reloadable> {
     let path = raw.config.clone()?;
-    Some(controller::reconciler::Reloadable {
+    Some(Reloadable {
         path,
         load: Box::new(move || {
             let s = Settings::resolve(raw.clone()).map_err(|e| e.to_string())?;
@@ -65,47 +60,128 @@ pub fn reloadable(raw: RawSettings) -> Option<controller::reconciler::Reloadable
     })
 }
 
+/// One shutdown signal, fanned out to every part of the process.
+fn shutdown_fanout() -> (
+    impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = watch::channel(false);
+    let waiter = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    let make = move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    };
+    (make, waiter)
+}
+
 pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
     let cfg = controller_config(s)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let ca = Arc::new(LocalCa::open(
-            &s.state_dir,
-            s.policy(),
-            s.lifetimes(),
-            OpenMode::CreateIfMissing(s.key_type),
-            OffsetDateTime::now_utc(),
-        )?);
+        let ca = {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || {
+                LocalCa::open(
+                    &s.state_dir,
+                    s.policy(),
+                    s.lifetimes(),
+                    OpenMode::CreateIfMissing(s.key_type),
+                    OffsetDateTime::now_utc(),
+                )
+            })
+            .await??
+        };
+        let ca = Arc::new(ca);
         tracing::info!(
             state = %s.state_dir.display(),
             root_fingerprint = %ca.root_fingerprint(),
-            "CA ready"
+            "CA ready (agents pin the root with --ca-fingerprint)"
         );
-        let maintenance = tokio::spawn(maintain(ca.clone()));
+        let metrics = Arc::new(Metrics::new());
+        // Bind first: a taken port is an error at start, not a surprise later.
+        let api = ApiServer::bind(ca.clone(), s, metrics.clone()).await?;
+        tracing::info!(listen = %api.local_addr(), "HTTPS API listening");
+        let (shutdown, waiter) = shutdown_fanout();
+        let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
+        let api_task = tokio::spawn(api.serve(shutdown()));
         let source = Arc::new(LocalSource {
             ca: ca.clone(),
             key_type: s.key_type,
             requester: "controller",
         });
-        controller::run(cfg, source, reloadable(raw), shutdown_signal()).await?;
+        let result = controller::run(cfg, source, metrics, reloadable(raw), shutdown()).await;
         maintenance.abort();
+        let _ = api_task.await;
+        waiter.abort();
+        result?;
         Ok::<(), Box<dyn std::error::Error>>(())
     })
 }
 
-/// Rolls the intermediate over when due; the controller picks the new bundle up on its next pass.
-pub async fn maintain(ca: Arc<LocalCa>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+/// What `certdock agent` needs besides the common settings.
+pub struct AgentArgs {
+    pub ca_url: String,
+    pub token_file: PathBuf,
+    pub ca_fingerprint: String,
+}
+
+/// First contact with the CA: retried with backoff while the CA is unreachable; a refusal
+/// (wrong fingerprint, spent token) ends the agent with its reason.
+async fn bootstrap(
+    a: &AgentArgs,
+    state_dir: &std::path::Path,
+) -> Result<RemoteSource, Box<dyn std::error::Error>> {
+    let mut delay = Duration::from_millis(500);
     loop {
-        tick.tick().await;
-        let ca = ca.clone();
-        match tokio::task::spawn_blocking(move || ca.maintain(OffsetDateTime::now_utc())).await {
-            Ok(Ok(true)) => tracing::info!("intermediate CA renewed"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "CA maintenance failed"),
-            Err(e) => tracing::error!(error = %e, "CA maintenance task failed"),
+        match RemoteSource::bootstrap(&a.ca_url, &a.token_file, &a.ca_fingerprint, state_dir).await
+        {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?delay, "the CA is unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
+    let cfg = controller_config(s)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        crate::store::atomic::create_dir(&s.state_dir, 0o700)?;
+        let (shutdown, waiter) = shutdown_fanout();
+        let remote = tokio::select! {
+            r = bootstrap(&a, &s.state_dir) => Arc::new(r?),
+            _ = shutdown() => return Ok(()),
+        };
+        tracing::info!(ca = %a.ca_url, "agent enrolled; watching Docker");
+        let keeper = {
+            let remote = remote.clone();
+            tokio::spawn(async move { remote.keep_identity_fresh().await })
+        };
+        let result = controller::run(
+            cfg,
+            remote,
+            Arc::new(Metrics::new()),
+            reloadable(raw),
+            shutdown(),
+        )
+        .await;
+        keeper.abort();
+        waiter.abort();
+        result?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
 }

@@ -21,8 +21,10 @@ use crate::core::names::{San, Usage};
 use crate::core::plan::{CertSpecLite, Identity, World, plan};
 use crate::core::policy::{NamePolicy, TtlPolicy};
 use crate::core::renew::retry_after;
-use crate::docker::{self, WatchConfig};
+use crate::docker::{self, WatchConfig, WatchEvent};
+use crate::metrics::Metrics;
 use crate::proxy::traefik::TlsOptionsBase;
+use time::OffsetDateTime;
 
 /// Everything the controller is told at start.
 #[derive(Debug, Clone)]
@@ -83,10 +85,14 @@ fn ca_parts(bundle: &str) -> Vec<(String, String)> {
 pub async fn run<S: CertSource>(
     mut cfg: ControllerConfig,
     source: Arc<S>,
+    metrics: Arc<Metrics>,
     reload: Option<Reloadable>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut holdings = Holdings::load(&cfg.state_dir)?;
+    for (id, h) in &holdings.held {
+        metrics.set_certificate(&id.to_string(), OffsetDateTime::from(h.not_after));
+    }
     let (_file_watch, mut file_changes) =
         watch_files(&cfg.dirs.out, reload.as_ref().map(|r| r.path.as_path()))
             .map_err(std::io::Error::other)?;
@@ -120,6 +126,11 @@ pub async fn run<S: CertSource>(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(ev) = events.next() => {
+                match &ev {
+                    WatchEvent::InitDone => metrics.resyncs.inc(),
+                    WatchEvent::Upsert(_) | WatchEvent::Remove(_) => metrics.docker_events.inc(),
+                    _ => 0,
+                };
                 if store.apply(ev) {
                     let soon = Instant::now() + RECONCILE_QUIET;
                     reconcile_at = Some(reconcile_at.map_or(soon, |t| t.min(soon)));
@@ -155,7 +166,7 @@ pub async fn run<S: CertSource>(
                     if std::mem::take(&mut verify_outputs) {
                         verify_published(&cfg, &mut holdings);
                     }
-                    let outcome = reconcile_once(&cfg, &executor, &mut holdings, &store, &bundle, &traefik_client).await;
+                    let outcome = reconcile_once(&cfg, &metrics, &executor, &mut holdings, &store, &bundle, &traefik_client).await;
                     reconcile_at = outcome.next_wake;
                     if outcome.desired != last_plan_desired || outcome.delivered {
                         last_plan_desired = outcome.desired;
@@ -166,8 +177,8 @@ pub async fn run<S: CertSource>(
                 if flush_at.is_some_and(|t| t <= Instant::now()) {
                     flush_at = None;
                     burst_started = None;
-                    if !bundle.is_empty() {
-                        flush(&cfg, &holdings, &last_plan_desired, &bundle);
+                    if !bundle.is_empty() && flush(&cfg, &holdings, &last_plan_desired, &bundle) {
+                        metrics.proxy_config_written("traefik");
                     }
                 }
             }
@@ -190,6 +201,7 @@ fn to_instant(t: SystemTime) -> Instant {
 
 async fn reconcile_once<S: CertSource>(
     cfg: &ControllerConfig,
+    metrics: &Metrics,
     executor: &Executor<S>,
     holdings: &mut Holdings,
     store: &ContainerStore,
@@ -278,6 +290,12 @@ async fn reconcile_once<S: CertSource>(
         match (issued, issue_error) {
             (Some(held), _) => {
                 tracing::info!(cert = %id, serial = %held.serial, "issued");
+                if holdings.held.contains_key(&id) {
+                    metrics.renewed("controller");
+                } else {
+                    metrics.issued("controller");
+                }
+                metrics.set_certificate(&id.to_string(), OffsetDateTime::from(held.not_after));
                 if let Err(e) = holdings.store(&id, held) {
                     tracing::error!(cert = %id, error = %e, "cannot store the new certificate");
                 }
@@ -288,6 +306,11 @@ async fn reconcile_once<S: CertSource>(
                 let not_after = holdings.held.get(&id).map_or(now, |h| h.not_after);
                 let retry_at = retry_after(attempts, now, not_after);
                 tracing::warn!(cert = %id, error = %err, attempts = attempts + 1, "issuance failed; retrying later");
+                metrics.error(if err.is_transient() {
+                    "ca_unavailable"
+                } else {
+                    "ca_refused"
+                });
                 holdings.failures.insert(
                     id.clone(),
                     crate::core::plan::Failure {
@@ -307,6 +330,9 @@ async fn reconcile_once<S: CertSource>(
             holdings.ledger.copied.insert(container, v);
         }
         retry_soon |= failed_actions > 0;
+        for _ in 0..failed_actions {
+            metrics.error("delivery");
+        }
         match action_error {
             Some(e) => {
                 holdings.delivery_errors.insert(id.clone(), e);
@@ -427,7 +453,7 @@ fn flush(
     holdings: &Holdings,
     desired: &BTreeMap<Identity, crate::core::plan::Desired>,
     bundle: &str,
-) {
+) -> bool {
     let versions: BTreeMap<Identity, String> = holdings
         .ledger
         .published
@@ -445,9 +471,11 @@ fn flush(
             if written {
                 tracing::info!(file = %cfg.dirs.out.join("traefik/certdock.yml").display(), "wrote proxy configuration");
             }
+            written
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot write proxy files; the previous ones stay in place")
+            tracing::error!(error = %e, "cannot write proxy files; the previous ones stay in place");
+            false
         }
     }
 }
