@@ -6,6 +6,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod mtls_client;
+pub mod peers;
 pub mod process;
 pub mod sockproxy;
 
@@ -23,6 +25,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+#[allow(unused_imports)] // Not every test binary uses it.
 pub use sockproxy::SockProxy;
 
 /// The image every test container runs; built locally by `tests/images/build.sh`.
