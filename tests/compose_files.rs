@@ -106,6 +106,18 @@ fn every_compose_file_is_accepted_by_the_local_compose() {
     }
 }
 
+/// The labels of one service of the Traefik example, as written (`key=value`).
+fn example_labels(service: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(compose_dir().join("traefik/compose.yaml")).expect("read");
+    let yaml: serde_json::Value = serde_saphyr::from_str(&text).expect("compose.yaml is YAML");
+    yaml["services"][service]["labels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{service} has a list of labels"))
+        .iter()
+        .map(|l| l.as_str().expect("a label string").to_owned())
+        .collect()
+}
+
 /// A Compose project brought up by a test: `down -v --remove-orphans` on drop, even on panic.
 struct Project {
     name: String,
@@ -147,6 +159,16 @@ async fn the_traefik_example_runs_certdock_and_serves_its_client_on_the_local_en
     let net = TestNetwork::create(&d).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let label = format!("{}={}", TEST_LABEL.0, TEST_LABEL.1);
+    // Other tests run certdock on the same engine: this project's certdock reads its own label
+    // prefix, and the client carries the example's `certdock.*` labels under that prefix (and
+    // `certdock.enable=false`, so no other certdock serves it).
+    let prefix = common::unique_label_prefix();
+    let client_labels: String = example_labels("client")
+        .iter()
+        .filter_map(|l| l.strip_prefix("certdock."))
+        .map(|rest| format!("      - {prefix}.{rest}\n"))
+        .collect();
+    assert!(client_labels.contains(".usage=client"), "{client_labels}");
     // Only what needs a registry changes: certdock's image (the local scratch build), the
     // client's image (the local busybox, sleeping instead of calling Traefik), the network name.
     let override_yaml = format!(
@@ -155,6 +177,7 @@ async fn the_traefik_example_runs_certdock_and_serves_its_client_on_the_local_en
          \x20   image: {image}\n\
          \x20   environment:\n\
          \x20     CERTDOCK_PROXY_NETWORK: {net}\n\
+         \x20     CERTDOCK_LABEL_PREFIX: {prefix}\n\
          \x20   labels:\n\
          \x20     - {label}\n\
          \x20 client:\n\
@@ -163,6 +186,8 @@ async fn the_traefik_example_runs_certdock_and_serves_its_client_on_the_local_en
          \x20   command: [\"trap 'exit 0' TERM; while true; do sleep 1 & wait $$!; done\"]\n\
          \x20   labels:\n\
          \x20     - {label}\n\
+         \x20     - certdock.enable=false\n\
+         {client_labels}\
          networks:\n\
          \x20 proxy:\n\
          \x20   name: {net}\n",
@@ -183,6 +208,13 @@ async fn the_traefik_example_runs_certdock_and_serves_its_client_on_the_local_en
     ps.args(["ps", "-q", "client"]);
     let client = run(ps, "compose ps client").trim().to_owned();
     assert!(!client.is_empty(), "the client container exists");
+    let enable = docker_cli(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"certdock.enable\"}}",
+        &client,
+    ]);
+    assert_eq!(enable, "false", "the override's label wins");
     let cert = eventually(
         "the client's certificate from certdock in Compose",
         Duration::from_secs(30),

@@ -20,7 +20,20 @@ const DIR: &str = "/run/certdock";
 async fn caddy_with_the_snippet_serves_a_rotating_client_without_one_failed_request() {
     init_crypto();
     let d = docker().await;
-    let cd = Certdock::start("run", &["--listen", "127.0.0.1:0", "--min-ttl", "30s"], &[]);
+    // Its own label prefix: serves this test's client only, and no other certdock touches it.
+    let prefix = common::unique_label_prefix();
+    let cd = Certdock::start(
+        "run",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--min-ttl",
+            "30s",
+            "--label-prefix",
+            &prefix,
+        ],
+        &[],
+    );
     let snippet = cd.out.join("caddy/mtls.caddy");
     eventually("caddy/mtls.caddy", Duration::from_secs(20), || async {
         snippet.is_file().then_some(())
@@ -36,7 +49,7 @@ async fn caddy_with_the_snippet_serves_a_rotating_client_without_one_failed_requ
     );
     let target = Target::new(caddy.port, "localhost", &cd.out.join("ca.pem"));
 
-    let client = short_lived_client(&d, "client1").await;
+    let client = short_lived_client(&d, &prefix, "client1").await;
     let first = first_identity(&d, &client, DIR).await;
     let answer = get(&target, Some(&first)).await;
     assert!(

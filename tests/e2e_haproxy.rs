@@ -20,7 +20,20 @@ const DIR: &str = "/run/certdock";
 async fn haproxy_with_ca_pem_serves_a_rotating_client_without_one_failed_request() {
     init_crypto();
     let d = docker().await;
-    let cd = Certdock::start("run", &["--listen", "127.0.0.1:0", "--min-ttl", "30s"], &[]);
+    // Its own label prefix: serves this test's client only, and no other certdock touches it.
+    let prefix = common::unique_label_prefix();
+    let cd = Certdock::start(
+        "run",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--min-ttl",
+            "30s",
+            "--label-prefix",
+            &prefix,
+        ],
+        &[],
+    );
     let ca = cd.out.join("ca.pem");
     eventually("ca.pem", Duration::from_secs(20), || async {
         ca.is_file().then_some(())
@@ -32,7 +45,7 @@ async fn haproxy_with_ca_pem_serves_a_rotating_client_without_one_failed_request
     let mut haproxy = haproxy_with_mtls(work.path(), &pem, &ca);
     let target = Target::new(haproxy.port, "localhost", &ca);
 
-    let client = short_lived_client(&d, "client1").await;
+    let client = short_lived_client(&d, &prefix, "client1").await;
     let first = first_identity(&d, &client, DIR).await;
     let answer = get(&target, Some(&first)).await;
     assert!(

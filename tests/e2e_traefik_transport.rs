@@ -27,7 +27,13 @@ fn transport_files(yml: &Value) -> (PathBuf, PathBuf, PathBuf) {
 #[tokio::test]
 async fn backends_requiring_mtls_accept_the_certificate_the_certdock_transport_names() {
     init_crypto();
-    let cd = Certdock::start("run", &["--listen", "127.0.0.1:0"], &[]);
+    // A label prefix no container has: this certdock serves no container on the engine.
+    let prefix = common::unique_label_prefix();
+    let cd = Certdock::start(
+        "run",
+        &["--listen", "127.0.0.1:0", "--label-prefix", &prefix],
+        &[],
+    );
     let yml_path = cd.out.join("traefik/certdock.yml");
     let yml: Value = eventually(
         "certdock.yml with the transport's client certificate",

@@ -20,6 +20,7 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
     let image = scratch_image();
     let d = docker().await;
     let mut cleanup = CliCleanup::default();
+    let prefix = common::unique_label_prefix();
     let state = unique_name();
     docker_cli(&["volume", "create", "--label", &label(), &state]);
     cleanup.volumes.push(state.clone());
@@ -47,12 +48,15 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
         "run",
         "--resync-interval",
         "5s",
+        // Serve only this test's container (other tests run certdock on the same engine).
+        "--label-prefix",
+        &prefix,
     ]);
 
     let client = ContainerSpec::default()
-        .label("certdock.enable", "true")
-        .label("certdock.name", "scratch-client")
-        .label("certdock.usage", "client")
+        .label(&format!("{prefix}.enable"), "true")
+        .label(&format!("{prefix}.name"), "scratch-client")
+        .label(&format!("{prefix}.usage"), "client")
         .run(&d)
         .await;
     let cert = eventually(

@@ -252,13 +252,19 @@ pub async fn call_through_rotations(
 }
 
 /// The rotation suites' container: a client with a 45 s certificate, delivered into the
-/// container at `/run/certdock` (certdock must run with `--min-ttl 30s` or lower).
-pub async fn short_lived_client(d: &certdock::docker::Docker, name: &str) -> TestContainer {
+/// container at `/run/certdock` (certdock must run with `--min-ttl 30s` or lower), labelled
+/// `<prefix>.enable=true`, `<prefix>.usage=client`, `<prefix>.ttl=45s`, `<prefix>.name=NAME`
+/// with the test's own label prefix (`certdock` for users).
+pub async fn short_lived_client(
+    d: &certdock::docker::Docker,
+    prefix: &str,
+    name: &str,
+) -> TestContainer {
     super::ContainerSpec::default()
-        .label("certdock.enable", "true")
-        .label("certdock.name", name)
-        .label("certdock.usage", "client")
-        .label("certdock.ttl", "45s")
+        .label(&format!("{prefix}.enable"), "true")
+        .label(&format!("{prefix}.name"), name)
+        .label(&format!("{prefix}.usage"), "client")
+        .label(&format!("{prefix}.ttl"), "45s")
         .run(d)
         .await
 }
