@@ -6,6 +6,9 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod image;
+pub mod mtls_client;
+pub mod peers;
 pub mod process;
 pub mod serve;
 pub mod sockproxy;
@@ -90,6 +93,14 @@ pub fn unique_name() -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let random: u32 = rand::random();
     format!("certdock-test-{}-{n}-{random:08x}", std::process::id())
+}
+
+/// A `--label-prefix` of its own (`cdtest-<random>`), for a certdock that must serve only this
+/// test's containers. Every `certdock run` on the engine serves every container labelled with
+/// its prefix, so with the default `certdock` prefix tests running in parallel would deliver
+/// certificates from their own CAs into each other's containers.
+pub fn unique_label_prefix() -> String {
+    format!("cdtest-{:08x}", rand::random::<u32>())
 }
 
 /// What to create: labels (besides the test marker), command, user.
