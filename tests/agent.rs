@@ -6,22 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::process::{Certdock, eventually, openssl, path_str};
-use common::{ContainerSpec, Serve, TestContainer, docker, ok, run, s};
-
-fn fingerprint(serve: &Serve) -> String {
-    let out = ok(&run(
-        "openssl",
-        &[
-            "x509",
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-            "-in",
-            s(&serve.roots),
-        ],
-    ));
-    out.trim().rsplit('=').next().unwrap().to_string()
-}
+use common::{ContainerSpec, Serve, TestContainer, docker, s};
 
 async fn delivered(
     d: &certdock::docker::Docker,
@@ -60,7 +45,7 @@ async fn an_agent_delivers_a_remote_ca_certificate_and_rides_out_a_ca_outage() {
     let token = dir.path().join("agent.token");
     std::fs::write(&token, serve.token("agent", "host1.agents.test", &[])).unwrap();
     let url = serve.url_ip();
-    let fp = fingerprint(&serve);
+    let fp = serve.fingerprint();
     let agent = Certdock::start(
         "agent",
         &[

@@ -18,22 +18,6 @@ fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn fingerprint(serve: &Serve) -> String {
-    // openssl's form, colons and upper case: the agent must accept it as users paste it.
-    let out = ok(&run(
-        "openssl",
-        &[
-            "x509",
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-            "-in",
-            s(&serve.roots),
-        ],
-    ));
-    out.trim().rsplit('=').next().unwrap().to_string()
-}
-
 fn order(name: &str) -> LeafOrder {
     LeafOrder {
         name: CertName::parse(name).unwrap(),
@@ -82,7 +66,7 @@ async fn an_agent_pinned_by_fingerprint_enrols_once_and_issues_certificates_that
     let agent_state = d.join("agent-state");
     let token = token_file(d, &serve, &[]);
     let remote =
-        RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &agent_state)
+        RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &agent_state)
             .await
             .expect("bootstrap");
     assert_eq!(
@@ -124,7 +108,7 @@ async fn an_agent_pinned_by_fingerprint_enrols_once_and_issues_certificates_that
     // A restart reuses the stored identity: the spent token is not needed again.
     fs::write(&token, "").unwrap();
     let again =
-        RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &agent_state)
+        RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &agent_state)
             .await
             .expect("bootstrap from the stored identity");
     assert_eq!(again.identity().serial, renewed.serial);
@@ -152,7 +136,7 @@ async fn a_wrong_fingerprint_is_refused_before_the_token_is_spent() {
     assert!(!err.is_transient());
     assert!(err.to_string().contains(&wrong), "{err}");
     // The token was not spent on the impostor: the right pin still enrols with it.
-    RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &d.join("a"))
+    RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &d.join("a"))
         .await
         .expect("bootstrap with the right pin");
     // Once pinned, a different --ca-fingerprint is refused rather than silently re-pinned.
@@ -173,7 +157,7 @@ async fn while_serve_is_down_issue_is_unavailable_and_bundle_is_the_last_one_and
     let mut serve = Serve::start(d);
     let token = token_file(d, &serve, &[]);
     let remote =
-        RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &d.join("a"))
+        RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &d.join("a"))
             .await
             .unwrap();
     let bundle = remote.bundle().await.unwrap();
@@ -206,7 +190,7 @@ async fn an_agent_signs_only_within_its_token_scope_and_never_for_the_api_names(
     let serve = Serve::start(d);
     let token = token_file(d, &serve, &["--allow-domain", "team.test"]);
     let remote =
-        RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &d.join("a"))
+        RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &d.join("a"))
             .await
             .unwrap();
     remote
@@ -233,7 +217,7 @@ async fn many_concurrent_signs_never_reuse_a_serial_and_all_are_in_the_inventory
     let serve = Serve::start(d);
     let token = token_file(d, &serve, &[]);
     let remote = Arc::new(
-        RemoteSource::bootstrap(&serve.url_ip(), &token, &fingerprint(&serve), &d.join("a"))
+        RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &d.join("a"))
             .await
             .unwrap(),
     );

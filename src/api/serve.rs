@@ -21,26 +21,32 @@ pub fn command(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         .block_on(serve(settings))
 }
 
-async fn serve(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let ca = {
-        let s = settings.clone();
-        tokio::task::spawn_blocking(move || {
-            LocalCa::open(
-                &s.state_dir,
-                s.policy(),
-                s.lifetimes(),
-                OpenMode::CreateIfMissing(s.key_type),
-                OffsetDateTime::now_utc(),
-            )
-        })
-        .await??
-    };
-    let ca = Arc::new(ca);
+/// Opens the CA for a long-running process (`serve`, `run`), creating it on first start, and
+/// logs the root fingerprint that agents pin.
+pub async fn open_service_ca(
+    settings: &Settings,
+) -> Result<Arc<LocalCa>, Box<dyn std::error::Error>> {
+    let s = settings.clone();
+    let ca = tokio::task::spawn_blocking(move || {
+        LocalCa::open(
+            &s.state_dir,
+            s.policy(),
+            s.lifetimes(),
+            OpenMode::CreateIfMissing(s.key_type),
+            OffsetDateTime::now_utc(),
+        )
+    })
+    .await??;
     tracing::info!(
         state_dir = %settings.state_dir.display(),
         root_fingerprint = %ca.root_fingerprint(),
         "CA ready (agents pin the root with --ca-fingerprint)"
     );
+    Ok(Arc::new(ca))
+}
+
+async fn serve(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let ca = open_service_ca(settings).await?;
     let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
     let result = run_api(ca, settings, Arc::new(Metrics::new()), shutdown_signal()).await;
     maintenance.abort();

@@ -18,6 +18,17 @@ use crate::delivery::bundle::{Bundle, publish_dir};
 use crate::store::atomic::{Mode, write_atomic};
 use crate::store::tokens::TokenKind;
 
+/// The CA of the state directory, which must exist (`certdock init` or a first `run` made it).
+fn open_existing(s: &Settings) -> Result<LocalCa, crate::ca::CaError> {
+    LocalCa::open(
+        &s.state_dir,
+        s.policy(),
+        s.lifetimes(),
+        OpenMode::Existing,
+        OffsetDateTime::now_utc(),
+    )
+}
+
 pub fn init(s: &Settings, import_root: Option<PathBuf>, import_key: Option<PathBuf>) -> CmdResult {
     let import = match (import_root, import_key) {
         (Some(r), Some(k)) => {
@@ -85,13 +96,7 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
         ),
         None => None,
     };
-    let ca = LocalCa::open(
-        &s.state_dir,
-        s.policy(),
-        s.lifetimes(),
-        OpenMode::Existing,
-        OffsetDateTime::now_utc(),
-    )?;
+    let ca = open_existing(s)?;
     let issued = ca.issue(
         IssueRequest {
             name: name.clone(),
@@ -143,13 +148,7 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
         other => return Err(format!("--kind {other:?} is not `sign`, `agent` or `admin`").into()),
     };
     let allow = s.names.allow.clone();
-    let ca = LocalCa::open(
-        &s.state_dir,
-        s.policy(),
-        s.lifetimes(),
-        OpenMode::Existing,
-        OffsetDateTime::now_utc(),
-    )?;
+    let ca = open_existing(s)?;
     let expires = OffsetDateTime::now_utc() + ttl;
     let (_, secret) = ca
         .with_tokens(|t| t.create(name, kind, allow, expires.unix_timestamp()))?
@@ -159,13 +158,7 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
 }
 
 pub fn revoke(s: &Settings, serial: &str) -> CmdResult {
-    let ca = LocalCa::open(
-        &s.state_dir,
-        s.policy(),
-        s.lifetimes(),
-        OpenMode::Existing,
-        OffsetDateTime::now_utc(),
-    )?;
+    let ca = open_existing(s)?;
     ca.revoke(serial, OffsetDateTime::now_utc())?;
     eprintln!("revoked {serial}");
     Ok(())

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::CmdResult;
 use super::settings::{RawSettings, Settings};
-use crate::api::serve::{MAINTAIN_EVERY, maintain_periodically, shutdown_signal};
+use crate::api::serve::{MAINTAIN_EVERY, maintain_periodically, open_service_ca, shutdown_signal};
 use crate::api::server::ApiServer;
-use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::LocalSource;
 use crate::controller::outputs::OutputDirs;
@@ -86,25 +84,7 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let ca = {
-            let s = s.clone();
-            tokio::task::spawn_blocking(move || {
-                LocalCa::open(
-                    &s.state_dir,
-                    s.policy(),
-                    s.lifetimes(),
-                    OpenMode::CreateIfMissing(s.key_type),
-                    OffsetDateTime::now_utc(),
-                )
-            })
-            .await??
-        };
-        let ca = Arc::new(ca);
-        tracing::info!(
-            state = %s.state_dir.display(),
-            root_fingerprint = %ca.root_fingerprint(),
-            "CA ready (agents pin the root with --ca-fingerprint)"
-        );
+        let ca = open_service_ca(s).await?;
         let metrics = Arc::new(Metrics::new());
         // Bind first: a taken port is an error at start, not a surprise later.
         let api = ApiServer::bind(ca.clone(), s, metrics.clone()).await?;

@@ -132,6 +132,26 @@ impl Serve {
         }
     }
 
+    /// The root's SHA-256 fingerprint in openssl's form (colons, upper case), as users paste it.
+    pub fn fingerprint(&self) -> String {
+        let out = ok(&run(
+            "openssl",
+            &[
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+                "-in",
+                s(&self.roots),
+            ],
+        ));
+        out.trim()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
