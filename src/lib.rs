@@ -7,5 +7,7 @@ pub mod controller;
 pub mod core;
 pub mod delivery;
 pub mod docker;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod store;
