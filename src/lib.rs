@@ -8,6 +8,8 @@ pub mod controller;
 pub mod core;
 pub mod delivery;
 pub mod docker;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod store;

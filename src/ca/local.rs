@@ -168,6 +168,11 @@ impl LocalCa {
             None => names,
         };
         names.check(&req.sans)?;
+        // The CN is a name too (old clients match it). A DNS-like one is always among the SANs;
+        // one that spells an address (`10.9.1.2`) is not, so policy looks at it here.
+        if let Ok(ip) = req.name.as_str().parse::<std::net::IpAddr>() {
+            names.check(&[San::Ip(ip)])?;
+        }
         let ttl = self.policy.ttls.resolve(req.ttl)?;
         let issued = {
             let ca = self

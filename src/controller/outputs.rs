@@ -141,3 +141,78 @@ fn remove_stale(dir: &Path, prefix: &str, suffix: &str, keep: Vec<String>) -> io
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Component;
+
+    use super::*;
+    use crate::core::names::CertName;
+
+    fn dirs() -> OutputDirs {
+        OutputDirs {
+            out: PathBuf::from("/srv/certdock/out"),
+            proxy_view: PathBuf::from("/certdock"),
+        }
+    }
+
+    #[test]
+    fn hostile_certificate_names_never_leave_the_certs_directory() {
+        let long = "a".repeat(300);
+        let hostile = [
+            "../../etc",
+            "..",
+            ".",
+            "/etc",
+            "a/b",
+            "a/../../b",
+            "a\0b",
+            "a\\..\\b",
+            "web/",
+            "bücher",
+            "~root",
+            "$HOME",
+            "",
+            " ",
+            long.as_str(),
+        ];
+        for raw in hostile {
+            assert!(CertName::parse(raw).is_err(), "{raw:?} accepted");
+        }
+        let certs = dirs().out.join("certs");
+        for raw in [
+            "web",
+            "web.",
+            "a.b-c",
+            "1.2.3.4",
+            "WEB.Internal",
+            &"x".repeat(64),
+        ] {
+            let name = CertName::parse(raw).unwrap();
+            let dir = dirs().published_dir(&Identity::Named(name.clone()));
+            assert_eq!(dir.parent(), Some(certs.as_path()), "{raw:?}");
+            assert_eq!(dir.file_name().unwrap(), name.as_str());
+            assert!(
+                dir.components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_))),
+                "{}",
+                dir.display()
+            );
+        }
+    }
+
+    #[test]
+    fn certdocks_own_client_certificate_lies_outside_certs() {
+        let d = dirs();
+        assert_eq!(
+            d.published_dir(&Identity::TraefikClient),
+            d.out.join("traefik-client")
+        );
+        // No container can take the name: it is not under certs/.
+        let name = CertName::parse("traefik-client").unwrap();
+        assert_ne!(
+            d.published_dir(&Identity::Named(name)),
+            d.published_dir(&Identity::TraefikClient)
+        );
+    }
+}

@@ -380,7 +380,7 @@ impl<'a> Labels<'a> {
                     ));
                 }
                 let name = DnsName::parse(&host).map_err(|e| {
-                    LabelError::new(key, rule, format!("Host({host:?}) is not a DNS name: {e}"))
+                    LabelError::new(key, rule, format!("a Host() name is refused: {e}"))
                 })?;
                 out.push((name, key.clone()));
             }

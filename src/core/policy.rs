@@ -4,6 +4,7 @@
 //! every issuance path (labels, CLI, API, agents, renewals).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ impl NameRule {
         if let Ok(net) = IpNet::from_str(t) {
             return Ok(NameRule::Range(net.trunc()));
         }
-        if let Ok(ip) = std::net::IpAddr::from_str(t) {
+        if let Ok(ip) = IpAddr::from_str(t) {
             return Ok(NameRule::Range(IpNet::from(ip)));
         }
         // A leading "." or "*." is a common way to write "this suffix"; both mean the same here.
@@ -34,7 +35,14 @@ impl NameRule {
             .strip_prefix("*.")
             .or_else(|| t.strip_prefix('.'))
             .unwrap_or(t);
+        // `.*.x` parses as the wildcard `*.x`; keep the rule in its plain form so that it
+        // prints as it matches (found by fuzzing: the printed rule parsed back differently).
+        let plain = |d: DnsName| match d.as_str().strip_prefix("*.") {
+            Some(rest) => DnsName::parse(rest),
+            None => Ok(d),
+        };
         DnsName::parse(s)
+            .and_then(plain)
             .map(NameRule::Suffix)
             .map_err(|e| PolicyError::BadRule {
                 rule: input.to_string(),
@@ -45,9 +53,20 @@ impl NameRule {
     fn matches(&self, san: &San) -> bool {
         match (self, san) {
             (NameRule::Suffix(s), San::Dns(d)) => d.is_within(s),
-            (NameRule::Range(net), San::Ip(ip)) => net.contains(ip),
+            (NameRule::Range(net), San::Ip(ip)) => ip_forms(*ip).iter().any(|ip| net.contains(ip)),
             _ => false,
         }
+    }
+
+    /// Whether a certificate for `san` would be valid for any name this rule covers: as
+    /// [`matches`](Self::matches), and also when a wildcard covers the rule's own name
+    /// (`*.internal` is valid for `secret.internal`). What a deny rule must refuse.
+    fn overlaps(&self, san: &San) -> bool {
+        self.matches(san)
+            || match (self, san) {
+                (NameRule::Suffix(s), San::Dns(d)) => wildcard_covers(d, s),
+                _ => false,
+            }
     }
 
     /// Splits a comma-separated list, as the flags and environment variables carry it.
@@ -148,7 +167,7 @@ impl NamePolicy {
                 name: san.to_string(),
             });
         }
-        if let Some(rule) = self.deny.iter().find(|r| r.matches(san)) {
+        if let Some(rule) = self.deny.iter().find(|r| r.overlaps(san)) {
             return Err(PolicyError::Denied {
                 name: san.to_string(),
                 rule: rule.to_string(),
@@ -170,14 +189,9 @@ impl NamePolicy {
 
     fn is_reserved(&self, san: &San) -> bool {
         self.reserved.iter().any(|r| match (r, san) {
-            (San::Dns(a), San::Dns(b)) => {
-                // A wildcard that would cover a reserved name is as bad as the name itself.
-                a == b
-                    || (b.is_wildcard()
-                        && a.is_within(b)
-                        && a.as_str().matches('.').count() == b.as_str().matches('.').count())
-            }
-            (San::Ip(a), San::Ip(b)) => a == b,
+            // A wildcard that would cover a reserved name is as bad as the name itself.
+            (San::Dns(a), San::Dns(b)) => a == b || wildcard_covers(b, a),
+            (San::Ip(a), San::Ip(b)) => ip_forms(*b).contains(a),
             _ => false,
         })
     }
@@ -215,6 +229,23 @@ impl NamePolicy {
         }
         p
     }
+}
+
+/// An address and its other spelling: `::ffff:10.0.0.1` is `10.0.0.1` to many TLS clients
+/// (Go's `net.IP.Equal`, so Traefik), so ranges and reserved names see both.
+fn ip_forms(ip: IpAddr) -> [IpAddr; 2] {
+    match ip {
+        IpAddr::V4(v4) => [ip, IpAddr::V6(v4.to_ipv6_mapped())],
+        IpAddr::V6(_) => [ip, ip.to_canonical()],
+    }
+}
+
+/// `*.x` covers exactly the names one label below `x`; true when `name` is one of them.
+fn wildcard_covers(wildcard: &DnsName, name: &DnsName) -> bool {
+    wildcard.is_wildcard()
+        && !name.is_wildcard()
+        && name.is_within(wildcard)
+        && name.as_str().matches('.').count() == wildcard.as_str().matches('.').count()
 }
 
 fn rule_within(inner: &NameRule, outer: &NameRule) -> bool {
@@ -375,6 +406,56 @@ mod tests {
         ));
         assert!(p.check(&sans(&["*.other.example.net"])).is_ok());
         assert!(p.for_ca_itself().check(&sans(&["ca.example.net"])).is_ok());
+    }
+
+    #[test]
+    fn a_suffix_rule_is_kept_in_the_plain_form_it_prints_in() {
+        for written in ["x.com", ".x.com", "*.x.com", ".*.x.com", "X.COM."] {
+            let rule = NameRule::parse(written).unwrap();
+            assert_eq!(rule.to_string(), "x.com", "{written}");
+            assert_eq!(NameRule::parse(&rule.to_string()).unwrap(), rule);
+        }
+    }
+
+    #[test]
+    fn a_wildcard_that_covers_a_denied_name_is_denied() {
+        let p = NamePolicy {
+            allow: NameRule::parse_list("internal").unwrap(),
+            deny: NameRule::parse_list("secret.apps.internal").unwrap(),
+            allow_wildcards: true,
+            ..Default::default()
+        };
+        for name in [
+            "*.apps.internal",
+            "*.secret.apps.internal",
+            "secret.apps.internal",
+        ] {
+            assert!(
+                matches!(p.check(&sans(&[name])), Err(PolicyError::Denied { .. })),
+                "{name}"
+            );
+        }
+        assert!(p.check(&sans(&["*.web.internal", "web.internal"])).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_address_is_the_same_address_to_deny_and_reserved() {
+        let p = NamePolicy {
+            deny: NameRule::parse_list("10.9.0.0/16,::ffff:172.16.0.0/108").unwrap(),
+            reserved: sans(&["192.0.2.1"]),
+            ..Default::default()
+        };
+        for ip in ["::ffff:10.9.0.1", "10.9.0.1", "172.16.0.1"] {
+            assert!(
+                matches!(p.check(&sans(&[ip])), Err(PolicyError::Denied { .. })),
+                "{ip}"
+            );
+        }
+        assert!(matches!(
+            p.check(&sans(&["::ffff:192.0.2.1"])),
+            Err(PolicyError::Reserved { .. })
+        ));
+        assert!(p.check(&sans(&["::ffff:10.8.0.1", "10.8.0.1"])).is_ok());
     }
 
     #[test]

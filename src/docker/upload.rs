@@ -382,6 +382,100 @@ mod tests {
         );
     }
 
+    /// Every entry of `archive` lies inside `dir` (relative to `/`, where Docker extracts it),
+    /// and every symlink points inside `dir` too: no absolute target, no `..` component.
+    fn assert_confined(archive: &[u8], dir: &str) {
+        use std::path::{Component, Path};
+        let base = Path::new(dir.trim_start_matches('/'));
+        let inside = |p: &Path| {
+            p.components().all(|c| matches!(c, Component::Normal(_)))
+                && p.starts_with(base)
+                && p != base
+        };
+        let mut archive = tar::Archive::new(archive);
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path().unwrap().into_owned();
+            assert!(inside(&path), "{} escapes {dir}", path.display());
+            if let Some(target) = entry.link_name().unwrap() {
+                let parent = path.parent().unwrap();
+                assert!(
+                    target
+                        .components()
+                        .all(|c| matches!(c, Component::Normal(_))),
+                    "{} -> {}",
+                    path.display(),
+                    target.display()
+                );
+                assert!(inside(&parent.join(&target)), "{}", target.display());
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_directories_are_refused_or_stay_inside_themselves() {
+        let owner = Owner {
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        for dir in [
+            "/run/../etc",
+            "/../etc",
+            "/run/certdock/..",
+            "/./x",
+            "/a\0b",
+            "relative/dir",
+            "",
+            "/",
+            "///",
+        ] {
+            assert!(validate(dir, &files(), "v1").is_err(), "{dir:?} accepted");
+        }
+        let long = format!("/{}", "a".repeat(300));
+        for dir in [
+            "/run/certdock/",
+            "/run/...",
+            "/run/..data",
+            "/é/ü",
+            long.as_str(),
+        ] {
+            let dir = validate(dir, &files(), "v1").unwrap();
+            let archive = build_archive(
+                &dir,
+                SLOTS[0],
+                &files(),
+                &["cert.pem", "key.pem"],
+                owner,
+                "v1",
+            )
+            .unwrap();
+            assert_confined(&archive, &dir);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_archive_that_validates_writes_and_links_only_inside_its_directory(
+            dir in "(/[a-z.]{0,4}){0,5}/?|\\PC{0,20}",
+            name in "[a-z.]{1,8}|\\PC{0,8}",
+            version in "\\PC{0,20}",
+        ) {
+            let files = vec![(name.clone(), b"x".to_vec(), 0o600)];
+            if let Ok(dir) = validate(&dir, &files, &version) {
+                let owner = Owner { uid: 1, gid: 1, mtime: 1 };
+                let links = [name.as_str()];
+                match build_archive(&dir, SLOTS[1], &files, &links, owner, &version) {
+                    Ok(archive) => assert_confined(&archive, &dir),
+                    // The tar crate refuses what it cannot encode; nothing is sent then.
+                    Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn file_names_must_be_plain_and_not_reserved() {
         for name in ["", ".", "..", "a/b", "..data", "..certdock-a", ".version"] {

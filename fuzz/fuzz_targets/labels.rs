@@ -1,0 +1,4 @@
+//! Fuzz target `labels`: see `certdock::fuzzing::fuzz_labels` (the corpus replay test calls it too).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| certdock::fuzzing::fuzz_labels(data));
