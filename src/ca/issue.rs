@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType, SubjectPublicKeyInfo,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SubjectPublicKeyInfo,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -100,9 +100,9 @@ pub fn sign_leaf(
 
     let (cert, key) = match req.key {
         LeafKey::Generate(kt) => {
-            let key: KeyPair = kt.generate().map_err(CaError::Sign)?;
+            let key = kt.generate_leaf().map_err(CaError::Sign)?;
             let cert = p.signed_by(&key, ca.issuer()).map_err(CaError::Sign)?;
-            (cert, Some(SecretPem::from_key(&key)))
+            (cert, Some(key.secret_pem()))
         }
         LeafKey::Public(spki) => {
             let cert = p.signed_by(&spki, ca.issuer()).map_err(CaError::Sign)?;

@@ -2,7 +2,7 @@
 //! that the CLI, the controller and the HTTPS API all call, so every path gets the same checks.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use rcgen::{CertificateSigningRequestParams, SubjectPublicKeyInfo};
@@ -11,6 +11,7 @@ use x509_parser::prelude::GeneralName;
 
 use super::CaError;
 use super::authority::{self, Authority, CaLifetimes};
+use super::commit::{Committer, Durable};
 use super::crl::{RevokedEntry, build_crl};
 use super::issue::{Issued, LeafKey, LeafRequest, sign_leaf};
 use super::keys::KeyType;
@@ -44,10 +45,19 @@ pub struct IssueRequest {
 pub struct LocalCa {
     state_dir: PathBuf,
     authority: RwLock<Authority>,
-    inventory: Mutex<Inventory>,
+    inventory: Arc<Mutex<Inventory>>,
     tokens: Mutex<Tokens>,
     policy: Policy,
+    /// The inventory writer (see [`super::commit`]), started by the first issuance.
+    commit: OnceLock<Committer>,
+    /// SHA-256 of client certificates whose signature by a current intermediate was already
+    /// checked: a keep-alive agent presents the same certificate on every request, and the check
+    /// is an ECDSA verification, dearer than the signature the request then asks for.
+    verified: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
+
+/// Bound on [`LocalCa::verified`]; past it the set starts over (it is only a cache).
+const VERIFIED_CACHE: usize = 4096;
 
 impl std::fmt::Debug for LocalCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,9 +101,11 @@ impl LocalCa {
         Ok(Self {
             state_dir: state_dir.to_path_buf(),
             authority: RwLock::new(authority),
-            inventory: Mutex::new(inventory),
+            inventory: Arc::new(Mutex::new(inventory)),
             tokens: Mutex::new(tokens),
             policy,
+            commit: OnceLock::new(),
+            verified: Mutex::default(),
         })
     }
 
@@ -159,6 +171,18 @@ impl LocalCa {
         agent_scope: Option<Vec<NameRule>>,
         now: OffsetDateTime,
     ) -> Result<Issued, CaError> {
+        self.issue_deferred(req, names, agent_scope, now)?.wait()
+    }
+
+    /// Checks and signs now; the record goes to the inventory writer, and the certificate is
+    /// released by [`PendingIssue`] only once that record is durable.
+    fn issue_deferred(
+        &self,
+        req: IssueRequest,
+        names: &NamePolicy,
+        agent_scope: Option<Vec<NameRule>>,
+        now: OffsetDateTime,
+    ) -> Result<PendingIssue, CaError> {
         let scoped;
         let names = match &req.scope {
             Some(scope) => {
@@ -201,18 +225,18 @@ impl LocalCa {
             requester: req.requester,
             agent_scope,
         };
-        let _lock = self.lock_state()?;
-        let mut inv = self
-            .inventory
-            .lock()
-            .map_err(|_| CaError::Internal("inventory lock poisoned".into()))?;
-        if inv.contains(&record.serial) {
-            // 2^-127 odds; refuse rather than ever hand out a serial twice.
-            return Err(CaError::Internal("serial collision".into()));
-        }
-        inv.record_issued(vec![record])
-            .map_err(|e| CaError::io(&self.state_dir, e))?;
-        Ok(issued)
+        Ok(PendingIssue {
+            durable: self.record(record),
+            issued,
+        })
+    }
+
+    /// Queues `record` for the inventory writer; the certificate may be handed out only once
+    /// the returned [`Durable`] has resolved.
+    fn record(&self, record: IssuedRecord) -> Durable {
+        self.commit
+            .get_or_init(|| Committer::start(self.state_dir.clone(), self.inventory.clone()))
+            .submit(record)
     }
 
     /// Signs a PEM CSR: names come from the CSR's SANs (and CN), the key stays the requester's.
@@ -225,8 +249,36 @@ impl LocalCa {
         requester: String,
         now: OffsetDateTime,
     ) -> Result<Issued, CaError> {
-        let (name, sans, spki) = parse_csr(csr_pem)?;
-        self.issue(
+        self.sign_parsed_csr(parse_csr(csr_pem)?, ttl, usage, scope, requester, now)
+    }
+
+    /// [`LocalCa::sign_csr`] for a CSR the caller has already parsed (and so verified) with
+    /// [`parse_csr`]: the CSR's signature check is dearer than the certificate's signature.
+    pub fn sign_parsed_csr(
+        &self,
+        csr: ParsedCsr,
+        ttl: Option<Duration>,
+        usage: Usage,
+        scope: Option<Vec<NameRule>>,
+        requester: String,
+        now: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
+        self.sign_parsed_csr_deferred(csr, ttl, usage, scope, requester, now)?
+            .wait()
+    }
+
+    /// [`LocalCa::sign_parsed_csr`] for async callers: signs now, and the certificate comes
+    /// out of [`PendingIssue::durable`] once its record is on disk.
+    pub fn sign_parsed_csr_deferred(
+        &self,
+        (name, sans, spki): ParsedCsr,
+        ttl: Option<Duration>,
+        usage: Usage,
+        scope: Option<Vec<NameRule>>,
+        requester: String,
+        now: OffsetDateTime,
+    ) -> Result<PendingIssue, CaError> {
+        self.issue_deferred(
             IssueRequest {
                 name,
                 sans,
@@ -236,6 +288,8 @@ impl LocalCa {
                 requester,
                 scope,
             },
+            &self.policy.names,
+            None,
             now,
         )
     }
@@ -248,6 +302,16 @@ impl LocalCa {
         csr_pem: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Issued, CaError> {
+        self.renew_deferred(presented_der, csr_pem, now)?.wait()
+    }
+
+    /// [`LocalCa::renew`] for async callers (see [`LocalCa::sign_parsed_csr_deferred`]).
+    pub fn renew_deferred(
+        &self,
+        presented_der: &[u8],
+        csr_pem: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<PendingIssue, CaError> {
         let entry = self.verify_presented(presented_der, now)?;
         let key = match csr_pem {
             Some(pem) => LeafKey::Public(parse_csr(pem)?.2),
@@ -267,7 +331,7 @@ impl LocalCa {
         let ttl = lifetime.clamp(self.policy.ttls.min, self.policy.ttls.max);
         // An agent's renewed identity keeps its scope: renewal never changes what it may do.
         let agent_scope = entry.agent_scope.clone();
-        self.issue_with(
+        self.issue_deferred(
             IssueRequest {
                 name: CertName::parse(&entry.name).map_err(|e| CaError::Internal(e.to_string()))?,
                 sans: entry.sans.clone(),
@@ -292,7 +356,7 @@ impl LocalCa {
     ) -> Result<IssuedRecord, CaError> {
         let parsed = parse_cert("client certificate", der)?;
         let serial = hex::encode(parsed.raw_serial());
-        self.verify_signature(&parsed)?;
+        self.verify_signature(&parsed, der)?;
         let mut inv = self
             .inventory
             .lock()
@@ -317,7 +381,15 @@ impl LocalCa {
     fn verify_signature(
         &self,
         cert: &x509_parser::certificate::X509Certificate<'_>,
+        der: &[u8],
     ) -> Result<(), CaError> {
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, der)
+            .as_ref()
+            .try_into()
+            .map_err(|_| CaError::Internal("SHA-256 is 32 bytes".into()))?;
+        if self.verified.lock().is_ok_and(|v| v.contains(&digest)) {
+            return Ok(());
+        }
         let ca = self
             .authority
             .read()
@@ -325,6 +397,12 @@ impl LocalCa {
         for inter in ca.intermediates() {
             let parsed = parse_cert("intermediate", &inter.der)?;
             if cert.verify_signature(Some(parsed.public_key())).is_ok() {
+                if let Ok(mut v) = self.verified.lock() {
+                    if v.len() >= VERIFIED_CACHE {
+                        v.clear();
+                    }
+                    v.insert(digest);
+                }
                 return Ok(());
             }
         }
@@ -438,7 +516,14 @@ impl LocalCa {
             .authority
             .write()
             .map_err(|_| CaError::Internal("authority lock poisoned".into()))?;
-        ca.rollover_if_due(&self.state_dir, now)
+        let changed = ca.rollover_if_due(&self.state_dir, now)?;
+        if changed {
+            // An intermediate may have left the bundle: what it signed must be checked again.
+            if let Ok(mut v) = self.verified.lock() {
+                v.clear();
+            }
+        }
+        Ok(changed)
     }
 
     /// Runs `f` on the token store with the state lock held.
@@ -459,6 +544,28 @@ impl LocalCa {
             .map_err(|_| CaError::Internal("inventory lock poisoned".into()))?;
         inv.refresh().map_err(|e| CaError::io(&self.state_dir, e))?;
         Ok(f(&inv))
+    }
+}
+
+/// A signed certificate waiting for its inventory record to be durable: it cannot be
+/// unwrapped any other way, so no caller can hand it out early.
+#[must_use = "the certificate is only released once its record is durable"]
+pub struct PendingIssue {
+    issued: Issued,
+    durable: Durable,
+}
+
+impl PendingIssue {
+    /// Blocks this thread until the record is on disk (CLI, blocking tasks).
+    pub fn wait(self) -> Result<Issued, CaError> {
+        self.durable.wait()?;
+        Ok(self.issued)
+    }
+
+    /// Waits without blocking the async worker (the HTTPS API).
+    pub async fn durable(self) -> Result<Issued, CaError> {
+        self.durable.await_durable().await?;
+        Ok(self.issued)
     }
 }
 
@@ -489,10 +596,13 @@ pub fn normalize_serial(input: &str) -> Result<String, CaError> {
     Ok(s)
 }
 
+/// What [`parse_csr`] returns: the name, the SANs and the public key of a verified CSR.
+pub type ParsedCsr = (CertName, Vec<San>, SubjectPublicKeyInfo);
+
 /// The identity a CSR asks for: CN (or first SAN) as the name, its SANs, and its public key.
 /// The CSR's signature is verified; any extensions it requests besides SANs are ignored:
 /// the CA decides key usage, lifetime and CA status, never the requester.
-pub fn parse_csr(pem: &str) -> Result<(CertName, Vec<San>, SubjectPublicKeyInfo), CaError> {
+pub fn parse_csr(pem: &str) -> Result<ParsedCsr, CaError> {
     if pem.len() > 64 * 1024 {
         return Err(CaError::BadCsr {
             reason: "larger than 64 KiB".into(),

@@ -1,6 +1,7 @@
 //! The certificate authority: its own certificates, leaf signing, CRL, PKCS#12. No Docker, no HTTP.
 
 pub mod authority;
+pub mod commit;
 pub mod crl;
 pub mod issue;
 pub mod keys;

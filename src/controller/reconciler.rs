@@ -51,9 +51,12 @@ pub struct Reloadable {
 /// Quiet time after an event before reconciling: lets a `create`+`start` pair land together.
 const RECONCILE_QUIET: Duration = Duration::from_millis(5);
 /// Proxy files wait for a burst to end (quiet), but never longer than the cap after its start,
-/// so 20 containers started together cause one or two Traefik reloads, not twenty.
-const FLUSH_QUIET: Duration = Duration::from_secs(1);
-const FLUSH_MAX: Duration = Duration::from_secs(5);
+/// so 20 containers started together cause one or two Traefik reloads, not twenty. The quiet
+/// time is longer than the gap between two `docker run`s of a script or Compose (~0.3 s here,
+/// see BENCHMARKS.md) and short enough that the last container of a burst is in Traefik's
+/// configuration within a second of its start.
+const FLUSH_QUIET: Duration = Duration::from_millis(500);
+const FLUSH_MAX: Duration = Duration::from_secs(2);
 /// The loop plans at least this often, even with nothing to do: deadlines are wall-clock
 /// times, and a clock that jumps (suspend, NTP step) must be noticed within this interval.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -151,7 +154,10 @@ pub async fn run<S: CertSource>(
                 // Our own writes land here too: look after a short pause, once per storm.
                 let soon = Instant::now() + FILE_QUIET;
                 reconcile_at = Some(reconcile_at.map_or(soon, |t| t.min(soon)));
-                flush_at = Some(flush_at.map_or(soon, |t| t.min(soon)));
+                // A flush already pending rewrites an altered file anyway; pulling it earlier
+                // would defeat the burst debounce, since every publish under OUT/certs/ is a
+                // file event (it made one Traefik reload per container).
+                flush_at = Some(flush_at.unwrap_or(soon));
             }
             _ = async { match wake { Some(w) => sleep_until(w).await, None => std::future::pending().await } } => {
                 let now = Instant::now();

@@ -98,10 +98,28 @@ impl Inventory {
 
     /// Durably records issued certificates (one fsync for the whole batch).
     pub fn record_issued(&mut self, records: Vec<IssuedRecord>) -> io::Result<()> {
-        let recs: Vec<Record> = records.into_iter().map(Record::Issued).collect();
-        self.journal.append(&recs)?;
-        self.apply(recs);
+        let (sync, records) = self.write_issued(records)?;
+        sync.sync_data()?;
+        self.apply_issued(records);
         Ok(())
+    }
+
+    /// First half of [`Inventory::record_issued`]: writes the records without waiting for the
+    /// disk. The caller fsyncs the returned file (holding the state lock, not this inventory),
+    /// then calls [`Inventory::apply_issued`]. (A `refresh` in between may read the records from
+    /// the page cache early: harmless, since nobody holds those certificates yet.)
+    pub fn write_issued(
+        &mut self,
+        records: Vec<IssuedRecord>,
+    ) -> io::Result<(std::fs::File, Vec<Record>)> {
+        let recs: Vec<Record> = records.into_iter().map(Record::Issued).collect();
+        let sync = self.journal.append_unsynced(&recs)?;
+        Ok((sync, recs))
+    }
+
+    /// Second half of [`Inventory::record_issued`], after the fsync.
+    pub fn apply_issued(&mut self, records: Vec<Record>) {
+        self.apply(records);
     }
 
     /// Durably records a revocation. Returns false when the serial is unknown.

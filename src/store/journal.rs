@@ -51,8 +51,15 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     /// Appends records and fsyncs. The caller holds the state lock when other processes may write.
     pub fn append(&mut self, records: &[T]) -> io::Result<()> {
+        self.append_unsynced(records)?.sync_data()
+    }
+
+    /// Writes records without waiting for the disk. They are durable once the returned handle's
+    /// `sync_data` succeeds, which the caller may run after releasing its in-memory locks (but
+    /// still holding the state lock), so that readers of the index do not wait for the disk.
+    pub fn append_unsynced(&mut self, records: &[T]) -> io::Result<File> {
         if records.is_empty() {
-            return Ok(());
+            return self.file.try_clone();
         }
         self.reopen_if_replaced()?;
         let mut buf = Vec::with_capacity(records.len() * 256);
@@ -66,7 +73,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             buf.push(b'\n');
         }
         self.file.write_all(&buf)?;
-        self.file.sync_data()
+        self.file.try_clone()
     }
 
     /// Records appended (by anyone) since the last read. Returns `Err` only on I/O failure.

@@ -1,0 +1,463 @@
+//! Group 3 — the controller against the real Docker engine:
+//!  * latency: Docker `create`/`start` event → files delivered, one container at a time, for
+//!    `volume` delivery (the moment `OUT/certs/NAME/cert.pem` appears) and `container` delivery
+//!    (the timestamp of certdock's own `"message":"delivered"` log line);
+//!  * burst: N labelled containers (`traefik.hosts`, volume) created and started back to back →
+//!    time from the last start until every certificate is on disk, until `traefik/certdock.yml`
+//!    names all of them, and how many times that YAML was written (each is a Traefik reload);
+//!  * resync: a fresh certdock started beside the N running containers → time until all served;
+//!  * RSS of the `certdock run` process with N managed certificates (group 4's real figure).
+//!
+//! Containers run the local test image (`tests/images/build.sh`), carry `io.certdock.test=1`
+//! and a label prefix of their own (so no other certdock acts on them), and are removed at the
+//! end. Run: `scripts/bench.sh controller` (needs Docker; `BENCH_BURSTS=30,100,300`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, RemoveContainerOptions, StartContainerOptions,
+};
+use common::{Stats, machine, quantile, rss_kib, runs};
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const IMAGE: &str = "certdock-test/busybox:latest";
+/// How many containers the latency figure is taken over, per delivery mode.
+const LATENCY_SAMPLES: usize = 30;
+
+fn bin() -> PathBuf {
+    std::env::var_os("CERTDOCK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+            target.join("release/certdock")
+        })
+}
+
+/// A `certdock run` child with its own state, output, log and label prefix.
+struct Run {
+    child: Option<Child>,
+    dir: PathBuf,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl Run {
+    fn start(dir: &Path, prefix: &str, tag: &str) -> Run {
+        let out = dir.join("out");
+        let log = dir.join(format!("certdock-{tag}.log"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin())
+            .arg("run")
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--out-dir")
+            .arg(&out)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--api-name", "localhost,127.0.0.1"])
+            .args(["--log-format", "json"])
+            .env("CERTDOCK_LABEL_PREFIX", prefix)
+            .env_remove("CERTDOCK_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin().display()));
+        Run {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            out,
+            log,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child
+            .as_ref()
+            .map(|c| c.id().to_string())
+            .unwrap_or_default()
+    }
+
+    fn log_lines(&self, message: &str) -> Vec<serde_json::Value> {
+        let needle = format!("\"message\":\"{message}\"");
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for the controller's first pass (ca.pem written).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.out.join("ca.pem").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "certdock never wrote ca.pem; see {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn label(prefix: &str, key: &str) -> String {
+    format!("{prefix}.{key}")
+}
+
+fn ts(v: &serde_json::Value) -> Option<SystemTime> {
+    let t = OffsetDateTime::parse(v.get("timestamp")?.as_str()?, &Rfc3339).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(t.unix_timestamp_nanos() as u64))
+}
+
+fn ms_between(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    }
+}
+
+/// Docker's own `create`/`start` event times (the daemon's clock, the same host clock).
+#[derive(Default, Clone)]
+struct EventTimes(std::sync::Arc<std::sync::Mutex<HashMap<(String, String), SystemTime>>>);
+
+impl EventTimes {
+    fn follow(docker: &Docker) -> EventTimes {
+        let times = EventTimes::default();
+        let (docker, sink) = (docker.clone(), times.clone());
+        tokio::spawn(async move {
+            let options = EventsOptions {
+                filters: Some(HashMap::from([
+                    ("type".to_string(), vec!["container".to_string()]),
+                    (
+                        "event".to_string(),
+                        vec!["create".to_string(), "start".to_string()],
+                    ),
+                    ("label".to_string(), vec!["io.certdock.bench=1".to_string()]),
+                ])),
+                ..Default::default()
+            };
+            let mut events = docker.events(Some(options));
+            while let Some(Ok(ev)) = events.next().await {
+                let name = ev
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|a| a.get("name").cloned())
+                    .unwrap_or_default();
+                let at =
+                    SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.time_nano.unwrap_or(0) as u64);
+                sink.0
+                    .lock()
+                    .unwrap()
+                    .insert((name, ev.action.unwrap_or_default()), at);
+            }
+        });
+        times
+    }
+
+    async fn get(&self, name: &str, action: &str) -> SystemTime {
+        for _ in 0..500 {
+            if let Some(t) = self
+                .0
+                .lock()
+                .unwrap()
+                .get(&(name.to_string(), action.to_string()))
+            {
+                return *t;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no {action} event for {name}");
+    }
+}
+
+async fn create(docker: &Docker, name: &str, labels: HashMap<String, String>) -> String {
+    let mut labels = labels;
+    labels.insert("io.certdock.test".into(), "1".into());
+    labels.insert("io.certdock.bench".into(), "1".into());
+    let body = ContainerCreateBody {
+        image: Some(IMAGE.to_string()),
+        // No fork loop: 300 of these must stay cheap for the machine being measured.
+        cmd: Some(vec!["sleep".into(), "86400".into()]),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .expect("create container")
+        .id
+}
+
+async fn start(docker: &Docker, id: &str) {
+    docker
+        .start_container(id, None::<StartContainerOptions>)
+        .await
+        .expect("start container");
+}
+
+async fn remove_all(docker: &Docker, ids: &[String]) {
+    futures_util::stream::iter(ids.iter().cloned())
+        .for_each_concurrent(8, |id| async move {
+            let _ = docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        })
+        .await;
+}
+
+/// Polls until `done()` or the timeout; returns when it became true.
+async fn wait_until(
+    timeout: Duration,
+    every: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Option<SystemTime> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return Some(SystemTime::now());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn uniq() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+#[tokio::main]
+async fn main() {
+    let docker = certdock::docker::connect()
+        .await
+        .expect("connect to Docker");
+    let status =
+        Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/images/build.sh"))
+            .status()
+            .expect("tests/images/build.sh");
+    assert!(status.success());
+    println!("# group 3: controller — {}", machine());
+    println!("certdock binary: {}", bin().display());
+    let events = EventTimes::follow(&docker);
+    let bursts: Vec<usize> = std::env::var("BENCH_BURSTS")
+        .unwrap_or_else(|_| "30,100,300".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+
+    for delivery in ["volume", "container"] {
+        latency(&docker, &events, delivery).await;
+    }
+    for n in bursts {
+        burst(&docker, &events, n).await;
+    }
+}
+
+/// One container at a time: event → files delivered.
+async fn latency(docker: &Docker, events: &EventTimes, delivery: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("cdb-{}", uniq());
+    let run = Run::start(dir.path(), &prefix, "latency");
+    run.wait_ready();
+    let (mut from_create, mut from_start) = (Vec::new(), Vec::new());
+    let mut ids = Vec::new();
+    for i in 0..LATENCY_SAMPLES {
+        let name = format!("lat-{}-{i}-{}", &delivery[..3], uniq());
+        let labels = HashMap::from([
+            (label(&prefix, "enable"), "true".to_string()),
+            (label(&prefix, "name"), name.clone()),
+            (label(&prefix, "delivery"), delivery.to_string()),
+        ]);
+        // Watch for the files from before the container exists: certdock may deliver at
+        // `create`, before `start` returns.
+        let cert = run.out.join("certs").join(&name).join("cert.pem");
+        let watch = (delivery == "volume").then(|| {
+            tokio::spawn(async move {
+                wait_until(Duration::from_secs(20), Duration::from_millis(1), || {
+                    cert.exists()
+                })
+                .await
+            })
+        });
+        // What `docker run` does: create, then start at once.
+        let id = create(docker, &name, labels).await;
+        start(docker, &id).await;
+        ids.push(id);
+        let delivered_at = if let Some(watch) = watch {
+            watch.await.unwrap()
+        } else {
+            let mut at = None;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while at.is_none() && Instant::now() < deadline {
+                at = run
+                    .log_lines("delivered")
+                    .iter()
+                    .filter(|l| l.get("container").and_then(|c| c.as_str()) == Some(name.as_str()))
+                    .filter_map(ts)
+                    .min();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            at
+        };
+        let delivered_at = delivered_at
+            .unwrap_or_else(|| panic!("{name} never served; see {}", run.log.display()));
+        from_create.push(ms_between(events.get(&name, "create").await, delivered_at));
+        from_start.push(ms_between(events.get(&name, "start").await, delivered_at));
+        // Let the loop go idle between samples: this measures one event, not a burst.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "controller latency delivery={delivery} samples={LATENCY_SAMPLES} \
+         create->delivered p50={:.1} ms p99={:.1} ms max={:.1} ms | start->delivered p50={:.1} ms p99={:.1} ms max={:.1} ms",
+        quantile(&from_create, 0.5),
+        quantile(&from_create, 0.99),
+        quantile(&from_create, 1.0),
+        quantile(&from_start, 0.5),
+        quantile(&from_start, 0.99),
+        quantile(&from_start, 1.0),
+    );
+    remove_all(docker, &ids).await;
+    drop(run);
+    drop(dir);
+}
+
+/// N containers started back to back; then a fresh certdock resyncing them.
+async fn burst(docker: &Docker, events: &EventTimes, n: usize) {
+    let runs = runs();
+    let (mut files, mut yaml, mut writes, mut resync, mut rss) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("cdb-{}", uniq());
+        let run = Run::start(dir.path(), &prefix, "burst");
+        run.wait_ready();
+        // The first YAML (CA only) is written shortly after start; let it land first.
+        let yml = run.out.join("traefik/certdock.yml");
+        wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            yml.exists()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let writes_before = run.log_lines("wrote proxy configuration").len();
+
+        let tag = uniq();
+        let names: Vec<String> = (0..n).map(|i| format!("b{tag}-{i}")).collect();
+        let mut ids = Vec::new();
+        for name in &names {
+            let labels = HashMap::from([
+                (label(&prefix, "enable"), "true".to_string()),
+                (label(&prefix, "name"), name.clone()),
+                (label(&prefix, "delivery"), "volume".to_string()),
+                (label(&prefix, "traefik.hosts"), "true".to_string()),
+                (
+                    format!("traefik.http.routers.{name}.rule"),
+                    format!("Host(`{name}.bench.internal`)"),
+                ),
+            ]);
+            let id = create(docker, name, labels).await;
+            start(docker, &id).await;
+            ids.push(id);
+        }
+        let last_start = events.get(names.last().unwrap(), "start").await;
+        let certs = run.out.join("certs");
+        let all_files = wait_until(Duration::from_secs(120), Duration::from_millis(2), || {
+            names
+                .iter()
+                .all(|n| certs.join(n).join("cert.pem").exists())
+        })
+        .await
+        .expect("every certificate on disk");
+        let all_yaml = wait_until(Duration::from_secs(120), Duration::from_millis(2), || {
+            let text = std::fs::read_to_string(&yml).unwrap_or_default();
+            names.iter().all(|n| text.contains(&format!("certs/{n}/")))
+        })
+        .await
+        .expect("every certificate in certdock.yml");
+        // Let any trailing write (burst cap, late plans) happen before counting.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        files.push(ms_between(last_start, all_files));
+        yaml.push(ms_between(last_start, all_yaml));
+        writes.push((run.log_lines("wrote proxy configuration").len() - writes_before) as f64);
+        rss.push(rss_kib(&run.pid()).0 as f64 / 1024.0);
+        drop(run);
+
+        // Startup resync: a fresh certdock (new state, new CA) beside N running containers.
+        let dir2 = tempfile::tempdir().unwrap();
+        let started = SystemTime::now();
+        let mut run2 = Run::start(dir2.path(), &prefix, "resync");
+        let certs2 = run2.out.join("certs");
+        let served = wait_until(Duration::from_secs(120), Duration::from_millis(2), || {
+            names
+                .iter()
+                .all(|n| certs2.join(n).join("cert.pem").exists())
+        })
+        .await
+        .expect("every certificate after resync");
+        resync.push(ms_between(started, served));
+        run2.stop();
+        let _ = &run2.dir;
+        remove_all(docker, &ids).await;
+    }
+    println!(
+        "controller burst N={n} runs={runs}: last start -> all files {} ms; -> all in certdock.yml {} ms; \
+         certdock.yml writes {}; startup resync (fresh state) -> all files {} ms; RSS of run with N managed {} MiB",
+        Stats::of(&files).show(0),
+        Stats::of(&yaml).show(0),
+        Stats::of(&writes).show(0),
+        Stats::of(&resync).show(0),
+        Stats::of(&rss).show(1),
+    );
+}

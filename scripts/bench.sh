@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# certdock's benchmarks (issue 7), each figure beside its peer or ceiling measured in the same run.
+#
+#   scripts/bench.sh [all|ca|api|controller|footprint|cli] ...
+#
+# ca          CA core issuances/s (P-256, Ed25519; 1 thread, all cores) vs `openssl speed`
+# api         POST /v1/sign and /v1/renew over keep-alive mTLS vs `cfssl serve`, same CSR,
+#             same load generator (oha), same concurrency (BENCH_CONNECTIONS, default 8)
+# controller  Docker event → files delivered; bursts of N containers; startup resync (Docker)
+# footprint   RSS: idle `serve`, idle `run`, and N managed certificates (simulated controller)
+# cli         whole issuance as a user does it: `certdock issue` vs openssl genpkey+req+x509
+#
+# Environment: BENCH_RUNS (default 3; medians and min–max are reported), BENCH_SECONDS (length of
+# a throughput run, default 3 for in-process, 10 for the API), BENCH_BURSTS (default 30,100,300),
+# CARGO_TARGET_DIR. Peers are Debian packages (openssl, golang-cfssl) and oha from crates.io;
+# missing ones are installed. All traffic goes to 127.0.0.1. Results go to stdout and to
+# bench-results/<group>-<timestamp>.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# CERTDOCK_BIN: measure that binary as is (e.g. an older build, to compare), instead of building.
+BIN=${CERTDOCK_BIN:-$TARGET/release/certdock}
+RUNS=${BENCH_RUNS:-3}
+CONNS=${BENCH_CONNECTIONS:-8}
+API_SECONDS=${BENCH_API_SECONDS:-10}
+mkdir -p bench-results
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+
+machine() {
+    echo "machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\"" \
+        "kernel=$(uname -r) loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+}
+
+need_deb() { # need_deb COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return
+    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >/dev/null
+}
+
+build() {
+    [ -n "${CERTDOCK_BIN:-}" ] || cargo build --release --bin certdock >&2
+}
+
+median() { # median/min/max of numbers on stdin: "MED (MIN–MAX)"
+    sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f (%.0f–%.0f)", m, a[1], a[NR]}'
+}
+
+group_ca() {
+    need_deb openssl openssl
+    cargo bench --bench ca_core
+}
+
+group_footprint() {
+    build
+    local W; W=$(mktemp -d)
+    echo "# group 4: footprint"; machine
+    # Idle `serve`: CA loaded, API certificate issued, listening, nothing to do.
+    local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$BIN" serve --state-dir "$W/serve" --listen "127.0.0.1:$port" --api-name localhost,127.0.0.1 2>"$W/serve.log" &
+    local pid=$!
+    sleep 5
+    echo "footprint idle serve: $(grep -E 'VmRSS|VmHWM' /proc/$pid/status | tr -s ' \t' ' ' | tr '\n' ' ')threads=$(ls /proc/$pid/task | wc -l)"
+    kill $pid; wait $pid 2>/dev/null || true
+    if docker info >/dev/null 2>&1; then
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        CERTDOCK_LABEL_PREFIX=cdb-idle "$BIN" run --state-dir "$W/run" --out-dir "$W/run/out" \
+            --listen "127.0.0.1:$port" --api-name localhost,127.0.0.1 2>"$W/run.log" &
+        pid=$!
+        sleep 8
+        echo "footprint idle run (no labelled container): $(grep -E 'VmRSS|VmHWM' /proc/$pid/status | tr -s ' \t' ' ' | tr '\n' ' ')threads=$(ls /proc/$pid/task | wc -l)"
+        kill $pid; wait $pid 2>/dev/null || true
+    fi
+    rm -rf "$W"
+    cargo bench --bench footprint -- 100 1000
+}
+
+group_controller() {
+    build
+    tests/images/build.sh
+    CERTDOCK_BIN=$BIN cargo bench --bench controller
+}
+
+group_cli() {
+    build
+    need_deb openssl openssl
+    local W; W=$(mktemp -d)
+    local n=${BENCH_CLI_CERTS:-100}
+    echo "# group 5: one whole issuance, as a user runs it (process start, key, signature, files)"; machine
+    "$BIN" init --state-dir "$W/state" >/dev/null 2>&1
+    # The peer: an openssl CA of the same shape (P-256 root → intermediate), then per certificate
+    # genpkey + req + x509 -req, which is what a shell-script CA does.
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$W/ca.key" -subj "/CN=bench openssl CA" -days 365 -out "$W/ca.pem" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:${ENV::CN}\n' > "$W/ext.cnf"
+    local c=() o=()
+    for r in $(seq "$RUNS"); do
+        local t0 t1
+        t0=$(date +%s%N)
+        for i in $(seq "$n"); do
+            "$BIN" issue "svc-$r-$i.internal" --out "$W/cd/$r-$i" --state-dir "$W/state" >/dev/null
+        done
+        t1=$(date +%s%N)
+        c+=("$(echo "$n * 1000000000 / ($t1 - $t0)" | bc -l)")
+        t0=$(date +%s%N)
+        for i in $(seq "$n"); do
+            local d="$W/os/$r-$i"; mkdir -p "$d"
+            openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/key.pem" 2>/dev/null
+            openssl req -new -key "$d/key.pem" -subj "/CN=svc-$r-$i.internal" -out "$d/csr.pem" 2>/dev/null
+            CN="svc-$r-$i.internal" openssl x509 -req -in "$d/csr.pem" -CA "$W/ca.pem" -CAkey "$W/ca.key" \
+                -CAcreateserial -days 1 -sha256 -extfile "$W/ext.cnf" -out "$d/cert.pem" 2>/dev/null
+        done
+        t1=$(date +%s%N)
+        o+=("$(echo "$n * 1000000000 / ($t1 - $t0)" | bc -l)")
+    done
+    local cm om
+    cm=$(printf '%s\n' "${c[@]}" | awk '{printf "%.1f\n",$1}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    om=$(printf '%s\n' "${o[@]}" | awk '{printf "%.1f\n",$1}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "cli certdock_issue/s=$(printf '%s\n' "${c[@]}" | awk '{printf "%.1f\n",$1}' | sort -g | tr '\n' ' ')median=$cm" \
+        "openssl_genpkey+req+x509/s=$(printf '%s\n' "${o[@]}" | awk '{printf "%.1f\n",$1}' | sort -g | tr '\n' ' ')median=$om" \
+        "ratio=$(echo "$cm / $om" | bc -l | xargs printf '%.2f') (n=$n per run, runs=$RUNS)"
+    rm -rf "$W"
+}
+
+# ---- group 2: the API beside cfssl -----------------------------------------------------------
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+oha_bin() {
+    command -v oha >/dev/null 2>&1 && { command -v oha; return; }
+    [ -x "$HOME/.cargo/bin/oha" ] && { echo "$HOME/.cargo/bin/oha"; return; }
+    cargo install oha --locked >&2
+    echo "$HOME/.cargo/bin/oha"
+}
+
+# load NAME URL BODYFILE CERT KEY: one oha run; prints "requests/s p50_ms p99_ms success_ratio"
+load() {
+    local out
+    out=$("$OHA" --no-tui --output-format json -z "${API_SECONDS}s" -c "$CONNS" -m POST \
+        -H 'content-type: application/json' -D "$3" --cert "$4" --key "$5" --insecure "$2")
+    python3 - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+s = r["summary"]
+p = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+total = sum(codes.values()) or 1
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1e3:.2f} {p["p99"]*1e3:.2f} {ok/total:.3f} {dict(codes)}')
+PY
+}
+
+group_api() {
+    build
+    need_deb openssl openssl
+    need_deb cfssl golang-cfssl
+    need_deb curl curl
+    OHA=$(oha_bin)
+    local W; W=$(mktemp -d)
+    trap 'kill ${SERVE_PID:-} ${CFSSL_PID:-} 2>/dev/null || true; rm -rf "$W"' RETURN
+    echo "# group 2: API signing over keep-alive mTLS, $CONNS connections, ${API_SECONDS}s per run, oha $("$OHA" --version | cut -d' ' -f2)"; machine
+
+    # certdock serve, and the credentials a client needs.
+    local port; port=$(free_port)
+    "$BIN" serve --state-dir "$W/state" --listen "127.0.0.1:$port" --api-name localhost,127.0.0.1 \
+        --log-format json 2>"$W/serve.log" &
+    SERVE_PID=$!
+    for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+    local url="https://127.0.0.1:$port"
+    # An enrolled agent (its client certificate may /v1/sign within its scope).
+    local tok; tok=$("$BIN" token create --kind agent --name bench.agents --state-dir "$W/state")
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/agent.key" 2>/dev/null
+    openssl req -new -key "$W/agent.key" -subj "/CN=bench.agents" -out "$W/agent.csr" 2>/dev/null
+    python3 -c 'import json,sys; print(json.dumps({"csr": open(sys.argv[1]).read()}))' "$W/agent.csr" > "$W/enrol.json"
+    curl -sfk -H "authorization: Bearer $tok" -H 'content-type: application/json' --data @"$W/enrol.json" "$url/v1/sign" \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin); open(sys.argv[1],"w").write(r["fullchain"])' "$W/agent.pem"
+    # A client certificate for /v1/renew.
+    "$BIN" issue renew.bench.internal --usage client --out "$W/renew" --state-dir "$W/state" >/dev/null
+    # The CSR both CAs sign, over and over.
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/leaf.key" 2>/dev/null
+    openssl req -new -key "$W/leaf.key" -subj "/CN=svc.bench.internal" \
+        -addext "subjectAltName=DNS:svc.bench.internal" -out "$W/leaf.csr" 2>/dev/null
+    python3 -c 'import json,sys; print(json.dumps({"csr": open(sys.argv[1]).read()}))' "$W/leaf.csr" > "$W/sign.json"
+    python3 -c 'import json,sys; print(json.dumps({"certificate_request": open(sys.argv[1]).read()}))' "$W/leaf.csr" > "$W/cfssl.json"
+    echo '{}' > "$W/renew.json"
+
+    # cfssl serve: its own P-256 CA, TLS with client certificates required (the same certdock
+    # client certificate is accepted: -mutual-tls-ca is certdock's bundle), signing profile 24 h.
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/cfssl-ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$W/cfssl-ca.key" -subj "/CN=bench cfssl CA" -days 365 -out "$W/cfssl-ca.pem" 2>/dev/null
+    "$BIN" issue cfssl.bench.internal --usage server --out "$W/cfssl-tls" --state-dir "$W/state" >/dev/null
+    cat > "$W/cfssl-config.json" <<'JSON'
+{"signing": {"default": {"expiry": "24h", "usages": ["digital signature", "key encipherment", "server auth", "client auth"]}}}
+JSON
+    curl -sfk "$url/roots.pem" > "$W/roots.pem"
+    local cport; cport=$(free_port)
+    cfssl serve -address 127.0.0.1 -port "$cport" -ca "$W/cfssl-ca.pem" -ca-key "$W/cfssl-ca.key" \
+        -config "$W/cfssl-config.json" -tls-cert "$W/cfssl-tls/fullchain.pem" -tls-key "$W/cfssl-tls/key.pem" \
+        -mutual-tls-ca "$W/roots.pem" -loglevel 5 2>"$W/cfssl.log" &
+    CFSSL_PID=$!
+    sleep 1
+    local curl_cfssl=(curl -sk --cert "$W/renew/fullchain.pem" --key "$W/renew/key.pem" -H 'content-type: application/json')
+    for _ in $(seq 50); do "${curl_cfssl[@]}" --data @"$W/cfssl.json" "https://127.0.0.1:$cport/api/v1/cfssl/sign" >/dev/null && break; sleep 0.2; done
+    "${curl_cfssl[@]}" --data @"$W/cfssl.json" "https://127.0.0.1:$cport/api/v1/cfssl/sign" | grep -q '"success":true' \
+        || { echo "cfssl does not sign: $(cat "$W/cfssl.log" | tail -5)"; return 1; }
+
+    local records_before; records_before=$(wc -l < "$W/state/inventory.log")
+    declare -A rps p50 p99
+    for r in $(seq "$RUNS"); do
+        # Interleaved, so that a noisy neighbour hurts both peers alike.
+        read -r a b c d e < <(load cfssl "https://127.0.0.1:$cport/api/v1/cfssl/sign" "$W/cfssl.json" "$W/renew/fullchain.pem" "$W/renew/key.pem")
+        rps[cfssl]+="$a "; p50[cfssl]+="$b "; p99[cfssl]+="$c "; echo "  run $r cfssl /api/v1/cfssl/sign: $a req/s p50 $b ms p99 $c ms ok=$d $e"
+        read -r a b c d e < <(load sign "$url/v1/sign" "$W/sign.json" "$W/agent.pem" "$W/agent.key")
+        rps[sign]+="$a "; p50[sign]+="$b "; p99[sign]+="$c "; echo "  run $r certdock /v1/sign (agent mTLS): $a req/s p50 $b ms p99 $c ms ok=$d $e"
+        read -r a b c d e < <(load renew "$url/v1/renew" "$W/renew.json" "$W/renew/fullchain.pem" "$W/renew/key.pem")
+        rps[renew]+="$a "; p50[renew]+="$b "; p99[renew]+="$c "; echo "  run $r certdock /v1/renew (mTLS): $a req/s p50 $b ms p99 $c ms ok=$d $e"
+    done
+    local records_after; records_after=$(wc -l < "$W/state/inventory.log")
+    local cf; cf=$(echo ${rps[cfssl]} | tr ' ' '\n' | median | cut -d' ' -f1)
+    for k in cfssl sign renew; do
+        local m; m=$(echo ${rps[$k]} | tr ' ' '\n' | median)
+        echo "api $k req/s=$m p50_ms=$(echo ${p50[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" \
+            "p99_ms=$(echo ${p99[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" \
+            "ratio_vs_cfssl=$(echo "$(echo "$m" | cut -d' ' -f1) / $cf" | bc -l | xargs printf '%.2f')"
+    done
+    echo "api inventory records written during the runs: $((records_after - records_before)) (every certdock issuance, fsynced before its answer)"
+}
+
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=(all)
+[ "${groups[0]}" = all ] && groups=(ca api controller footprint cli)
+for g in "${groups[@]}"; do
+    case $g in
+        ca|api|controller|footprint|cli) "group_$g" 2>&1 | tee "bench-results/$g-$STAMP.txt" ;;
+        *) echo "unknown group $g (ca api controller footprint cli)" >&2; exit 2 ;;
+    esac
+done
