@@ -43,4 +43,5 @@ fi
 scripts/install-helm.sh >/dev/null
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
-exec cargo nextest run --all-targets --no-fail-fast "$@"
+# Benches (harness = false) are run on demand by scripts/bench.sh, not listed as tests.
+exec cargo nextest run --lib --bins --tests --no-fail-fast "$@"
