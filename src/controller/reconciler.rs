@@ -386,20 +386,17 @@ async fn reconcile_once<S: CertSource>(
 
     let mut next = p.next_wake.map(to_instant);
     // Anything just issued has a new renewal time, and failures a retry time: plan again.
-    if holdings.held.values().any(|h| h.renew_at <= now) || !holdings.failures.is_empty() {
-        let earliest_retry = holdings
-            .failures
-            .values()
-            .map(|f| to_instant(f.retry_at))
-            .min();
-        next = [next, earliest_retry].into_iter().flatten().min();
-    }
+    let retries = holdings
+        .failures
+        .values()
+        .map(|f| to_instant(f.retry_at))
+        .min();
     let renewals = holdings
         .held
         .values()
         .map(|h| to_instant(h.renew_at.min(h.not_after)))
         .min();
-    next = [next, renewals].into_iter().flatten().min();
+    next = [next, retries, renewals].into_iter().flatten().min();
     if retry_soon {
         next = Some(next.map_or(Instant::now() + ACTION_RETRY, |n| {
             n.min(Instant::now() + ACTION_RETRY)
