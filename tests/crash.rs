@@ -111,6 +111,9 @@ async fn fifteen_containers_started_while_certdock_is_killed_and_restarted_are_a
         .await;
     }
     // Every held state file and every delivery is whole: no temporary leftovers in the state dir.
+    // Stop the last certdock first: a live process may be in the middle of a write (a temp file
+    // that is about to be renamed is not a leftover).
+    cd.stop();
     let leftovers: Vec<_> = std::fs::read_dir(cd.state.join("managed"))
         .unwrap()
         .filter_map(Result::ok)
