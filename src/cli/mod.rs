@@ -75,6 +75,7 @@ pub enum Command {
     },
     /// Every managed certificate: name, container, SANs, usage, not-after, next renewal, last error.
     Status {
+        /// Print a JSON array (one object per certificate) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -84,7 +85,10 @@ pub enum Command {
         command: TokenCommand,
     },
     /// Revoke a certificate by serial (hex); the CRL and renewal refuse it from then on.
-    Revoke { serial: String },
+    Revoke {
+        /// The certificate's serial in hex (any case, colons allowed), as `certdock status` shows it.
+        serial: String,
+    },
     /// The CA and its HTTPS API only (a central CA for agents); creates the CA if none exists.
     Serve,
     /// Print the effective settings (after flags, environment, file and defaults) as JSON.

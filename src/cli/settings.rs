@@ -13,61 +13,86 @@ use crate::ca::local::Policy;
 use crate::core::names::San;
 use crate::core::policy::{NamePolicy, NameRule, TtlPolicy, parse_duration};
 
+/// The defaults of SPEC.md, in one place: `resolve` applies them and `--help` shows them.
+pub mod defaults {
+    pub const STATE_DIR: &str = "/var/lib/certdock";
+    pub const OUT_DIR: &str = "/var/lib/certdock/out";
+    pub const LISTEN: &str = "0.0.0.0:8443";
+    pub const DEFAULT_TTL: &str = "24h";
+    pub const MIN_TTL: &str = "5m";
+    pub const MAX_TTL: &str = "30d";
+    pub const RESYNC_INTERVAL: &str = "60s";
+    pub const ORPHAN_GRACE: &str = "10m";
+    pub const LABEL_PREFIX: &str = "certdock";
+    pub const LOG_FORMAT: &str = "text";
+    pub const KEY_TYPE: &str = "ecdsa-p256";
+}
+
+/// One line of `--help`: what the setting does and its default. The fields are `Option`s (so
+/// that the file may fill what flags leave out), which hides clap's own `[default: …]`.
+fn help(what: &str, default: &str) -> String {
+    format!("{what} [default: {default}]")
+}
+
 /// The settings as given (flags and environment through clap, the file through serde).
 /// Every field is optional here; [`Settings::resolve`] applies the file and the defaults.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
-    /// Optional TOML file with any of these settings (keys: the flag names with underscores).
-    #[arg(long, env = "CERTDOCK_CONFIG", global = true)]
+    #[arg(long, env = "CERTDOCK_CONFIG", global = true, value_name = "FILE",
+        help = help("TOML file with any of these settings (keys: the flag names with underscores); flags and environment win over it", "none"))]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// CA keys and the inventory.
-    #[arg(long, env = "CERTDOCK_STATE_DIR", global = true)]
+    #[arg(long, env = "CERTDOCK_STATE_DIR", global = true, value_name = "DIR",
+        help = help("CA keys, the inventory and the tokens (mode 0700)", defaults::STATE_DIR))]
     pub state_dir: Option<PathBuf>,
-    /// Where ca.pem, traefik/, caddy/ and certs/ are written.
-    #[arg(long, env = "CERTDOCK_OUT_DIR", global = true)]
+    #[arg(long, env = "CERTDOCK_OUT_DIR", global = true, value_name = "DIR",
+        help = help("Where ca.pem, traefik/, caddy/ and certs/ are written", defaults::OUT_DIR))]
     pub out_dir: Option<PathBuf>,
-    /// The output directory as Traefik sees it (paths inside traefik/certdock.yml).
-    #[arg(long, env = "CERTDOCK_TRAEFIK_OUT_DIR", global = true)]
+    #[arg(long, env = "CERTDOCK_TRAEFIK_OUT_DIR", global = true, value_name = "DIR",
+        help = help("The output directory as Traefik mounts it (the paths inside traefik/certdock.yml)", "the output directory"))]
     pub traefik_out_dir: Option<PathBuf>,
-    /// Docker network to attach labelled containers to (none: no attaching).
-    #[arg(long, env = "CERTDOCK_PROXY_NETWORK", global = true)]
+    #[arg(long, env = "CERTDOCK_PROXY_NETWORK", global = true, value_name = "NETWORK",
+        help = help("Docker network that labelled containers are attached to, for the proxy to reach them", "none: no attaching"))]
     pub proxy_network: Option<String>,
-    /// Address of the HTTPS API.
-    #[arg(long, env = "CERTDOCK_LISTEN", global = true)]
+    #[arg(long, env = "CERTDOCK_LISTEN", global = true, value_name = "ADDR:PORT",
+        help = help("Address of the HTTPS API (run, serve)", defaults::LISTEN))]
     pub listen: Option<SocketAddr>,
-    /// Names of the HTTPS API's certificate, comma separated (default: the host name).
-    #[arg(long, env = "CERTDOCK_API_NAME", global = true)]
+    #[arg(long, env = "CERTDOCK_API_NAME", global = true, value_name = "NAMES",
+        help = help("DNS names and IPs of the HTTPS API's own certificate, comma separated; never issued to a container", "the host name"))]
     pub api_name: Option<StringOrList>,
-    #[arg(long, env = "CERTDOCK_DEFAULT_TTL", global = true)]
+    #[arg(long, env = "CERTDOCK_DEFAULT_TTL", global = true, value_name = "DURATION",
+        help = help("Lifetime of a certificate that asks for none (`90m`, `24h`, `7d`)", defaults::DEFAULT_TTL))]
     pub default_ttl: Option<String>,
-    #[arg(long, env = "CERTDOCK_MIN_TTL", global = true)]
+    #[arg(long, env = "CERTDOCK_MIN_TTL", global = true, value_name = "DURATION",
+        help = help("Shortest lifetime a label, token or request may ask for; shorter is refused", defaults::MIN_TTL))]
     pub min_ttl: Option<String>,
-    #[arg(long, env = "CERTDOCK_MAX_TTL", global = true)]
+    #[arg(long, env = "CERTDOCK_MAX_TTL", global = true, value_name = "DURATION",
+        help = help("Longest lifetime a label, token or request may ask for; longer is refused", defaults::MAX_TTL))]
     pub max_ttl: Option<String>,
-    /// Full re-list of Docker containers, in case events were dropped.
-    #[arg(long, env = "CERTDOCK_RESYNC_INTERVAL", global = true)]
+    #[arg(long, env = "CERTDOCK_RESYNC_INTERVAL", global = true, value_name = "DURATION",
+        help = help("How often every container is listed again, in case Docker dropped events (at least 1s)", defaults::RESYNC_INTERVAL))]
     pub resync_interval: Option<String>,
-    /// DNS suffixes and IP ranges that may be certified, comma separated (none: any name).
-    #[arg(long, env = "CERTDOCK_ALLOW_DOMAIN", global = true)]
+    #[arg(long, env = "CERTDOCK_ALLOW_DOMAIN", global = true, value_name = "RULES",
+        help = help("DNS suffixes and IP ranges (CIDR) that labels, tokens, agents and requests may be certified for, comma separated; the API's own names are not bound by it", "none: any name"))]
     pub allow_domain: Option<StringOrList>,
-    /// DNS suffixes and IP ranges that are never certified, comma separated.
-    #[arg(long, env = "CERTDOCK_DENY_DOMAIN", global = true)]
+    #[arg(long, env = "CERTDOCK_DENY_DOMAIN", global = true, value_name = "RULES",
+        help = help("DNS suffixes and IP ranges (CIDR) that are never certified, comma separated; beats the allow list", "none"))]
     pub deny_domain: Option<StringOrList>,
-    /// Allow wildcard names (`*.example.com`).
-    #[arg(long, env = "CERTDOCK_ALLOW_WILDCARDS", global = true)]
+    #[arg(long, env = "CERTDOCK_ALLOW_WILDCARDS", global = true, value_name = "BOOL",
+        help = help("Allow wildcard names (`*.example.com`): true or false", "false"))]
     pub allow_wildcards: Option<bool>,
-    /// How long the files of a certificate no container uses any more stay (volume deliveries).
-    #[arg(long, env = "CERTDOCK_ORPHAN_GRACE", global = true)]
+    #[arg(long, env = "CERTDOCK_ORPHAN_GRACE", global = true, value_name = "DURATION",
+        help = help("How long the files of a certificate that no container uses any more stay under certs/", defaults::ORPHAN_GRACE))]
     pub orphan_grace: Option<String>,
-    #[arg(long, env = "CERTDOCK_LABEL_PREFIX", global = true)]
+    #[arg(long, env = "CERTDOCK_LABEL_PREFIX", global = true, value_name = "PREFIX",
+        help = help("Prefix of the labels certdock reads (`PREFIX.enable=true`…)", defaults::LABEL_PREFIX))]
     pub label_prefix: Option<String>,
-    /// `text` or `json`.
-    #[arg(long, env = "CERTDOCK_LOG_FORMAT", global = true)]
+    #[arg(long, env = "CERTDOCK_LOG_FORMAT", global = true, value_name = "FORMAT",
+        help = help("Log format: `text`, or `json` for one JSON object per line", defaults::LOG_FORMAT))]
     pub log_format: Option<String>,
-    /// Key algorithm for new keys: `ecdsa-p256` (default) or `ed25519`.
-    #[arg(long, env = "CERTDOCK_KEY_TYPE", global = true)]
+    #[arg(long, env = "CERTDOCK_KEY_TYPE", global = true, value_name = "TYPE",
+        help = help("Key algorithm for new keys: `ecdsa-p256` or `ed25519`", defaults::KEY_TYPE))]
     pub key_type: Option<String>,
     /// `[traefik.options]` in the TOML file: TLS options merged into every option certdock writes.
     #[arg(skip)]
@@ -210,21 +235,21 @@ impl Settings {
         let state_dir = absolute(
             "state_dir",
             raw.state_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/certdock")),
+                .unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR)),
         )?;
         let out_dir = absolute(
             "out_dir",
             raw.out_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/certdock/out")),
+                .unwrap_or_else(|| PathBuf::from(defaults::OUT_DIR)),
         )?;
         let traefik_out_dir = match raw.traefik_out_dir {
             Some(p) => absolute("traefik_out_dir", p)?,
             None => out_dir.clone(),
         };
         let ttls = TtlPolicy {
-            min: duration("min_ttl", raw.min_ttl, "5m")?,
-            default: duration("default_ttl", raw.default_ttl, "24h")?,
-            max: duration("max_ttl", raw.max_ttl, "30d")?,
+            min: duration("min_ttl", raw.min_ttl, defaults::MIN_TTL)?,
+            default: duration("default_ttl", raw.default_ttl, defaults::DEFAULT_TTL)?,
+            max: duration("max_ttl", raw.max_ttl, defaults::MAX_TTL)?,
         };
         if !(ttls.min <= ttls.default && ttls.default <= ttls.max) {
             return Err(invalid(
@@ -232,8 +257,12 @@ impl Settings {
                 "must satisfy min_ttl <= default_ttl <= max_ttl",
             ));
         }
-        let resync_interval = duration("resync_interval", raw.resync_interval, "60s")?;
-        let orphan_grace = duration("orphan_grace", raw.orphan_grace, "10m")?;
+        let resync_interval = duration(
+            "resync_interval",
+            raw.resync_interval,
+            defaults::RESYNC_INTERVAL,
+        )?;
+        let orphan_grace = duration("orphan_grace", raw.orphan_grace, defaults::ORPHAN_GRACE)?;
         if resync_interval < Duration::from_secs(1) {
             return Err(invalid("resync_interval", "must be at least 1s"));
         }
@@ -262,7 +291,9 @@ impl Settings {
             allow_wildcards: raw.allow_wildcards.unwrap_or(false),
             reserved: api_names.clone(),
         };
-        let label_prefix = raw.label_prefix.unwrap_or_else(|| "certdock".into());
+        let label_prefix = raw
+            .label_prefix
+            .unwrap_or_else(|| defaults::LABEL_PREFIX.into());
         if label_prefix.is_empty()
             || !label_prefix
                 .chars()
@@ -273,7 +304,7 @@ impl Settings {
                 "use letters, digits, '.', '-' or '_'",
             ));
         }
-        let log_format = match raw.log_format.as_deref().unwrap_or("text") {
+        let log_format = match raw.log_format.as_deref().unwrap_or(defaults::LOG_FORMAT) {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
@@ -286,7 +317,7 @@ impl Settings {
         let key_type = raw
             .key_type
             .as_deref()
-            .unwrap_or("ecdsa-p256")
+            .unwrap_or(defaults::KEY_TYPE)
             .parse()
             .map_err(|e: String| invalid("key_type", e))?;
         let traefik_options = match raw.traefik {
@@ -313,7 +344,7 @@ impl Settings {
             proxy_network: raw.proxy_network.filter(|n| !n.is_empty()),
             listen: raw
                 .listen
-                .unwrap_or_else(|| "0.0.0.0:8443".parse().expect("literal")),
+                .unwrap_or_else(|| defaults::LISTEN.parse().expect("a valid literal")),
             api_names,
             ttls,
             resync_interval,
