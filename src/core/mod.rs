@@ -1,5 +1,7 @@
 //! The pure core: names, policy, labels → desired certificates → a plan of actions. No I/O here.
 
+pub mod authz;
+pub mod client_cert;
 pub mod container;
 pub mod labels;
 pub mod names;
