@@ -1,6 +1,7 @@
 //! certdock: an internal certificate authority and a Docker-label-driven mTLS controller.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod api;
 pub mod ca;
 pub mod cli;

@@ -1,0 +1,3 @@
+//! The ACME server (RFC 8555): its wire formats and rules.
+
+pub mod jws;
