@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod api;
+pub mod authz;
 pub mod ca;
 pub mod cli;
 pub mod controller;

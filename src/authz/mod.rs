@@ -1,0 +1,3 @@
+//! Who may call whom, decided on the host: the forward-auth decider and what keeps it current.
+
+pub mod decider;
