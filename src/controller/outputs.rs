@@ -119,6 +119,8 @@ pub fn write_proxy_files(
         base_options: base_options.clone(),
         certificates,
         transport_client,
+        // Allow lists (`certdock.allow`) are not read from labels yet.
+        forward_auth: Vec::new(),
         revision: hex::encode(revision.finish()),
     };
     let yaml = render(&model).map_err(io::Error::other)?;

@@ -36,6 +36,10 @@ fn model() -> TraefikModel {
             cert_file: "/certs/certs/traefik/fullchain.pem".into(),
             key_file: "/certs/certs/traefik/key.pem".into(),
         }),
+        forward_auth: vec![ForwardAuth {
+            server: "api".into(),
+            address: "https://certdock:8443/v1/forward-auth/api".into(),
+        }],
         revision: "0a1b2c3d".into(),
     }
 }
@@ -53,6 +57,7 @@ fn the_output_validates_against_the_traefik_v3_file_provider_schema() {
         base_options: TlsOptionsBase::default(),
         certificates: vec![],
         transport_client: None,
+        forward_auth: vec![],
         ..model()
     };
     for m in [model(), minimal] {
@@ -184,6 +189,7 @@ fn empty_lists_are_left_out() {
         base_options: TlsOptionsBase::default(),
         certificates: vec![],
         transport_client: None,
+        forward_auth: vec![],
         ..model()
     };
     let doc = rendered(&m);
@@ -341,5 +347,79 @@ fn invalid_base_options_are_refused() {
             matches!(render(&m), Err(TraefikError::BadOption { .. })),
             "{base:?}"
         );
+    }
+}
+
+#[test]
+fn an_allow_list_becomes_a_chain_that_strips_then_passes_then_asks() {
+    let doc = rendered(&model());
+    let mw = &doc["http"]["middlewares"];
+    assert_eq!(
+        mw["certdock-allow-api"]["chain"]["middlewares"],
+        serde_json::json!([
+            "certdock-strip-client-headers",
+            "certdock-pass-client-cert",
+            "certdock-auth-api"
+        ])
+    );
+    assert_eq!(allow_middleware("api"), "certdock-allow-api");
+    // A client's own certificate or identity headers never reach the decider.
+    let stripped = &mw["certdock-strip-client-headers"]["headers"]["customRequestHeaders"];
+    for h in [
+        "X-Forwarded-Tls-Client-Cert",
+        "Client-Cert",
+        "X-Certdock-Client",
+        "X-Certdock-Groups",
+    ] {
+        assert_eq!(stripped[h], "", "{h} must be removed: {stripped}");
+    }
+    assert_eq!(
+        mw["certdock-pass-client-cert"]["passTLSClientCert"]["pem"],
+        true
+    );
+    let auth = &mw["certdock-auth-api"]["forwardAuth"];
+    assert_eq!(auth["address"], "https://certdock:8443/v1/forward-auth/api");
+    assert_eq!(auth["tls"]["ca"], "/certs/ca.pem");
+    assert_eq!(auth["tls"]["cert"], "/certs/certs/traefik/fullchain.pem");
+    assert_eq!(auth["tls"]["key"], "/certs/certs/traefik/key.pem");
+    assert!(auth["tls"].get("insecureSkipVerify").is_none());
+    assert_eq!(
+        auth["authResponseHeaders"],
+        serde_json::json!(["X-Certdock-Client", "X-Certdock-Groups"])
+    );
+    assert!(auth.get("trustForwardHeader").is_none());
+}
+
+#[test]
+fn no_allow_list_means_no_middlewares_at_all() {
+    let doc = rendered(&TraefikModel {
+        forward_auth: vec![],
+        ..model()
+    });
+    assert!(doc["http"].get("middlewares").is_none(), "{doc}");
+}
+
+#[test]
+fn forward_auth_that_traefik_could_not_authenticate_refuses_to_render() {
+    let e = render(&TraefikModel {
+        transport_client: None,
+        ..model()
+    })
+    .unwrap_err();
+    assert_eq!(e, TraefikError::NoAuthClient("api".into()));
+    for address in [
+        "http://certdock:8443/v1/forward-auth/api",
+        "https://x\n/y",
+        "",
+    ] {
+        let e = render(&TraefikModel {
+            forward_auth: vec![ForwardAuth {
+                server: "api".into(),
+                address: address.to_string(),
+            }],
+            ..model()
+        })
+        .unwrap_err();
+        assert_eq!(e, TraefikError::BadAuthAddress(address.to_string()));
     }
 }
