@@ -1,3 +1,4 @@
 //! Who may call whom, decided on the host: the forward-auth decider and what keeps it current.
 
+pub mod crl;
 pub mod decider;
