@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::authz::{AllowList, GroupName, parse_groups};
 use super::container::ContainerInfo;
 use super::names::{CertName, DnsName, San, Usage};
 use super::policy::{MAX_SANS, NamePolicy, PolicyError, TtlPolicy};
@@ -41,6 +42,10 @@ pub struct CertSpec {
     pub network: bool,
     /// List the certificate in Traefik's `tls.certificates`.
     pub traefik_hosts: bool,
+    /// `<prefix>.groups`: bound to the certificate (as URI SANs), so deciders anywhere see them.
+    pub groups: BTreeSet<GroupName>,
+    /// `<prefix>.allow`: who may call this server identity through its forward-auth middleware.
+    pub allow: Option<AllowList>,
 }
 
 /// A label of one container is unusable. Only that container is affected.
@@ -85,7 +90,7 @@ pub const MAX_VALUE_LEN: usize = 64 * 1024;
 const TRAEFIK_ROUTERS: &str = "traefik.http.routers.";
 
 /// The labels below `<prefix>.` that [`parse`] understands.
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 13] = [
     "enable",
     "name",
     "sans",
@@ -97,6 +102,8 @@ const KNOWN: [&str; 11] = [
     "reload",
     "network",
     "traefik.hosts",
+    "groups",
+    "allow",
 ];
 
 /// Where a SAN came from, so a policy refusal blames the right label.
@@ -185,6 +192,25 @@ pub fn parse(
         ));
     }
 
+    let groups = match labels.get("groups") {
+        None => BTreeSet::new(),
+        Some(v) => parse_groups(v).map_err(|e| labels.err("groups", v, e.to_string()))?,
+    };
+    let allow = labels
+        .get("allow")
+        .map(|v| AllowList::parse(v).map_err(|e| labels.err("allow", v, e.to_string())))
+        .transpose()?;
+    if let (Some(_), false) = (&allow, usage.server) {
+        return Err(labels.err(
+            "allow",
+            labels.get("allow").unwrap_or_default(),
+            format!(
+                "an allow list guards a server, but {}.usage is `{usage}`",
+                ctx.prefix
+            ),
+        ));
+    }
+
     let mut sans = SanList::default();
     if let Some(d) = name.as_dns() {
         sans.push(San::Dns(d), Origin::Name);
@@ -220,6 +246,8 @@ pub fn parse(
         reload,
         network,
         traefik_hosts,
+        groups,
+        allow,
     }))
 }
 

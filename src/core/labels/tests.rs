@@ -587,3 +587,36 @@ proptest! {
         let _ = host_rule::hosts(&rule);
     }
 }
+
+#[test]
+fn groups_and_allow_lists_are_read_and_validated() {
+    let s = spec(&[
+        ON,
+        ("certdock.groups", "web,ops"),
+        ("certdock.allow", "frontend,group:ops"),
+    ]);
+    let groups: Vec<&str> = s.groups.iter().map(|g| g.as_str()).collect();
+    assert_eq!(groups, ["ops", "web"]);
+    assert_eq!(s.allow.unwrap().to_string(), "frontend,group:ops");
+    let plain = spec(&[ON]);
+    assert!(plain.groups.is_empty() && plain.allow.is_none());
+}
+
+#[test]
+fn bad_groups_or_allow_entries_name_their_label() {
+    let e = error(&[ON, ("certdock.groups", "web,Ops")]);
+    assert_eq!(e.label, "certdock.groups");
+    assert!(e.rule.contains("a-z, 0-9 and '-'"), "{e}");
+    let e = error(&[ON, ("certdock.allow", "group:")]);
+    assert_eq!(e.label, "certdock.allow");
+    let e = error(&[ON, ("certdock.allow", " , ")]);
+    assert!(e.rule.contains("empty"), "{e}");
+    // An allow list guards a server: on a client-only identity it means nothing, so it is refused.
+    let e = error(&[
+        ON,
+        ("certdock.usage", "client"),
+        ("certdock.allow", "frontend"),
+    ]);
+    assert_eq!(e.label, "certdock.allow");
+    assert!(e.rule.contains("guards a server"), "{e}");
+}
