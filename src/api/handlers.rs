@@ -19,12 +19,15 @@ use tokio::sync::watch;
 
 use super::error::{ApiError, ErrorCode};
 use super::tls::ApiCert;
-use super::wire::{CertResponse, RenewRequest, RevokeRequest, RevokeResponse, SignRequest};
-use crate::ca::local::{LocalCa, normalize_serial, parse_csr};
-use crate::core::names::{CertName, Usage};
+use crate::ca::authorize::{CsrAsk, Remote, Revoker};
+use crate::ca::csr::Csr;
+use crate::ca::issue::SignedCert;
+use crate::ca::local::{LocalCa, normalize_serial};
+use crate::core::names::Usage;
 use crate::core::policy::parse_duration;
+use crate::core::wire::{CertResponse, RenewRequest, RevokeRequest, RevokeResponse, SignRequest};
 use crate::metrics::Metrics;
-use crate::store::tokens::TokenKind;
+use crate::store::requester::Requester;
 
 /// Largest accepted request body; a CSR is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -173,7 +176,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
 
 /// A CSR signed on the authority of a `sign` token (names within its scope), an `agent` token
 /// (enrolment: a client certificate named after the token), or an enrolled agent's client
-/// certificate (names within the agent's scope).
+/// certificate (names within the agent's scope). `ca::authorize` decides which.
 async fn sign(
     State(st): State<AppState>,
     Extension(peer): Extension<PeerCert>,
@@ -194,66 +197,50 @@ async fn sign(
         // microseconds) run right here rather than paying two thread hand-offs for them.
         let der = peer.0.ok_or(ApiError::MissingCredentials)?;
         let now = OffsetDateTime::now_utc();
-        let csr = parse_csr(&req.csr)?;
-        ca.policy().ttls.resolve(ttl)?;
-        let agent = ca.verify_presented(&der, now)?;
-        let scope = agent.agent_scope.ok_or(ApiError::NotAnAgent)?;
-        let issued = ca
-            .sign_parsed_csr_deferred(
-                csr,
-                ttl,
-                usage.unwrap_or(Usage::BOTH),
-                Some(scope),
-                format!("agent:{}", agent.name),
-                now,
-            )?
-            .durable()
-            .await?;
-        metrics.issued("agent");
-        return Ok(Json(CertResponse::from_issued(&issued)));
-    };
-    let issued = blocking(move || {
-        let now = OffsetDateTime::now_utc();
-        // Malformed input and a refused lifetime never spend a token.
-        let csr = parse_csr(&req.csr)?;
-        ca.policy().ttls.resolve(ttl)?;
-        let grant = ca.with_tokens(|t| {
-            t.redeem(
-                &token,
-                &[TokenKind::Sign, TokenKind::Agent],
-                now.unix_timestamp(),
-            )
-        })??;
-        if grant.kind == TokenKind::Agent {
-            let name = CertName::parse(&grant.name).map_err(|e| ApiError::BadAgentName {
-                name: grant.name.clone(),
-                reason: e.to_string(),
-            })?;
-            let issued = ca.enrol_agent(
-                &req.csr,
-                name,
-                ttl,
-                grant.allow,
-                format!("api:agent-token:{}", grant.id),
-                now,
-            )?;
-            metrics.issued("agent_enrolment");
-            tracing::info!(serial = %issued.serial, token = %grant.id, "agent enrolled");
-            return Ok(issued);
-        }
-        let issued = ca.sign_parsed_csr(
-            csr,
+        let ask = CsrAsk {
+            csr: Csr::parse(&req.csr)?,
             ttl,
-            usage.unwrap_or(Usage::BOTH),
-            Some(grant.allow),
-            format!("api:token:{}", grant.id),
+            usage,
+            enrol: req.enrol,
+        };
+        let auth = ca.authorize_remote(
+            Remote::Agent {
+                presented: &der,
+                ask,
+            },
             now,
         )?;
-        metrics.issued("token");
-        Ok(issued)
+        let signed = ca.sign(auth, now)?.durable().await?;
+        metrics.issued("agent");
+        return Ok(Json(cert_response(&signed)));
+    };
+    let signed = blocking(move || {
+        let now = OffsetDateTime::now_utc();
+        let ask = CsrAsk {
+            csr: Csr::parse(&req.csr)?,
+            ttl,
+            usage,
+            enrol: req.enrol,
+        };
+        let auth = ca.authorize_remote(
+            Remote::Token {
+                secret: &token,
+                ask,
+            },
+            now,
+        )?;
+        let requester = auth.requester().clone();
+        let signed = ca.sign(auth, now)?.wait()?;
+        if let Requester::AgentToken(id) = requester {
+            metrics.issued("agent_enrolment");
+            tracing::info!(serial = %signed.serial, token = %id, "agent enrolled");
+        } else {
+            metrics.issued("token");
+        }
+        Ok(signed)
     })
     .await?;
-    Ok(Json(CertResponse::from_issued(&issued)))
+    Ok(Json(cert_response(&signed)))
 }
 
 /// Same identity, new serial; only on the authority of the certificate on this connection.
@@ -271,13 +258,17 @@ async fn renew(
         json(&bytes)?
     };
     // Checks and signature inline, the fsync awaited (see `sign`).
-    let issued = st
-        .ca
-        .renew_deferred(&der, req.csr.as_deref(), OffsetDateTime::now_utc())?
-        .durable()
-        .await?;
+    let now = OffsetDateTime::now_utc();
+    let auth = st.ca.authorize_remote(
+        Remote::Renewal {
+            presented: &der,
+            csr_pem: req.csr.as_deref(),
+        },
+        now,
+    )?;
+    let signed = st.ca.sign(auth, now)?.durable().await?;
     st.metrics.renewed("mtls");
-    Ok(Json(CertResponse::from_issued(&issued)))
+    Ok(Json(cert_response(&signed)))
 }
 
 /// Revokes a serial on the authority of an `admin` token, or of the very certificate being
@@ -298,22 +289,12 @@ async fn revoke(
     let ca = st.ca.clone();
     let serial = blocking(move || {
         let now = OffsetDateTime::now_utc();
-        match (token, peer.0) {
-            (Some(token), _) => {
-                let grant = ca.with_tokens(|t| {
-                    t.redeem(&token, &[TokenKind::Admin], now.unix_timestamp())
-                })??;
-                tracing::info!(%serial, token = %grant.id, "revoking with an admin token");
-            }
-            (None, Some(der)) => {
-                let own = ca.verify_presented(&der, now)?;
-                if own.serial != serial {
-                    return Err(ApiError::NotYourCertificate);
-                }
-                tracing::info!(%serial, "revoking by the certificate itself");
-            }
+        let who = match (&token, &peer.0) {
+            (Some(token), _) => Revoker::AdminToken(token),
+            (None, Some(der)) => Revoker::Itself(der),
             (None, None) => return Err(ApiError::MissingCredentials),
-        }
+        };
+        ca.authorize_revoke(who, &serial, now)?;
         ca.revoke(&serial, now)?;
         Ok(serial)
     })
@@ -322,4 +303,19 @@ async fn revoke(
         serial,
         revoked: true,
     }))
+}
+
+/// The answer of sign and renew: PEM strings, the serial in hex and not-after in RFC 3339.
+fn cert_response(signed: &SignedCert) -> CertResponse {
+    CertResponse {
+        certificate: signed.cert_pem.clone(),
+        chain: signed.chain_pem.clone(),
+        fullchain: signed.fullchain_pem(),
+        ca: signed.ca_pem.clone(),
+        serial: signed.serial.clone(),
+        not_after: signed
+            .not_after
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| signed.not_after.to_string()),
+    }
 }

@@ -215,7 +215,7 @@ mod tests {
             usage: Usage::SERVER,
             not_before: 0,
             not_after: 100,
-            requester: "test".into(),
+            requester: crate::store::requester::Requester::Other("test".into()),
             agent_scope: None,
         }
     }

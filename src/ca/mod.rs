@@ -1,14 +1,22 @@
-//! The certificate authority: its own certificates, leaf signing, CRL, PKCS#12. No Docker, no HTTP.
+//! The certificate authority: its own certificates, who may sign what, leaf signing, the ledger,
+//! CRL, PKCS#12, and the two certificate sources. No Docker, no HTTP server.
 
 pub mod authority;
+pub mod authorize;
 pub mod commit;
 pub mod crl;
+pub mod csr;
+pub mod facts;
 pub mod issue;
 pub mod keys;
+pub mod ledger;
 pub mod local;
+mod locks;
+pub mod maintain;
 pub mod p12;
 pub mod pem;
 pub mod remote;
+pub mod sign;
 pub mod source;
 
 use std::path::{Path, PathBuf};
