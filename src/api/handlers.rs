@@ -1,6 +1,7 @@
 //! The endpoints of SPEC.md "HTTPS API": routing, authorisation, and the calls into the CA.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -127,6 +128,21 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(token.trim().to_string()))
 }
 
+/// What a request presents: a bearer token (which wins when both are sent), or the client
+/// certificate verified at the handshake.
+enum Credential {
+    Token(String),
+    Certificate(Arc<CertificateDer<'static>>),
+}
+
+fn credential(headers: &HeaderMap, peer: PeerCert) -> Result<Credential, ApiError> {
+    match (bearer(headers)?, peer.0) {
+        (Some(token), _) => Ok(Credential::Token(token)),
+        (None, Some(der)) => Ok(Credential::Certificate(der)),
+        (None, None) => Err(ApiError::MissingCredentials),
+    }
+}
+
 async fn health(State(st): State<AppState>) -> Result<Response, ApiError> {
     let ca = st.ca.clone();
     let status = blocking(move || Ok(ca.signer_status(OffsetDateTime::now_utc())?)).await?;
@@ -183,37 +199,15 @@ async fn sign(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CertResponse>, ApiError> {
-    let token = bearer(&headers)?;
-    if token.is_none() && peer.0.is_none() {
-        return Err(ApiError::MissingCredentials);
-    }
+    let credential = credential(&headers, peer)?;
     let req: SignRequest = json(&body_bytes(body)?)?;
     let ttl = req.ttl.as_deref().map(parse_duration).transpose()?;
     let usage = req.usage.as_deref().map(Usage::parse).transpose()?;
-    let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
-    let Some(token) = token else {
-        // An enrolled agent's client certificate: no token store, no file lock, nothing that
-        // blocks but the fsync, which is awaited. The checks and the signature (tens of
-        // microseconds) run right here rather than paying two thread hand-offs for them.
-        let der = peer.0.ok_or(ApiError::MissingCredentials)?;
-        let now = OffsetDateTime::now_utc();
-        let ask = CsrAsk {
-            csr: Csr::parse(&req.csr)?,
-            ttl,
-            usage,
-            enrol: req.enrol,
-        };
-        let auth = ca.authorize_remote(
-            Remote::Agent {
-                presented: &der,
-                ask,
-            },
-            now,
-        )?;
-        let signed = ca.sign(auth, now)?.durable().await?;
-        metrics.issued("agent");
-        return Ok(Json(cert_response(&signed)));
+    let token = match credential {
+        Credential::Token(token) => token,
+        Credential::Certificate(der) => return sign_for_agent(&st, &der, req, ttl, usage).await,
     };
+    let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
     let signed = blocking(move || {
         let now = OffsetDateTime::now_utc();
         let ask = CsrAsk {
@@ -222,13 +216,8 @@ async fn sign(
             usage,
             enrol: req.enrol,
         };
-        let auth = ca.authorize_remote(
-            Remote::Token {
-                secret: &token,
-                ask,
-            },
-            now,
-        )?;
+        let secret = token.as_str();
+        let auth = ca.authorize_remote(Remote::Token { secret, ask }, now)?;
         let requester = auth.requester().clone();
         let signed = ca.sign(auth, now)?.wait()?;
         if let Requester::AgentToken(id) = requester {
@@ -241,6 +230,34 @@ async fn sign(
     })
     .await?;
     Ok(Json(cert_response(&signed)))
+}
+
+/// The agent path of [`sign`]: no token store, no file lock (see [`sign_presented`]).
+async fn sign_for_agent(
+    st: &AppState,
+    presented: &[u8],
+    req: SignRequest,
+    ttl: Option<Duration>,
+    usage: Option<Usage>,
+) -> Result<Json<CertResponse>, ApiError> {
+    let ask = CsrAsk {
+        csr: Csr::parse(&req.csr)?,
+        ttl,
+        usage,
+        enrol: req.enrol,
+    };
+    let signed = sign_presented(st, Remote::Agent { presented, ask }).await?;
+    st.metrics.issued("agent");
+    Ok(Json(cert_response(&signed)))
+}
+
+/// authorize → sign for a caller with a client certificate: nothing blocks but the fsync,
+/// which is awaited. The checks and the signature (tens of microseconds) run right here rather
+/// than paying two thread hand-offs for them.
+async fn sign_presented(st: &AppState, req: Remote<'_>) -> Result<SignedCert, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let auth = st.ca.authorize_remote(req, now)?;
+    Ok(st.ca.sign(auth, now)?.durable().await?)
 }
 
 /// Same identity, new serial; only on the authority of the certificate on this connection.
@@ -257,16 +274,11 @@ async fn renew(
     } else {
         json(&bytes)?
     };
-    // Checks and signature inline, the fsync awaited (see `sign`).
-    let now = OffsetDateTime::now_utc();
-    let auth = st.ca.authorize_remote(
-        Remote::Renewal {
-            presented: &der,
-            csr_pem: req.csr.as_deref(),
-        },
-        now,
-    )?;
-    let signed = st.ca.sign(auth, now)?.durable().await?;
+    let renewal = Remote::Renewal {
+        presented: &der,
+        csr_pem: req.csr.as_deref(),
+    };
+    let signed = sign_presented(&st, renewal).await?;
     st.metrics.renewed("mtls");
     Ok(Json(cert_response(&signed)))
 }
@@ -279,20 +291,16 @@ async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let token = bearer(&headers)?;
-    if token.is_none() && peer.0.is_none() {
-        return Err(ApiError::MissingCredentials);
-    }
+    let credential = credential(&headers, peer)?;
     let req: RevokeRequest = json(&body_bytes(body)?)?;
     let serial = normalize_serial(&req.serial)
         .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?;
     let ca = st.ca.clone();
     let serial = blocking(move || {
         let now = OffsetDateTime::now_utc();
-        let who = match (&token, &peer.0) {
-            (Some(token), _) => Revoker::AdminToken(token),
-            (None, Some(der)) => Revoker::Itself(der),
-            (None, None) => return Err(ApiError::MissingCredentials),
+        let who = match &credential {
+            Credential::Token(token) => Revoker::AdminToken(token),
+            Credential::Certificate(der) => Revoker::Itself(der),
         };
         ca.authorize_revoke(who, &serial, now)?;
         ca.revoke(&serial, now)?;

@@ -45,6 +45,11 @@ fn verify(
     .map(|_| ())
 }
 
+/// A new P-256 CA with default lifetimes in `dir`.
+fn fresh_authority(dir: &std::path::Path) -> Authority {
+    Authority::create(dir, KeyType::EcdsaP256, CaLifetimes::default(), None, now()).unwrap()
+}
+
 fn leaf(ca: &Authority, usage: Usage, kt: KeyType) -> Issued {
     let sans = vec![
         San::parse("web.internal").unwrap(),
@@ -114,14 +119,7 @@ fn a_leaf_chains_to_the_root_through_the_intermediate_for_its_usage_only() {
 #[test]
 fn a_reloaded_ca_signs_with_the_same_root() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::create(
-        dir.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let ca = fresh_authority(dir.path());
     let fp = ca.root_fingerprint();
     drop(ca);
     let ca = Authority::load(dir.path(), CaLifetimes::default(), now()).unwrap();
@@ -182,14 +180,7 @@ fn the_intermediate_is_renewed_after_two_thirds_and_both_stay_trusted() {
 fn an_imported_root_signs_the_intermediate() {
     let dir = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
-    let src = Authority::create(
-        other.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let src = fresh_authority(other.path());
     let key = super::keys::SecretPem::new(
         std::fs::read_to_string(other.path().join("ca/root.key")).unwrap(),
     );
@@ -219,14 +210,7 @@ fn an_imported_root_signs_the_intermediate() {
 #[test]
 fn serials_are_random_positive_and_128_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::create(
-        dir.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let ca = fresh_authority(dir.path());
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         let l = leaf(&ca, Usage::SERVER, KeyType::EcdsaP256);

@@ -28,6 +28,23 @@ pub struct IssuedRecord {
     pub agent_scope: Option<Vec<NameRule>>,
 }
 
+#[cfg(test)]
+impl IssuedRecord {
+    /// A record for tests: `web`, server usage, valid from 0 to 100.
+    pub(crate) fn sample(serial: &str, requester: Requester) -> Self {
+        IssuedRecord {
+            serial: serial.into(),
+            name: "web".into(),
+            sans: vec![San::parse("web").expect("literal")],
+            usage: Usage::SERVER,
+            not_before: 0,
+            not_after: 100,
+            requester,
+            agent_scope: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
@@ -167,16 +184,7 @@ mod tests {
     use super::*;
 
     fn rec(serial: &str) -> IssuedRecord {
-        IssuedRecord {
-            serial: serial.into(),
-            name: "web".into(),
-            sans: vec![San::parse("web").unwrap()],
-            usage: Usage::SERVER,
-            not_before: 0,
-            not_after: 100,
-            requester: Requester::Cli,
-            agent_scope: None,
-        }
+        IssuedRecord::sample(serial, Requester::Cli)
     }
 
     fn record_issued(inv: &mut Inventory, records: Vec<IssuedRecord>) {
