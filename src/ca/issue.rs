@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    PublicKeyData, SanType,
+    PublicKeyData, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+use super::CaError;
 use super::authority::Authority;
 use super::keys::{KeyType, SecretPem};
 use super::pem::cert_to_pem;
-use super::{CaError, random_serial};
 use crate::core::names::{San, Usage};
 
 /// How long before "now" a certificate starts, so peers with a slightly slow clock accept it.
@@ -155,4 +155,12 @@ fn leaf_params(
     p.not_after = std::cmp::min(now + req.ttl, ca.current().not_after);
     p.serial_number = Some(random_serial());
     Ok(p)
+}
+
+/// A random, positive 128-bit serial (RFC 5280 §4.1.2.2: positive, at most 20 octets). The
+/// first octet is kept in 0x01..=0x7f so every serial has the same 16-octet encoding.
+pub fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f).max(1);
+    SerialNumber::from_slice(&bytes)
 }

@@ -23,7 +23,7 @@ pub struct LeafOrder {
     pub sans: Vec<San>,
     pub usage: Usage,
     pub ttl: Duration,
-    /// certdock's own identity (Traefik's client certificate): exempt from the allow list like
+    /// certdock's own identity (Traefik's client certificate): exempt from allow/deny like
     /// the API certificate, since the user never asked for its name.
     pub internal: bool,
 }
