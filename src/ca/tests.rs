@@ -466,6 +466,16 @@ fn an_enrolment_with_a_sign_token_is_refused_before_the_token_is_spent() {
 }
 
 #[test]
+fn an_older_agent_that_does_not_say_it_enrols_still_enrols_with_an_agent_token() {
+    let (_dir, ca) = local(Policy::default());
+    let secret = token(&ca, "agent-2.internal", TokenKind::Agent, "");
+    let enrolled = with_token(&ca, &secret, &csr_pem("certdock-agent"), false).unwrap();
+    let rec = ca.verify_presented(&enrolled.cert_der, now()).unwrap();
+    assert_eq!(rec.name, "agent-2.internal");
+    assert_eq!(rec.agent_scope, Some(Vec::new()));
+}
+
+#[test]
 fn the_signer_status_says_a_fresh_ca_can_sign() {
     let (_dir, ca) = local(Policy::default());
     let status = ca.signer_status(now()).unwrap();
