@@ -39,10 +39,6 @@ impl<K> Authorized<K> {
     pub fn requester(&self) -> &Requester {
         &self.requester
     }
-
-    pub fn name(&self) -> &CertName {
-        &self.name
-    }
 }
 
 /// Callers in this process, for whom certdock makes the key.
