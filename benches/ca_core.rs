@@ -13,9 +13,10 @@ mod common;
 use std::time::Duration;
 
 use certdock::ca::authority::{Authority, CaLifetimes};
-use certdock::ca::issue::{LeafKey, LeafRequest, sign_leaf};
+use certdock::ca::authorize::{Local, Order};
+use certdock::ca::issue::{LeafRequest, issue_leaf};
 use certdock::ca::keys::KeyType;
-use certdock::ca::local::{IssueRequest, LocalCa, OpenMode, Policy};
+use certdock::ca::local::{LocalCa, OpenMode, Policy};
 use certdock::core::names::{CertName, San, Usage};
 use common::{Stats, cores, machine, openssl_sign_rate, rate, runs, seconds};
 use time::OffsetDateTime;
@@ -52,33 +53,21 @@ fn main() {
             let mut ceiling = Vec::new();
             for _ in 0..runs {
                 core.push(rate(threads, dur, || {
-                    sign_leaf(
+                    issue_leaf(
                         &authority,
                         LeafRequest {
                             common_name: name.as_str(),
                             sans: &sans,
                             usage: Usage::BOTH,
                             ttl: TTL,
-                            key: LeafKey::Generate(kt),
                         },
+                        kt,
                         OffsetDateTime::now_utc(),
                     )
                     .unwrap();
                 }));
                 durable.push(rate(threads, dur, || {
-                    ca.issue(
-                        IssueRequest {
-                            name: name.clone(),
-                            sans: sans.clone(),
-                            usage: Usage::BOTH,
-                            ttl: Some(TTL),
-                            key: LeafKey::Generate(kt),
-                            requester: "bench".into(),
-                            scope: None,
-                        },
-                        OffsetDateTime::now_utc(),
-                    )
-                    .unwrap();
+                    issue(&ca, &name, &sans, kt);
                 }));
                 // openssl speed's shortest useful run is 5 s (its own default is 10 s).
                 if let Some(r) = openssl_sign_rate(openssl_alg, 5, threads) {
@@ -108,19 +97,7 @@ fn main() {
         let mut durable = Vec::new();
         for _ in 0..runs {
             durable.push(rate(threads, dur, || {
-                ca.issue(
-                    IssueRequest {
-                        name: name.clone(),
-                        sans: sans.clone(),
-                        usage: Usage::BOTH,
-                        ttl: Some(TTL),
-                        key: LeafKey::Generate(kt),
-                        requester: "bench".into(),
-                        scope: None,
-                    },
-                    OffsetDateTime::now_utc(),
-                )
-                .unwrap();
+                issue(&ca, &name, &sans, kt);
             }));
         }
         println!(
@@ -130,4 +107,20 @@ fn main() {
         let records = ca.with_inventory(|inv| inv.len()).unwrap();
         println!("ca_core key={kt} inventory_records_written={records}");
     }
+}
+
+/// `LocalCa`'s whole path for a controller order: authorize, sign, durable record.
+fn issue(ca: &LocalCa, name: &CertName, sans: &[San], kt: KeyType) {
+    let order = Order {
+        name: name.clone(),
+        sans: sans.to_vec(),
+        usage: Usage::BOTH,
+        ttl: Some(TTL),
+        key_type: kt,
+    };
+    let auth = ca.authorize_local(Local::Controller, order).unwrap();
+    ca.sign(auth, OffsetDateTime::now_utc())
+        .unwrap()
+        .wait()
+        .unwrap();
 }

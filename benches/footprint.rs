@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use certdock::ca::authority::CaLifetimes;
-use certdock::ca::issue::LeafKey;
+use certdock::ca::authorize::{Local, Order};
 use certdock::ca::keys::KeyType;
-use certdock::ca::local::{IssueRequest, LocalCa, OpenMode, Policy};
+use certdock::ca::local::{LocalCa, OpenMode, Policy};
 use certdock::controller::holdings::{Held, Holdings, file_key, version};
 use certdock::controller::outputs::{OutputDirs, publish};
 use certdock::core::container::{ContainerInfo, ContainerState};
@@ -97,19 +97,18 @@ fn run(n: usize) {
         let Identity::Named(name) = &work.id else {
             continue;
         };
+        let order = Order {
+            name: CertName::parse(name.as_str()).unwrap(),
+            sans: spec.sans.clone(),
+            usage: spec.usage,
+            ttl: Some(spec.ttl),
+            key_type: KeyType::EcdsaP256,
+        };
+        let auth = ca.authorize_local(Local::Controller, order).unwrap();
         let issued = ca
-            .issue(
-                IssueRequest {
-                    name: CertName::parse(name.as_str()).unwrap(),
-                    sans: spec.sans.clone(),
-                    usage: spec.usage,
-                    ttl: Some(spec.ttl),
-                    key: LeafKey::Generate(KeyType::EcdsaP256),
-                    requester: "controller".into(),
-                    scope: None,
-                },
-                OffsetDateTime::now_utc(),
-            )
+            .sign(auth, OffsetDateTime::now_utc())
+            .unwrap()
+            .wait()
             .unwrap();
         let held = Held::from_issued(&issued).unwrap();
         if work.publish {

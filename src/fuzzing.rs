@@ -9,7 +9,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use crate::ca::local::{normalize_serial, parse_csr};
+use crate::ca::csr::Csr;
+use crate::ca::local::normalize_serial;
 use crate::ca::pem::pem_block;
 use crate::controller::outputs::OutputDirs;
 use crate::core::container::{ContainerInfo, ContainerState};
@@ -391,20 +392,20 @@ pub fn check_policy(base: &NamePolicy, sans: &[San], scope: &[NameRule]) {
 
 /// The same bytes as DER in a PEM block, as PEM text, and as names in a freshly signed CSR.
 pub fn fuzz_csr(data: &[u8]) {
-    check_csr_result(parse_csr(&pem_block("CERTIFICATE REQUEST", data)));
+    check_csr_result(Csr::parse(&pem_block("CERTIFICATE REQUEST", data)));
     if let Ok(text) = std::str::from_utf8(data) {
-        check_csr_result(parse_csr(text));
+        check_csr_result(Csr::parse(text));
         if let Some(pem) = csr_with_names(text) {
-            check_csr_result(parse_csr(&pem));
+            check_csr_result(Csr::parse(&pem));
         }
     }
 }
 
-/// What `parse_csr` returns: an identity that satisfies the name invariants, or an error that
+/// What `Csr::parse` returns: an identity that satisfies the name invariants, or an error that
 /// says it is the CSR that was refused.
-pub fn check_csr_result<T>(r: Result<(CertName, Vec<San>, T), crate::ca::CaError>) {
+pub fn check_csr_result(r: Result<Csr, crate::ca::CaError>) {
     match r {
-        Ok((name, sans, _)) => {
+        Ok(Csr { name, sans, .. }) => {
             check_cert_name(&name);
             assert!(!sans.is_empty());
             for san in &sans {
@@ -450,14 +451,11 @@ pub fn csr_with_names(text: &str) -> Option<String> {
 // === API bodies ===
 
 /// A request body as `/v1/sign`, `/v1/renew` and `/v1/revoke` take it, read as JSON.
-///
-/// TODO: deserialise into the `src/api` request types once that module lands; until then the
-/// fields are read from a `serde_json::Value` and fed to the same parsers the handlers call.
 pub fn fuzz_api_body(data: &[u8]) {
-    use crate::api::wire::{RenewRequest, RevokeRequest, SignRequest};
+    use crate::core::wire::{RenewRequest, RevokeRequest, SignRequest};
     // The very types the handlers deserialise, then the checks each handler applies next.
     if let Ok(req) = serde_json::from_slice::<SignRequest>(data) {
-        check_csr_result(parse_csr(&req.csr));
+        check_csr_result(Csr::parse(&req.csr));
         if let Some(ttl) = req.ttl.as_deref() {
             match TtlPolicy::default().resolve_str(Some(ttl)) {
                 Ok(d) => assert!(d >= TtlPolicy::default().min && d <= TtlPolicy::default().max),
@@ -471,7 +469,7 @@ pub fn fuzz_api_body(data: &[u8]) {
     if let Ok(req) = serde_json::from_slice::<RenewRequest>(data)
         && let Some(csr) = req.csr.as_deref()
     {
-        check_csr_result(parse_csr(csr));
+        check_csr_result(Csr::parse(csr));
     }
     if let Ok(req) = serde_json::from_slice::<RevokeRequest>(data)
         && let Ok(s) = normalize_serial(&req.serial)

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod core;
 pub mod delivery;
 pub mod docker;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

@@ -138,3 +138,82 @@ async fn an_agent_delivers_a_remote_ca_certificate_and_rides_out_a_ca_outage() {
     )
     .await;
 }
+
+/// Issue 12 #1: a token made without `--kind` is a `sign` token. An agent enrolling with it is
+/// refused before the token is spent, with a message that says which token to make, and the
+/// agent stops at once instead of retrying forever.
+#[test]
+fn an_agent_with_a_sign_token_stops_at_once_and_the_token_is_not_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    let token = common::certdock(&[
+        "token",
+        "create",
+        "--state-dir",
+        s(&serve.state),
+        "--name",
+        "host2",
+    ]);
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let token_file = d.join("host2.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let agent_state = d.join("agent-state");
+    let mut agent = std::process::Command::new(common::process::bin())
+        .args([
+            "agent",
+            "--state-dir",
+            path_str(&agent_state),
+            "--out-dir",
+            path_str(&d.join("agent-out")),
+            "--ca-url",
+            &serve.url_ip(),
+            "--token-file",
+            path_str(&token_file),
+            "--ca-fingerprint",
+            &serve.fingerprint(),
+        ])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn certdock agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = agent.kill();
+            panic!("the agent kept running with a sign token");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut agent.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the agent must fail: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("certdock: "),
+        "one-line reason last: {stderr}"
+    );
+    assert!(
+        last.contains("token_wrong_kind") && last.contains("certdock token create --kind agent"),
+        "{last}"
+    );
+    assert!(
+        !agent_state.join("agent/identity.pem").exists(),
+        "no identity was stored"
+    );
+
+    // The token is not spent: it still signs one CSR, as a sign token does.
+    let (_, csr) = common::openssl_csr(d, "host2", "host2", &[]);
+    let body = common::body_file(d, "sign", &serde_json::json!({ "csr": csr }));
+    let auth = format!("Authorization: Bearer {token}");
+    let (code, answer) = serve.curl(
+        &["/v1/sign", "-H", &auth, "--data", &format!("@{}", s(&body))],
+        &[],
+    );
+    assert_eq!(code, 200, "{answer}");
+}

@@ -450,3 +450,40 @@ fn metrics_are_valid_prometheus_text_with_certdock_series() {
         "{text}"
     );
 }
+
+/// Issue 12 #2: `--allow-domain` bounds what tokens, labels and agents ask, not the API's own
+/// names (`--api-name`, here `ca.test,127.0.0.1`, both outside `internal`): the CA starts and
+/// answers, and a sign request outside the allowed names is still refused.
+#[test]
+fn the_api_names_are_exempt_from_allow_domain_but_signed_names_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start_at(
+        d,
+        &d.join("state"),
+        common::free_port(),
+        &["--allow-domain", "internal"],
+    );
+    // curl verifies the API certificate for `ca.test` against the CA's roots.
+    let (code, body) = serve.curl(&["/health"], &[]);
+    assert_eq!(code, 200, "{body}");
+
+    let sign = |stem: &str, name: &str| {
+        let token = serve.token("sign", stem, &[]);
+        let (_, csr) = openssl_csr(d, stem, name, &[]);
+        let body = body_file(d, stem, &json!({ "csr": csr }));
+        let auth = format!("Authorization: Bearer {token}");
+        let data = format!("@{}", body.display());
+        serve.curl(&["/v1/sign", "-H", &auth, "--data", &data], &[])
+    };
+    let (code, refused) = sign("outside", "web.test");
+    assert_eq!(code, 403, "{refused}");
+    let err: serde_json::Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(err["error"], "policy");
+    assert!(
+        err["message"].as_str().unwrap().contains("web.test"),
+        "{refused}"
+    );
+    let (code, answer) = sign("inside", "web.internal");
+    assert_eq!(code, 200, "{answer}");
+}

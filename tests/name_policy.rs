@@ -1,17 +1,21 @@
-//! The name rules hold on every issuance path: labels, `certdock issue`, `LocalCa::issue`,
-//! `LocalCa::sign_csr` (SANs and CN) and renewals. One table of bad names, checked on each.
+//! The name rules hold on every issuance path: labels, `certdock issue`, a local order, a CSR
+//! under a token (SANs and CN) and renewals. One table of bad names, checked on each.
 
 use std::path::Path;
 use std::process::Command;
 
+use certdock::ca::CaError;
 use certdock::ca::authority::CaLifetimes;
-use certdock::ca::issue::LeafKey;
+use certdock::ca::authorize::{AuthError, CsrAsk, Local, Order, Remote};
+use certdock::ca::csr::Csr;
+use certdock::ca::issue::{Issued, SignedCert};
 use certdock::ca::keys::KeyType;
-use certdock::ca::local::{IssueRequest, LocalCa, OpenMode, Policy};
+use certdock::ca::local::{LocalCa, OpenMode, Policy};
 use certdock::core::container::{ContainerInfo, ContainerState};
 use certdock::core::labels::{self, LabelContext};
 use certdock::core::names::{CertName, San, Usage};
 use certdock::core::policy::{NamePolicy, NameRule, TtlPolicy};
+use certdock::store::tokens::TokenKind;
 use time::OffsetDateTime;
 
 const ALLOW: &str = "internal,10.0.0.0/8";
@@ -196,16 +200,48 @@ fn ca(dir: &Path, names: NamePolicy) -> LocalCa {
     .unwrap()
 }
 
-fn request(sans: Vec<San>) -> IssueRequest {
-    IssueRequest {
+fn request(sans: Vec<San>) -> Order {
+    Order {
         name: CertName::parse("web").unwrap(),
         sans,
         usage: Usage::BOTH,
         ttl: None,
-        key: LeafKey::Generate(KeyType::EcdsaP256),
-        requester: "test".into(),
-        scope: None,
+        key_type: KeyType::EcdsaP256,
     }
+}
+
+/// authorize → sign → wait, as `certdock issue` does.
+fn issue(ca: &LocalCa, order: Order) -> Result<Issued, CaError> {
+    ca.sign(ca.authorize_local(Local::Operator, order)?, now())?
+        .wait()
+}
+
+/// A CSR under a fresh `sign` token without a scope of its own: the CA's policy alone.
+fn sign_csr(ca: &LocalCa, pem: &str) -> Result<SignedCert, AuthError> {
+    let expires = (now() + time::Duration::hours(1)).unix_timestamp();
+    let (_, secret) = ca
+        .with_tokens(|t| t.create("test", TokenKind::Sign, Vec::new(), expires))?
+        .map_err(|e| CaError::Internal(e.to_string()))?;
+    let ask = CsrAsk {
+        csr: Csr::parse(pem)?,
+        ttl: None,
+        usage: Some(Usage::BOTH),
+        enrol: false,
+    };
+    let secret = secret.secret_str();
+    let auth = ca.authorize_remote(Remote::Token { secret, ask }, now())?;
+    Ok(ca.sign(auth, now())?.wait()?)
+}
+
+fn renew(ca: &LocalCa, der: &[u8]) -> Result<SignedCert, AuthError> {
+    let auth = ca.authorize_remote(
+        Remote::Renewal {
+            presented: der,
+            csr_pem: None,
+        },
+        now(),
+    )?;
+    Ok(ca.sign(auth, now())?.wait()?)
 }
 
 // === labels ===
@@ -309,7 +345,7 @@ fn the_ca_core_refuses_every_bad_name_that_can_be_spelled_at_all() {
         match (stage, San::parse(&name)) {
             (Stage::Syntax, Err(e)) => assert!(e.to_string().contains(word), "{what}: {e}"),
             (Stage::Policy, Ok(san)) => {
-                let e = ca.issue(request(vec![san]), now()).expect_err(what);
+                let e = issue(&ca, request(vec![san])).expect_err(what);
                 assert!(e.to_string().contains(word), "{what}: {e}");
             }
             (stage, got) => panic!("{what}: expected a {stage:?} refusal, got {got:?}"),
@@ -317,7 +353,7 @@ fn the_ca_core_refuses_every_bad_name_that_can_be_spelled_at_all() {
     }
     for (name, wildcards) in good_names() {
         let ca = ca(dir.path(), policy(wildcards));
-        ca.issue(request(vec![San::parse(name).unwrap()]), now())
+        issue(&ca, request(vec![San::parse(name).unwrap()]))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
@@ -366,8 +402,7 @@ fn san_entry(name: &str) -> String {
 #[test]
 fn sign_csr_refuses_every_bad_name_whether_it_is_a_san_or_the_cn() {
     let dir = tempfile::tempdir().unwrap();
-    let sign =
-        |ca: &LocalCa, pem: &str| ca.sign_csr(pem, None, Usage::BOTH, None, "test".into(), now());
+    let sign = sign_csr;
     for (what, name, word, _, wildcards) in bad_names() {
         let ca = ca(dir.path(), policy(wildcards));
         let as_san = openssl_csr(dir.path(), "web.internal", Some(&san_entry(&name)));
@@ -410,18 +445,16 @@ fn a_renewal_is_checked_against_the_policy_of_today_not_of_the_first_issue() {
         for (what, name, word, stage, wildcards) in bad_names() {
             if stage == Stage::Policy {
                 let san = San::parse(&name).unwrap();
-                let cert = lax.issue(request(vec![san]), now()).expect(what);
+                let cert = issue(&lax, request(vec![san])).expect(what);
                 issued.push((what, word, wildcards, cert));
             }
         }
-        let fine = lax
-            .issue(request(vec![San::parse("web.internal").unwrap()]), now())
-            .unwrap();
+        let fine = issue(&lax, request(vec![San::parse("web.internal").unwrap()])).unwrap();
         issued.push(("a name still within policy", "", false, fine));
     }
     for (what, word, wildcards, cert) in issued {
         let strict = ca(dir.path(), policy(wildcards));
-        match strict.renew(&cert.cert_der, None, now()) {
+        match renew(&strict, &cert.cert_der) {
             Err(e) => assert!(
                 !word.is_empty() && e.to_string().contains(word),
                 "{what}: {e}"
@@ -437,11 +470,11 @@ fn a_certificate_name_that_spells_a_refused_address_is_refused_as_the_cn() {
     let ca = ca(dir.path(), policy(false));
     let mut req = request(vec![San::parse("web.internal").unwrap()]);
     req.name = CertName::parse("10.9.1.2").unwrap();
-    let e = ca.issue(req, now()).unwrap_err();
+    let e = issue(&ca, req).unwrap_err();
     assert!(e.to_string().contains("--deny-domain"), "{e}");
     let mut req = request(vec![San::parse("web.internal").unwrap()]);
     req.name = CertName::parse("10.1.2.3").unwrap();
-    ca.issue(req, now()).unwrap();
+    issue(&ca, req).unwrap();
 }
 
 // === the CLI ===

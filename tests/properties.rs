@@ -237,7 +237,7 @@ proptest! {
     ) {
         let text = std::iter::once(cn).chain(sans).collect::<Vec<_>>().join("\n");
         if let Some(pem) = fuzzing::csr_with_names(&text) {
-            fuzzing::check_csr_result(certdock::ca::local::parse_csr(&pem));
+            fuzzing::check_csr_result(certdock::ca::csr::Csr::parse(&pem));
         }
     }
 }

@@ -75,7 +75,10 @@ async fn an_agent_pinned_by_fingerprint_enrols_once_and_issues_certificates_that
         "named after its token"
     );
     let issued = remote.issue(&order("web.test")).await.expect("issue");
-    assert!(issued.key.is_some(), "the key was made by the agent");
+    assert!(
+        issued.key.secret_pem().contains("PRIVATE KEY"),
+        "the key was made by the agent"
+    );
     verify_with_openssl(d, &serve, &issued);
     assert_eq!(
         remote.bundle().await.unwrap(),
@@ -231,7 +234,7 @@ async fn many_concurrent_signs_never_reuse_a_serial_and_all_are_in_the_inventory
                         .issue(&order(&format!("s{t}-{i}.test")))
                         .await
                         .expect("issue");
-                    serials.push(issued.serial);
+                    serials.push(issued.cert.serial);
                 }
                 serials
             })
@@ -249,6 +252,9 @@ async fn many_concurrent_signs_never_reuse_a_serial_and_all_are_in_the_inventory
         let entry = inventory
             .get(serial)
             .unwrap_or_else(|| panic!("{serial} not in the inventory"));
-        assert_eq!(entry.record.requester, "agent:agent-1.test");
+        assert_eq!(
+            entry.record.requester,
+            certdock::store::requester::Requester::Agent("agent-1.test".into())
+        );
     }
 }

@@ -4,11 +4,12 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::wire::ErrorBody;
 use crate::ca::CaError;
+use crate::ca::authorize::AuthError;
 use crate::core::names::UsageError;
 use crate::core::policy::TtlError;
-use crate::store::tokens::{RedeemError, TokenError};
+use crate::core::wire::ErrorBody;
+use crate::store::tokens::TokenError;
 
 /// Why a request failed. Variants say whose fault it is: the client's credentials, the client's
 /// input, the CA's policy, or the CA itself.
@@ -20,16 +21,9 @@ pub enum ApiError {
     ClientCertificateRequired,
     #[error("the Authorization header must be `Bearer <token>`")]
     MalformedAuthorization,
+    /// Refused by `ca::authorize`: the credential does not allow what was asked.
     #[error(transparent)]
-    Token(#[from] TokenError),
-    #[error(
-        "the client certificate is not an enrolled agent's; it may only renew or revoke itself"
-    )]
-    NotAnAgent,
-    #[error("a certificate may only revoke itself; use an admin token for others")]
-    NotYourCertificate,
-    #[error("the token's name {name:?} is not a valid agent name: {reason}")]
-    BadAgentName { name: String, reason: String },
+    Auth(AuthError),
     #[error("malformed request body: {0}")]
     BadRequest(String),
     #[error("ttl: {0}")]
@@ -48,11 +42,13 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<RedeemError> for ApiError {
-    fn from(e: RedeemError) -> Self {
+/// Input and CA failures found while authorising are classified like any other.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
         match e {
-            RedeemError::Token(t) => ApiError::Token(t),
-            RedeemError::Io(io) => ApiError::Internal(format!("token store: {io}")),
+            AuthError::Ca(ca) => ApiError::Ca(ca),
+            AuthError::TokenStore(io) => ApiError::Internal(format!("token store: {io}")),
+            other => ApiError::Auth(other),
         }
     }
 }
@@ -65,15 +61,21 @@ impl ApiError {
             ApiError::MissingCredentials => (S::UNAUTHORIZED, "unauthenticated"),
             ApiError::ClientCertificateRequired => (S::UNAUTHORIZED, "client_certificate_required"),
             ApiError::MalformedAuthorization => (S::UNAUTHORIZED, "bad_authorization"),
-            ApiError::Token(t) => match t {
-                TokenError::Malformed | TokenError::Unknown => (S::UNAUTHORIZED, "invalid_token"),
-                TokenError::Used => (S::FORBIDDEN, "token_used"),
-                TokenError::Expired => (S::FORBIDDEN, "token_expired"),
-                TokenError::WrongKind { .. } => (S::FORBIDDEN, "token_wrong_kind"),
+            ApiError::Auth(a) => match a {
+                AuthError::Token(TokenError::Malformed | TokenError::Unknown) => {
+                    (S::UNAUTHORIZED, "invalid_token")
+                }
+                AuthError::Token(TokenError::Used) => (S::FORBIDDEN, "token_used"),
+                AuthError::Token(TokenError::Expired) => (S::FORBIDDEN, "token_expired"),
+                AuthError::Token(TokenError::WrongKind { .. })
+                | AuthError::NotAnAgentToken { .. } => (S::FORBIDDEN, "token_wrong_kind"),
+                AuthError::NotAnAgent => (S::FORBIDDEN, "not_an_agent"),
+                AuthError::NotYourCertificate => (S::FORBIDDEN, "not_your_certificate"),
+                AuthError::BadAgentName { .. } => (S::FORBIDDEN, "bad_agent_name"),
+                AuthError::TokenStore(_) | AuthError::Ca(_) => {
+                    (S::INTERNAL_SERVER_ERROR, "internal")
+                }
             },
-            ApiError::NotAnAgent => (S::FORBIDDEN, "not_an_agent"),
-            ApiError::NotYourCertificate => (S::FORBIDDEN, "not_your_certificate"),
-            ApiError::BadAgentName { .. } => (S::FORBIDDEN, "bad_agent_name"),
             ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
             ApiError::Ttl(TtlError::Unparsable { .. }) => (S::BAD_REQUEST, "bad_ttl"),
             ApiError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
@@ -133,8 +135,19 @@ mod tests {
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            ApiError::Token(TokenError::Used).classify(),
+            ApiError::from(AuthError::Token(TokenError::Used)).classify(),
             (StatusCode::FORBIDDEN, "token_used")
+        );
+        assert_eq!(
+            ApiError::from(AuthError::NotAnAgentToken {
+                kind: crate::store::tokens::TokenKind::Sign
+            })
+            .classify(),
+            (StatusCode::FORBIDDEN, "token_wrong_kind")
+        );
+        assert_eq!(
+            ApiError::from(AuthError::Ca(CaError::BadCsr { reason: "x".into() })).classify(),
+            (StatusCode::BAD_REQUEST, "bad_csr")
         );
         assert_eq!(
             ApiError::Ca(CaError::BadCsr { reason: "x".into() }).classify(),

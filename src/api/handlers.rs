@@ -1,6 +1,7 @@
 //! The endpoints of SPEC.md "HTTPS API": routing, authorisation, and the calls into the CA.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -19,12 +20,15 @@ use tokio::sync::watch;
 
 use super::error::{ApiError, ErrorCode};
 use super::tls::ApiCert;
-use super::wire::{CertResponse, RenewRequest, RevokeRequest, RevokeResponse, SignRequest};
-use crate::ca::local::{LocalCa, normalize_serial, parse_csr};
-use crate::core::names::{CertName, Usage};
+use crate::ca::authorize::{CsrAsk, Remote, Revoker};
+use crate::ca::csr::Csr;
+use crate::ca::issue::SignedCert;
+use crate::ca::local::{LocalCa, normalize_serial};
+use crate::core::names::Usage;
 use crate::core::policy::parse_duration;
+use crate::core::wire::{CertResponse, RenewRequest, RevokeRequest, RevokeResponse, SignRequest};
 use crate::metrics::Metrics;
-use crate::store::tokens::TokenKind;
+use crate::store::requester::Requester;
 
 /// Largest accepted request body; a CSR is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -124,6 +128,21 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(token.trim().to_string()))
 }
 
+/// What a request presents: a bearer token (which wins when both are sent), or the client
+/// certificate verified at the handshake.
+enum Credential {
+    Token(String),
+    Certificate(Arc<CertificateDer<'static>>),
+}
+
+fn credential(headers: &HeaderMap, peer: PeerCert) -> Result<Credential, ApiError> {
+    match (bearer(headers)?, peer.0) {
+        (Some(token), _) => Ok(Credential::Token(token)),
+        (None, Some(der)) => Ok(Credential::Certificate(der)),
+        (None, None) => Err(ApiError::MissingCredentials),
+    }
+}
+
 async fn health(State(st): State<AppState>) -> Result<Response, ApiError> {
     let ca = st.ca.clone();
     let status = blocking(move || Ok(ca.signer_status(OffsetDateTime::now_utc())?)).await?;
@@ -173,87 +192,72 @@ async fn metrics(State(st): State<AppState>) -> Response {
 
 /// A CSR signed on the authority of a `sign` token (names within its scope), an `agent` token
 /// (enrolment: a client certificate named after the token), or an enrolled agent's client
-/// certificate (names within the agent's scope).
+/// certificate (names within the agent's scope). `ca::authorize` decides which.
 async fn sign(
     State(st): State<AppState>,
     Extension(peer): Extension<PeerCert>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CertResponse>, ApiError> {
-    let token = bearer(&headers)?;
-    if token.is_none() && peer.0.is_none() {
-        return Err(ApiError::MissingCredentials);
-    }
+    let credential = credential(&headers, peer)?;
     let req: SignRequest = json(&body_bytes(body)?)?;
     let ttl = req.ttl.as_deref().map(parse_duration).transpose()?;
     let usage = req.usage.as_deref().map(Usage::parse).transpose()?;
-    let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
-    let Some(token) = token else {
-        // An enrolled agent's client certificate: no token store, no file lock, nothing that
-        // blocks but the fsync, which is awaited. The checks and the signature (tens of
-        // microseconds) run right here rather than paying two thread hand-offs for them.
-        let der = peer.0.ok_or(ApiError::MissingCredentials)?;
-        let now = OffsetDateTime::now_utc();
-        let csr = parse_csr(&req.csr)?;
-        ca.policy().ttls.resolve(ttl)?;
-        let agent = ca.verify_presented(&der, now)?;
-        let scope = agent.agent_scope.ok_or(ApiError::NotAnAgent)?;
-        let issued = ca
-            .sign_parsed_csr_deferred(
-                csr,
-                ttl,
-                usage.unwrap_or(Usage::BOTH),
-                Some(scope),
-                format!("agent:{}", agent.name),
-                now,
-            )?
-            .durable()
-            .await?;
-        metrics.issued("agent");
-        return Ok(Json(CertResponse::from_issued(&issued)));
+    let token = match credential {
+        Credential::Token(token) => token,
+        Credential::Certificate(der) => return sign_for_agent(&st, &der, req, ttl, usage).await,
     };
-    let issued = blocking(move || {
+    let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
+    let signed = blocking(move || {
         let now = OffsetDateTime::now_utc();
-        // Malformed input and a refused lifetime never spend a token.
-        let csr = parse_csr(&req.csr)?;
-        ca.policy().ttls.resolve(ttl)?;
-        let grant = ca.with_tokens(|t| {
-            t.redeem(
-                &token,
-                &[TokenKind::Sign, TokenKind::Agent],
-                now.unix_timestamp(),
-            )
-        })??;
-        if grant.kind == TokenKind::Agent {
-            let name = CertName::parse(&grant.name).map_err(|e| ApiError::BadAgentName {
-                name: grant.name.clone(),
-                reason: e.to_string(),
-            })?;
-            let issued = ca.enrol_agent(
-                &req.csr,
-                name,
-                ttl,
-                grant.allow,
-                format!("api:agent-token:{}", grant.id),
-                now,
-            )?;
-            metrics.issued("agent_enrolment");
-            tracing::info!(serial = %issued.serial, token = %grant.id, "agent enrolled");
-            return Ok(issued);
-        }
-        let issued = ca.sign_parsed_csr(
-            csr,
+        let ask = CsrAsk {
+            csr: Csr::parse(&req.csr)?,
             ttl,
-            usage.unwrap_or(Usage::BOTH),
-            Some(grant.allow),
-            format!("api:token:{}", grant.id),
-            now,
-        )?;
-        metrics.issued("token");
-        Ok(issued)
+            usage,
+            enrol: req.enrol,
+        };
+        let secret = token.as_str();
+        let auth = ca.authorize_remote(Remote::Token { secret, ask }, now)?;
+        let requester = auth.requester().clone();
+        let signed = ca.sign(auth, now)?.wait()?;
+        if let Requester::AgentToken(id) = requester {
+            metrics.issued("agent_enrolment");
+            tracing::info!(serial = %signed.serial, token = %id, "agent enrolled");
+        } else {
+            metrics.issued("token");
+        }
+        Ok(signed)
     })
     .await?;
-    Ok(Json(CertResponse::from_issued(&issued)))
+    Ok(Json(cert_response(&signed)))
+}
+
+/// The agent path of [`sign`]: no token store, no file lock (see [`sign_presented`]).
+async fn sign_for_agent(
+    st: &AppState,
+    presented: &[u8],
+    req: SignRequest,
+    ttl: Option<Duration>,
+    usage: Option<Usage>,
+) -> Result<Json<CertResponse>, ApiError> {
+    let ask = CsrAsk {
+        csr: Csr::parse(&req.csr)?,
+        ttl,
+        usage,
+        enrol: req.enrol,
+    };
+    let signed = sign_presented(st, Remote::Agent { presented, ask }).await?;
+    st.metrics.issued("agent");
+    Ok(Json(cert_response(&signed)))
+}
+
+/// authorize → sign for a caller with a client certificate: nothing blocks but the fsync,
+/// which is awaited. The checks and the signature (tens of microseconds) run right here rather
+/// than paying two thread hand-offs for them.
+async fn sign_presented(st: &AppState, req: Remote<'_>) -> Result<SignedCert, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let auth = st.ca.authorize_remote(req, now)?;
+    Ok(st.ca.sign(auth, now)?.durable().await?)
 }
 
 /// Same identity, new serial; only on the authority of the certificate on this connection.
@@ -270,14 +274,13 @@ async fn renew(
     } else {
         json(&bytes)?
     };
-    // Checks and signature inline, the fsync awaited (see `sign`).
-    let issued = st
-        .ca
-        .renew_deferred(&der, req.csr.as_deref(), OffsetDateTime::now_utc())?
-        .durable()
-        .await?;
+    let renewal = Remote::Renewal {
+        presented: &der,
+        csr_pem: req.csr.as_deref(),
+    };
+    let signed = sign_presented(&st, renewal).await?;
     st.metrics.renewed("mtls");
-    Ok(Json(CertResponse::from_issued(&issued)))
+    Ok(Json(cert_response(&signed)))
 }
 
 /// Revokes a serial on the authority of an `admin` token, or of the very certificate being
@@ -288,32 +291,18 @@ async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let token = bearer(&headers)?;
-    if token.is_none() && peer.0.is_none() {
-        return Err(ApiError::MissingCredentials);
-    }
+    let credential = credential(&headers, peer)?;
     let req: RevokeRequest = json(&body_bytes(body)?)?;
     let serial = normalize_serial(&req.serial)
         .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?;
     let ca = st.ca.clone();
     let serial = blocking(move || {
         let now = OffsetDateTime::now_utc();
-        match (token, peer.0) {
-            (Some(token), _) => {
-                let grant = ca.with_tokens(|t| {
-                    t.redeem(&token, &[TokenKind::Admin], now.unix_timestamp())
-                })??;
-                tracing::info!(%serial, token = %grant.id, "revoking with an admin token");
-            }
-            (None, Some(der)) => {
-                let own = ca.verify_presented(&der, now)?;
-                if own.serial != serial {
-                    return Err(ApiError::NotYourCertificate);
-                }
-                tracing::info!(%serial, "revoking by the certificate itself");
-            }
-            (None, None) => return Err(ApiError::MissingCredentials),
-        }
+        let who = match &credential {
+            Credential::Token(token) => Revoker::AdminToken(token),
+            Credential::Certificate(der) => Revoker::Itself(der),
+        };
+        ca.authorize_revoke(who, &serial, now)?;
         ca.revoke(&serial, now)?;
         Ok(serial)
     })
@@ -322,4 +311,19 @@ async fn revoke(
         serial,
         revoked: true,
     }))
+}
+
+/// The answer of sign and renew: PEM strings, the serial in hex and not-after in RFC 3339.
+fn cert_response(signed: &SignedCert) -> CertResponse {
+    CertResponse {
+        certificate: signed.cert_pem.clone(),
+        chain: signed.chain_pem.clone(),
+        fullchain: signed.fullchain_pem(),
+        ca: signed.ca_pem.clone(),
+        serial: signed.serial.clone(),
+        not_after: signed
+            .not_after
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| signed.not_after.to_string()),
+    }
 }

@@ -18,9 +18,21 @@ use tower::ServiceExt;
 
 use super::handlers::{AppState, PeerCert, router};
 use super::tls::{TlsError, TlsHandles, TlsState};
+use crate::ca::keys::KeyType;
 use crate::ca::local::LocalCa;
-use crate::cli::settings::Settings;
+use crate::core::names::San;
 use crate::metrics::Metrics;
+
+/// What the API needs to know, built by the command line from its settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `--listen`.
+    pub listen: SocketAddr,
+    /// `--api-name`: the names of the API's own certificate.
+    pub names: Vec<San>,
+    /// The key type of the API's own certificate.
+    pub key_type: KeyType,
+}
 
 /// A client that has not finished its handshake by then is dropped (slowloris, port scanners).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,25 +64,25 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Issues the API certificate for `settings.api_names` and binds `settings.listen`.
+    /// Issues the API certificate for `config.names` and binds `config.listen`.
     ///
     /// # Errors
-    /// When the CA refuses the API names (e.g. outside `--allow-domain`) or the address is taken.
+    /// When the CA refuses the API names (e.g. a wildcard) or the address is taken.
     pub async fn bind(
         ca: Arc<LocalCa>,
-        settings: &Settings,
+        config: &ApiConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServeError> {
-        let (state, tls) = TlsState::start(ca.clone(), settings, metrics.clone()).await?;
+        let (state, tls) = TlsState::start(ca.clone(), config, metrics.clone()).await?;
         let listener =
-            TcpListener::bind(settings.listen)
+            TcpListener::bind(config.listen)
                 .await
                 .map_err(|source| ServeError::Bind {
-                    addr: settings.listen,
+                    addr: config.listen,
                     source,
                 })?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: settings.listen,
+            addr: config.listen,
             source,
         })?;
         let router = router(AppState {
@@ -177,11 +189,11 @@ async fn connection(
 /// When the API certificate cannot be issued or the listen address cannot be bound.
 pub async fn run_api(
     ca: Arc<LocalCa>,
-    settings: &Settings,
+    config: &ApiConfig,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    ApiServer::bind(ca, settings, metrics)
+    ApiServer::bind(ca, config, metrics)
         .await?
         .serve(shutdown)
         .await;

@@ -10,14 +10,15 @@ use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::server::ApiConfig;
 use crate::ca::CaError;
-use crate::ca::issue::{Issued, LeafKey};
+use crate::ca::authorize::{Local, Order};
+use crate::ca::issue::Issued;
 use crate::ca::keys::KeyType;
-use crate::ca::local::{IssueRequest, LocalCa};
+use crate::ca::local::LocalCa;
 use crate::ca::pem::certs_from_pem;
-use crate::cli::settings::Settings;
 use crate::core::names::{CertName, San, Usage};
-use crate::core::renew::{renew_at, retry_after};
+use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
 use crate::metrics::Metrics;
 use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 
@@ -92,7 +93,7 @@ impl TlsState {
     /// Issues the first API certificate and builds the first server config.
     pub async fn start(
         ca: Arc<LocalCa>,
-        settings: &Settings,
+        api: &ApiConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, TlsHandles), TlsError> {
         let (cert_tx, cert_rx) = watch::channel(None);
@@ -103,8 +104,8 @@ impl TlsState {
         let state = Self {
             ca,
             metrics,
-            names: settings.api_names.clone(),
-            key_type: settings.key_type,
+            names: api.names.clone(),
+            key_type: api.key_type,
             cert_tx,
             config_tx,
             resolver,
@@ -135,21 +136,22 @@ impl TlsState {
             .find_map(|n| CertName::parse(&n.to_string()).ok())
             .map_or_else(|| CertName::parse("certdock-api"), Ok)
             .map_err(|e| TlsError::Name(e.to_string()))?;
-        let req = IssueRequest {
+        let order = Order {
             name,
             sans: self.names.clone(),
             usage: Usage::SERVER,
             ttl: None,
-            key: LeafKey::Generate(self.key_type),
-            requester: "api".into(),
-            scope: None,
+            key_type: self.key_type,
         };
         let ca = self.ca.clone();
-        let issued =
-            tokio::task::spawn_blocking(move || ca.issue_for_api(req, OffsetDateTime::now_utc()))
-                .await
-                .map_err(|e| TlsError::Issue(CaError::Internal(format!("signing task: {e}"))))?
-                .map_err(TlsError::Issue)?;
+        let issued = tokio::task::spawn_blocking(move || {
+            let now = OffsetDateTime::now_utc();
+            ca.sign(ca.authorize_local(Local::ApiCertificate, order)?, now)?
+                .wait()
+        })
+        .await
+        .map_err(|e| TlsError::Issue(CaError::Internal(format!("signing task: {e}"))))?
+        .map_err(TlsError::Issue)?;
         api_cert(&issued)
     }
 
@@ -197,7 +199,11 @@ impl TlsState {
 
     fn renewal_due(&self) -> SystemTime {
         match self.cert_tx.borrow().as_ref() {
-            Some(c) => renew_at(c.not_before.into(), c.not_after.into(), rand::random()),
+            Some(c) => renew_issued_at(
+                c.not_before.into(),
+                c.not_after.into(),
+                jitter_from_serial(&c.serial),
+            ),
             None => SystemTime::now(),
         }
     }
@@ -224,15 +230,14 @@ impl TlsState {
 }
 
 fn api_cert(issued: &Issued) -> Result<ApiCert, TlsError> {
-    let key = issued
-        .key
-        .as_ref()
-        .ok_or_else(|| TlsError::Issue(CaError::Internal("generated key missing".into())))?;
     // Leaf, then the intermediate: clients usually trust only the root.
     let mut chain = vec![issued.cert_der.clone()];
     chain.extend(certs_from_pem("API chain", &issued.chain_pem).map_err(TlsError::Issue)?);
-    let certified =
-        CertifiedKey::from_der(chain, private_key_from_pem(key.secret_pem())?, &provider())?;
+    let certified = CertifiedKey::from_der(
+        chain,
+        private_key_from_pem(issued.key.secret_pem())?,
+        &provider(),
+    )?;
     Ok(ApiCert {
         key: Arc::new(certified),
         serial: issued.serial.clone(),
@@ -266,30 +271,32 @@ fn server_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::local::OpenMode;
-    use crate::cli::settings::{RawSettings, StringOrList};
+    use crate::ca::facts::CertFacts;
+    use crate::ca::local::{OpenMode, Policy};
     use rustls::ClientConfig;
     use rustls_pki_types::ServerName;
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-    fn setup() -> (tempfile::TempDir, Arc<LocalCa>, Settings) {
+    fn setup() -> (tempfile::TempDir, Arc<LocalCa>, ApiConfig) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::resolve(RawSettings {
-            state_dir: Some(dir.path().to_path_buf()),
-            api_name: Some(StringOrList::One("ca.test,127.0.0.1".into())),
-            ..Default::default()
-        })
-        .unwrap();
+        let config = ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            names: vec![
+                San::parse("ca.test").unwrap(),
+                San::parse("127.0.0.1").unwrap(),
+            ],
+            key_type: KeyType::EcdsaP256,
+        };
         let ca = LocalCa::open(
-            &settings.state_dir,
-            settings.policy(),
-            settings.lifetimes(),
-            OpenMode::CreateIfMissing(settings.key_type),
+            dir.path(),
+            Policy::default(),
+            Default::default(),
+            OpenMode::CreateIfMissing(config.key_type),
             OffsetDateTime::now_utc(),
         )
         .unwrap();
-        (dir, Arc::new(ca), settings)
+        (dir, Arc::new(ca), config)
     }
 
     /// The serial of the certificate a TLS client sees, with or without SNI.
@@ -310,8 +317,7 @@ mod tests {
         let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         drop(tls);
         let _ = server.await;
-        let parsed = crate::ca::pem::parse_cert("served", &der).unwrap();
-        hex::encode(parsed.raw_serial())
+        CertFacts::from_der("served", &der).unwrap().serial
     }
 
     #[tokio::test]

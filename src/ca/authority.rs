@@ -15,9 +15,10 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+use super::CaError;
+use super::issue::random_serial;
 use super::keys::{KeyType, SecretPem};
 use super::pem::{cert_to_pem, certs_from_pem, fingerprint, parse_cert};
-use super::{CaError, random_serial};
 use crate::store::atomic::{Mode, create_dir, sync_dir, write_atomic};
 use crate::store::lock::StateLock;
 

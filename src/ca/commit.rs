@@ -205,19 +205,10 @@ fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::names::{San, Usage};
+    use crate::store::requester::Requester;
 
     fn rec(serial: &str) -> IssuedRecord {
-        IssuedRecord {
-            serial: serial.into(),
-            name: "web".into(),
-            sans: vec![San::parse("web").unwrap()],
-            usage: Usage::SERVER,
-            not_before: 0,
-            not_after: 100,
-            requester: "test".into(),
-            agent_scope: None,
-        }
+        IssuedRecord::sample(serial, Requester::Other("test".into()))
     }
 
     #[test]

@@ -4,40 +4,32 @@ use std::time::Duration;
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SanType, SubjectPublicKeyInfo,
+    PublicKeyData, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+use super::CaError;
 use super::authority::Authority;
 use super::keys::{KeyType, SecretPem};
 use super::pem::cert_to_pem;
-use super::{CaError, random_serial};
 use crate::core::names::{San, Usage};
 
 /// How long before "now" a certificate starts, so peers with a slightly slow clock accept it.
-pub const BACKDATE: Duration = Duration::from_secs(60);
+/// Defined with the renewal maths, which must correct for it.
+pub use crate::core::renew::BACKDATE;
 
-/// Where the leaf's key comes from.
-pub enum LeafKey {
-    /// certdock makes the key (controller, `certdock issue`): the caller gets it back.
-    Generate(KeyType),
-    /// The requester holds the key (a CSR): only its public half is known here.
-    Public(SubjectPublicKeyInfo),
-}
-
-/// A fully checked request: names already passed policy, ttl already bounded.
+/// What a leaf certifies: names already passed policy, ttl already bounded.
 pub struct LeafRequest<'a> {
     pub common_name: &'a str,
     pub sans: &'a [San],
     pub usage: Usage,
     pub ttl: Duration,
-    pub key: LeafKey,
 }
 
-/// A signed leaf with everything needed to deliver it.
+/// A signed leaf for a key someone else holds (a CSR, a renewal): everything but the key.
 #[derive(Debug, Clone)]
-pub struct Issued {
+pub struct SignedCert {
     pub serial: String,
     pub cert_der: CertificateDer<'static>,
     pub cert_pem: String,
@@ -45,15 +37,40 @@ pub struct Issued {
     pub chain_pem: String,
     /// Every CA certificate to trust (root and intermediates).
     pub ca_pem: String,
-    /// Present when certdock generated the key.
-    pub key: Option<SecretPem>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
 
-impl Issued {
+impl SignedCert {
     pub fn fullchain_pem(&self) -> String {
         format!("{}{}", self.cert_pem, self.chain_pem)
+    }
+}
+
+impl AsRef<SignedCert> for SignedCert {
+    fn as_ref(&self) -> &SignedCert {
+        self
+    }
+}
+
+/// A signed leaf with the key certdock generated for it: everything needed to deliver it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert: SignedCert,
+    pub key: SecretPem,
+}
+
+/// An issued certificate is a signed one plus its key: its certificate fields read through.
+impl std::ops::Deref for Issued {
+    type Target = SignedCert;
+    fn deref(&self) -> &SignedCert {
+        &self.cert
+    }
+}
+
+impl AsRef<SignedCert> for Issued {
+    fn as_ref(&self) -> &SignedCert {
+        &self.cert
     }
 }
 
@@ -68,12 +85,52 @@ fn san_type(san: &San) -> Result<SanType, CaError> {
     })
 }
 
-/// Signs a leaf with the authority's current intermediate.
+/// Signs a leaf for `key` (the requester's public key) with the current intermediate.
 pub fn sign_leaf(
     ca: &Authority,
     req: LeafRequest<'_>,
+    key: &impl PublicKeyData,
+    now: OffsetDateTime,
+) -> Result<SignedCert, CaError> {
+    let p = leaf_params(ca, &req, now)?;
+    let cert = p.signed_by(key, ca.issuer()).map_err(CaError::Sign)?;
+    let serial = p
+        .serial_number
+        .as_ref()
+        .map(|s| hex::encode(s.to_bytes()))
+        .unwrap_or_default();
+    Ok(SignedCert {
+        serial,
+        cert_pem: cert_to_pem(cert.der()),
+        cert_der: cert.der().clone(),
+        chain_pem: ca.current().pem.clone(),
+        ca_pem: ca.bundle_pem(),
+        not_before: p.not_before,
+        not_after: p.not_after,
+    })
+}
+
+/// Generates a key of `key_type` and signs a leaf for it.
+pub fn issue_leaf(
+    ca: &Authority,
+    req: LeafRequest<'_>,
+    key_type: KeyType,
     now: OffsetDateTime,
 ) -> Result<Issued, CaError> {
+    let key = key_type.generate_leaf().map_err(CaError::Sign)?;
+    let cert = sign_leaf(ca, req, &key, now)?;
+    Ok(Issued {
+        cert,
+        key: key.secret_pem(),
+    })
+}
+
+/// The one place where a leaf's fields are decided.
+fn leaf_params(
+    ca: &Authority,
+    req: &LeafRequest<'_>,
+    now: OffsetDateTime,
+) -> Result<CertificateParams, CaError> {
     // Certificates carry whole seconds; so do the times we report.
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let mut p = CertificateParams::default();
@@ -97,31 +154,13 @@ pub fn sign_leaf(
     // A leaf never outlives the intermediate that vouches for it.
     p.not_after = std::cmp::min(now + req.ttl, ca.current().not_after);
     p.serial_number = Some(random_serial());
+    Ok(p)
+}
 
-    let (cert, key) = match req.key {
-        LeafKey::Generate(kt) => {
-            let key = kt.generate_leaf().map_err(CaError::Sign)?;
-            let cert = p.signed_by(&key, ca.issuer()).map_err(CaError::Sign)?;
-            (cert, Some(key.secret_pem()))
-        }
-        LeafKey::Public(spki) => {
-            let cert = p.signed_by(&spki, ca.issuer()).map_err(CaError::Sign)?;
-            (cert, None)
-        }
-    };
-    let serial = p
-        .serial_number
-        .as_ref()
-        .map(|s| hex::encode(s.to_bytes()))
-        .unwrap_or_default();
-    Ok(Issued {
-        serial,
-        cert_pem: cert_to_pem(cert.der()),
-        cert_der: cert.der().clone(),
-        chain_pem: ca.current().pem.clone(),
-        ca_pem: ca.bundle_pem(),
-        key,
-        not_before: p.not_before,
-        not_after: p.not_after,
-    })
+/// A random, positive 128-bit serial (RFC 5280 §4.1.2.2: positive, at most 20 octets). The
+/// first octet is kept in 0x01..=0x7f so every serial has the same 16-octet encoding.
+pub fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f).max(1);
+    SerialNumber::from_slice(&bytes)
 }

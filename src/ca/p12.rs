@@ -10,16 +10,13 @@ use super::pem::certs_from_pem;
 
 /// A password-protected PKCS#12 holding the key, the leaf and its chain.
 pub fn build_p12(issued: &Issued, friendly_name: &str, password: &str) -> Result<Vec<u8>, CaError> {
-    let key_pem = issued
-        .key
-        .as_ref()
-        .ok_or_else(|| CaError::Internal("a PKCS#12 needs the private key".into()))?;
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem.secret_pem().as_bytes()).map_err(|e| {
-        CaError::BadKey {
-            what: "generated key".into(),
-            reason: e.to_string(),
-        }
-    })?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(issued.key.secret_pem().as_bytes()).map_err(|e| {
+            CaError::BadKey {
+                what: "generated key".into(),
+                reason: e.to_string(),
+            }
+        })?;
     let key = PrivateKey::from_der(key_der.secret_der()).map_err(|e| CaError::BadKey {
         what: "generated key".into(),
         reason: e.to_string(),

@@ -19,9 +19,9 @@ use time::OffsetDateTime;
 
 use super::issue::Issued;
 use super::source::{CertSource, LeafOrder, SourceError};
-use crate::api::wire::{CertResponse, RenewRequest, SignRequest};
 use crate::core::policy::fmt_duration;
-use crate::core::renew::{renew_at, retry_after};
+use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
+use crate::core::wire::{CertResponse, RenewRequest, SignRequest};
 use crate::store::atomic::Mode;
 use bootstrap::{enrol, parse_url, pinned_trust};
 use csr::{issued_from, key_and_csr};
@@ -318,6 +318,7 @@ impl RemoteSource {
                 csr,
                 ttl: Some(fmt_duration(order.ttl)),
                 usage: Some(order.usage.to_string()),
+                enrol: false,
             }))
             .await?;
         issued_from(&resp, key)
@@ -345,10 +346,10 @@ impl CertSource for RemoteSource {
 impl Live {
     fn new(trust: TrustedBundle, identity: Identity) -> Result<Self, RemoteError> {
         let client = http::verified_client(&trust, Some(&identity))?;
-        let renew_at = renew_at(
+        let renew_at = renew_issued_at(
             identity.not_before.into(),
             identity.not_after.into(),
-            rand::random(),
+            jitter_from_serial(&identity.serial),
         );
         Ok(Self {
             trust,

@@ -10,9 +10,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::CaError;
-use super::issue::{Issued, LeafKey};
+use super::authorize::{Local, Order};
+use super::issue::Issued;
 use super::keys::KeyType;
-use super::local::{IssueRequest, LocalCa};
+use super::local::LocalCa;
 use crate::core::names::{CertName, San, Usage};
 
 /// What the controller wants signed. The key is always made where the certificate is used.
@@ -22,7 +23,7 @@ pub struct LeafOrder {
     pub sans: Vec<San>,
     pub usage: Usage,
     pub ttl: Duration,
-    /// certdock's own identity (Traefik's client certificate): exempt from the allow list like
+    /// certdock's own identity (Traefik's client certificate): exempt from allow/deny like
     /// the API certificate, since the user never asked for its name.
     pub internal: bool,
 }
@@ -65,35 +66,32 @@ pub trait CertSource: Send + Sync + 'static {
     fn bundle(&self) -> impl Future<Output = Result<String, SourceError>> + Send;
 }
 
-/// The CA in this process.
+/// The CA in this process, asked by the controller.
 #[derive(Debug, Clone)]
 pub struct LocalSource {
     pub ca: Arc<LocalCa>,
     pub key_type: KeyType,
-    /// Recorded as the requester in the inventory.
-    pub requester: &'static str,
 }
 
 impl CertSource for LocalSource {
     async fn issue(&self, order: &LeafOrder) -> Result<Issued, SourceError> {
         let ca = self.ca.clone();
-        let req = IssueRequest {
+        let who = if order.internal {
+            Local::ProxyClient
+        } else {
+            Local::Controller
+        };
+        let order = Order {
             name: order.name.clone(),
             sans: order.sans.clone(),
             usage: order.usage,
             ttl: Some(order.ttl),
-            key: LeafKey::Generate(self.key_type),
-            requester: self.requester.to_string(),
-            scope: None,
+            key_type: self.key_type,
         };
-        let internal = order.internal;
         // Key generation, signing and the fsync are blocking work.
         tokio::task::spawn_blocking(move || {
-            if internal {
-                ca.issue_for_api(req, OffsetDateTime::now_utc())
-            } else {
-                ca.issue(req, OffsetDateTime::now_utc())
-            }
+            let now = OffsetDateTime::now_utc();
+            ca.sign(ca.authorize_local(who, order)?, now)?.wait()
         })
         .await
         .map_err(|e| SourceError::Unavailable(format!("signing task: {e}")))?

@@ -6,13 +6,18 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
 
+use super::CaError;
 use super::authority::{Authority, CaLifetimes};
-use super::issue::{LeafKey, LeafRequest, sign_leaf};
+use super::authorize::{AuthError, CsrAsk, Local, Order, Remote};
+use super::csr::Csr;
+use super::facts::CertFacts;
+use super::issue::{Issued, LeafRequest, SignedCert, issue_leaf};
 use super::keys::KeyType;
-use super::local::{IssueRequest, LocalCa, OpenMode, Policy};
+use super::local::{LocalCa, OpenMode, Policy};
 use super::pem::certs_from_pem;
 use crate::core::names::{CertName, San, Usage};
 use crate::core::policy::{NamePolicy, NameRule};
+use crate::store::tokens::TokenKind;
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -40,20 +45,25 @@ fn verify(
     .map(|_| ())
 }
 
-fn leaf(ca: &Authority, usage: Usage, kt: KeyType) -> super::issue::Issued {
+/// A new P-256 CA with default lifetimes in `dir`.
+fn fresh_authority(dir: &std::path::Path) -> Authority {
+    Authority::create(dir, KeyType::EcdsaP256, CaLifetimes::default(), None, now()).unwrap()
+}
+
+fn leaf(ca: &Authority, usage: Usage, kt: KeyType) -> Issued {
     let sans = vec![
         San::parse("web.internal").unwrap(),
         San::parse("10.1.2.3").unwrap(),
     ];
-    sign_leaf(
+    issue_leaf(
         ca,
         LeafRequest {
             common_name: "web.internal",
             sans: &sans,
             usage,
             ttl: Duration::from_secs(3600),
-            key: LeafKey::Generate(kt),
         },
+        kt,
         now(),
     )
     .unwrap()
@@ -109,14 +119,7 @@ fn a_leaf_chains_to_the_root_through_the_intermediate_for_its_usage_only() {
 #[test]
 fn a_reloaded_ca_signs_with_the_same_root() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::create(
-        dir.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let ca = fresh_authority(dir.path());
     let fp = ca.root_fingerprint();
     drop(ca);
     let ca = Authority::load(dir.path(), CaLifetimes::default(), now()).unwrap();
@@ -177,14 +180,7 @@ fn the_intermediate_is_renewed_after_two_thirds_and_both_stay_trusted() {
 fn an_imported_root_signs_the_intermediate() {
     let dir = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
-    let src = Authority::create(
-        other.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let src = fresh_authority(other.path());
     let key = super::keys::SecretPem::new(
         std::fs::read_to_string(other.path().join("ca/root.key")).unwrap(),
     );
@@ -214,20 +210,13 @@ fn an_imported_root_signs_the_intermediate() {
 #[test]
 fn serials_are_random_positive_and_128_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::create(
-        dir.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let ca = fresh_authority(dir.path());
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         let l = leaf(&ca, Usage::SERVER, KeyType::EcdsaP256);
         assert_eq!(l.serial.len(), 32);
         assert!(u8::from_str_radix(&l.serial[..2], 16).unwrap() < 0x80);
-        assert!(seen.insert(l.serial));
+        assert!(seen.insert(l.cert.serial));
     }
 }
 
@@ -244,16 +233,57 @@ fn local(policy: Policy) -> (tempfile::TempDir, LocalCa) {
     (dir, ca)
 }
 
-fn req(name: &str, sans: &[&str]) -> IssueRequest {
-    IssueRequest {
+fn order(name: &str, sans: &[&str]) -> Order {
+    Order {
         name: CertName::parse(name).unwrap(),
         sans: sans.iter().map(|s| San::parse(s).unwrap()).collect(),
         usage: Usage::BOTH,
         ttl: None,
-        key: LeafKey::Generate(KeyType::EcdsaP256),
-        requester: "test".into(),
-        scope: None,
+        key_type: KeyType::EcdsaP256,
     }
+}
+
+/// authorize → sign → wait, for a local caller.
+fn issue(ca: &LocalCa, who: Local, order: Order) -> Result<Issued, CaError> {
+    ca.sign(ca.authorize_local(who, order)?, now())?.wait()
+}
+
+fn renew(ca: &LocalCa, der: &[u8]) -> Result<SignedCert, AuthError> {
+    let auth = ca.authorize_remote(
+        Remote::Renewal {
+            presented: der,
+            csr_pem: None,
+        },
+        now(),
+    )?;
+    Ok(ca.sign(auth, now())?.wait()?)
+}
+
+/// A token of `kind` for `name` within `scope`, as `certdock token create` makes it.
+fn token(ca: &LocalCa, name: &str, kind: TokenKind, scope: &str) -> String {
+    let allow = NameRule::parse_list(scope).unwrap();
+    let expires = (now() + time::Duration::hours(1)).unix_timestamp();
+    let (_, secret) = ca
+        .with_tokens(|t| t.create(name, kind, allow, expires))
+        .unwrap()
+        .unwrap();
+    secret.secret_str().to_string()
+}
+
+fn with_token(
+    ca: &LocalCa,
+    secret: &str,
+    csr_pem: &str,
+    enrol: bool,
+) -> Result<SignedCert, AuthError> {
+    let ask = CsrAsk {
+        csr: Csr::parse(csr_pem)?,
+        ttl: None,
+        usage: None,
+        enrol,
+    };
+    let auth = ca.authorize_remote(Remote::Token { secret, ask }, now())?;
+    Ok(ca.sign(auth, now())?.wait()?)
 }
 
 #[test]
@@ -266,36 +296,61 @@ fn every_issuance_passes_the_name_policy_and_is_recorded() {
         },
         ..Default::default()
     });
-    let ok = ca.issue(req("web", &["web.internal"]), now()).unwrap();
+    let ok = issue(&ca, Local::Operator, order("web", &["web.internal"])).unwrap();
     assert!(
-        ca.issue(req("web", &["web.example.com"]), now())
+        issue(&ca, Local::Controller, order("web", &["web.example.com"]))
             .unwrap_err()
             .to_string()
             .contains("--allow-domain internal")
     );
     assert!(
-        ca.issue(req("ca", &["ca.internal"]), now()).is_err(),
+        issue(&ca, Local::Operator, order("ca", &["ca.internal"])).is_err(),
         "API names are reserved"
     );
-    assert!(ca.issue_for_api(req("ca", &["ca.internal"]), now()).is_ok());
-    let mut scoped = req("x", &["x.other.internal"]);
-    scoped.scope = Some(NameRule::parse_list("team.internal").unwrap());
+    assert!(issue(&ca, Local::ApiCertificate, order("ca", &["ca.internal"])).is_ok());
+    let scoped = token(&ca, "x", TokenKind::Sign, "team.internal");
     assert!(
-        ca.issue(scoped, now()).is_err(),
+        with_token(&ca, &scoped, &csr_pem("x.other.internal"), false).is_err(),
         "a token scope narrows the policy"
     );
     let inv = crate::store::inventory::Inventory::open(dir.path()).unwrap();
     assert_eq!(inv.len(), 2);
     assert!(inv.get(&ok.serial).is_some());
+    assert_eq!(
+        inv.get(&ok.serial).unwrap().record.requester,
+        crate::store::requester::Requester::Cli
+    );
+}
+
+#[test]
+fn the_api_certificate_is_exempt_from_allow_and_deny_but_labels_and_tokens_are_not() {
+    let (_dir, ca) = local(Policy {
+        names: NamePolicy {
+            allow: NameRule::parse_list("internal").unwrap(),
+            deny: NameRule::parse_list("10.0.0.0/8").unwrap(),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let api = issue(&ca, Local::ApiCertificate, order("vm", &["vm", "10.0.0.5"])).unwrap();
+    assert_eq!(
+        CertFacts::from_der("api", &api.cert_der).unwrap().sans,
+        vec![San::parse("vm").unwrap(), San::parse("10.0.0.5").unwrap()]
+    );
+    assert!(issue(&ca, Local::Controller, order("vm", &["vm"])).is_err());
+    assert!(issue(&ca, Local::Operator, order("vm", &["vm"])).is_err());
+    let any = token(&ca, "t", TokenKind::Sign, "");
+    assert!(matches!(
+        with_token(&ca, &any, &csr_pem("vm"), false),
+        Err(AuthError::Ca(CaError::Policy(_)))
+    ));
 }
 
 #[test]
 fn renewal_keeps_the_identity_and_refuses_revoked_or_foreign_certificates() {
     let (_dir, ca) = local(Policy::default());
-    let first = ca
-        .issue(req("api", &["api", "api.internal"]), now())
-        .unwrap();
-    let renewed = ca.renew(&first.cert_der, None, now()).unwrap();
+    let first = issue(&ca, Local::Operator, order("api", &["api", "api.internal"])).unwrap();
+    let renewed = renew(&ca, &first.cert_der).unwrap();
     assert_ne!(renewed.serial, first.serial);
     let p1 = super::pem::parse_cert("a", &first.cert_der).unwrap();
     let p2 = super::pem::parse_cert("b", &renewed.cert_der).unwrap();
@@ -305,14 +360,14 @@ fn renewal_keeps_the_identity_and_refuses_revoked_or_foreign_certificates() {
     );
     ca.revoke(&renewed.serial, now()).unwrap();
     assert!(matches!(
-        ca.renew(&renewed.cert_der, None, now()),
-        Err(super::CaError::Revoked { .. })
+        renew(&ca, &renewed.cert_der),
+        Err(AuthError::Ca(CaError::Revoked { .. }))
     ));
     let (_d2, other) = local(Policy::default());
-    let foreign = other.issue(req("api", &["api"]), now()).unwrap();
+    let foreign = issue(&other, Local::Operator, order("api", &["api"])).unwrap();
     assert!(matches!(
-        ca.renew(&foreign.cert_der, None, now()),
-        Err(super::CaError::UnknownCertificate { .. })
+        renew(&ca, &foreign.cert_der),
+        Err(AuthError::Ca(CaError::UnknownCertificate { .. }))
     ));
     let crl = ca.crl(now()).unwrap();
     let (_, parsed) = x509_parser::parse_x509_crl(&crl).unwrap();
@@ -333,9 +388,11 @@ fn concurrent_issuance_never_reuses_a_serial_or_loses_a_record() {
             std::thread::spawn(move || {
                 (0..25)
                     .map(|i| {
-                        ca.issue(req(&format!("s{t}-{i}"), &[&format!("s{t}-{i}")]), now())
+                        let name = format!("s{t}-{i}");
+                        issue(&ca, Local::Controller, order(&name, &[&name]))
                             .unwrap()
                             .serial
+                            .clone()
                     })
                     .collect::<Vec<_>>()
             })
@@ -368,31 +425,54 @@ fn csr_pem(cn: &str) -> String {
 fn an_enrolled_agent_is_a_client_named_by_the_ca_and_keeps_its_scope_on_renewal() {
     let (_dir, ca) = local(Policy::default());
     let scope = NameRule::parse_list("team.internal").unwrap();
-    let enrolled = ca
-        .enrol_agent(
-            &csr_pem("whatever-the-host-says"),
-            CertName::parse("agent-1.internal").unwrap(),
-            None,
-            scope.clone(),
-            "test".into(),
-            now(),
-        )
-        .unwrap();
+    let secret = token(&ca, "agent-1.internal", TokenKind::Agent, "team.internal");
+    let enrolled = with_token(&ca, &secret, &csr_pem("whatever-the-host-says"), true).unwrap();
     let rec = ca.verify_presented(&enrolled.cert_der, now()).unwrap();
     assert_eq!(rec.name, "agent-1.internal");
     assert_eq!(rec.sans, vec![San::parse("agent-1.internal").unwrap()]);
     assert_eq!(rec.usage, Usage::CLIENT);
     assert_eq!(rec.agent_scope, Some(scope.clone()));
-    let renewed = ca.renew(&enrolled.cert_der, None, now()).unwrap();
+    let renewed = renew(&ca, &enrolled.cert_der).unwrap();
     let rec = ca.verify_presented(&renewed.cert_der, now()).unwrap();
     assert_eq!(rec.agent_scope, Some(scope));
-    let plain = ca.issue(req("web", &["web"]), now()).unwrap();
+    let plain = issue(&ca, Local::Operator, order("web", &["web"])).unwrap();
     assert_eq!(
         ca.verify_presented(&plain.cert_der, now())
             .unwrap()
             .agent_scope,
         None
     );
+}
+
+#[test]
+fn an_enrolment_with_a_sign_token_is_refused_before_the_token_is_spent() {
+    let (_dir, ca) = local(Policy::default());
+    let secret = token(&ca, "host2", TokenKind::Sign, "");
+    let refused = with_token(&ca, &secret, &csr_pem("certdock-agent"), true).unwrap_err();
+    assert!(matches!(
+        refused,
+        AuthError::NotAnAgentToken {
+            kind: TokenKind::Sign
+        }
+    ));
+    assert!(
+        refused
+            .to_string()
+            .contains("certdock token create --kind agent"),
+        "{refused}"
+    );
+    // Not spent: the same token still signs what a sign token may.
+    assert!(with_token(&ca, &secret, &csr_pem("host2"), false).is_ok());
+}
+
+#[test]
+fn an_older_agent_that_does_not_say_it_enrols_still_enrols_with_an_agent_token() {
+    let (_dir, ca) = local(Policy::default());
+    let secret = token(&ca, "agent-2.internal", TokenKind::Agent, "");
+    let enrolled = with_token(&ca, &secret, &csr_pem("certdock-agent"), false).unwrap();
+    let rec = ca.verify_presented(&enrolled.cert_der, now()).unwrap();
+    assert_eq!(rec.name, "agent-2.internal");
+    assert_eq!(rec.agent_scope, Some(Vec::new()));
 }
 
 #[test]

@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 use super::CmdResult;
 use super::settings::Settings;
 use crate::ca::authority::Authority;
-use crate::ca::issue::LeafKey;
+use crate::ca::authorize::{Local, Order};
 use crate::ca::keys::SecretPem;
-use crate::ca::local::{IssueRequest, LocalCa, OpenMode};
+use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::p12::build_p12;
 use crate::core::names::{CertName, San, Usage};
 use crate::core::policy::{fmt_duration, parse_duration};
@@ -97,19 +97,20 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
         None => None,
     };
     let ca = open_existing(s)?;
-    let issued = ca.issue(
-        IssueRequest {
-            name: name.clone(),
-            sans,
-            usage,
-            ttl,
-            key: LeafKey::Generate(s.key_type),
-            requester: "cli".into(),
-            scope: None,
-        },
-        OffsetDateTime::now_utc(),
-    )?;
-    let bundle = Bundle::from_issued(&issued).ok_or("internal: generated key missing")?;
+    let order = Order {
+        name: name.clone(),
+        sans,
+        usage,
+        ttl,
+        key_type: s.key_type,
+    };
+    let issued = ca
+        .sign(
+            ca.authorize_local(Local::Operator, order)?,
+            OffsetDateTime::now_utc(),
+        )?
+        .wait()?;
+    let bundle = Bundle::from_issued(&issued);
     if let Some(dir) = &a.out {
         publish_dir(dir, &bundle, None).map_err(|e| format!("--out {}: {e}", dir.display()))?;
     }

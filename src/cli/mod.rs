@@ -2,6 +2,7 @@
 
 mod ca_commands;
 pub mod run;
+pub mod serve;
 pub mod settings;
 pub mod status;
 
@@ -179,7 +180,7 @@ pub fn main() -> ExitCode {
         } => ca_commands::token_create(&settings, &name, &ttl, &kind),
         Command::Revoke { serial } => ca_commands::revoke(&settings, &serial),
         Command::Settings => ca_commands::print_settings(&settings),
-        Command::Serve => crate::api::serve::command(&settings),
+        Command::Serve => serve::command(&settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

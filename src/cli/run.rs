@@ -10,9 +10,10 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::CmdResult;
+use super::serve::{api_config, open_service_ca, shutdown_signal};
 use super::settings::{RawSettings, Settings};
-use crate::api::serve::{MAINTAIN_EVERY, maintain_periodically, open_service_ca, shutdown_signal};
-use crate::api::server::ApiServer;
+use crate::api::ApiServer;
+use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::LocalSource;
 use crate::controller::outputs::OutputDirs;
@@ -87,7 +88,7 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
         let ca = open_service_ca(s).await?;
         let metrics = Arc::new(Metrics::new());
         // Bind first: a taken port is an error at start, not a surprise later.
-        let api = ApiServer::bind(ca.clone(), s, metrics.clone()).await?;
+        let api = ApiServer::bind(ca.clone(), &api_config(s), metrics.clone()).await?;
         tracing::info!(listen = %api.local_addr(), "HTTPS API listening");
         let (shutdown, waiter) = shutdown_fanout();
         let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
@@ -95,7 +96,6 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
         let source = Arc::new(LocalSource {
             ca: ca.clone(),
             key_type: s.key_type,
-            requester: "controller",
         });
         let result = controller::run(cfg, source, metrics, reloadable(raw), shutdown()).await;
         maintenance.abort();

@@ -9,6 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use super::CmdResult;
 use super::settings::Settings;
 use crate::store::inventory::Inventory;
+use crate::store::requester::Requester;
 use crate::store::status::{self, StatusEntry};
 
 pub fn run(s: &Settings, json: bool) -> CmdResult {
@@ -22,7 +23,9 @@ pub fn run(s: &Settings, json: bool) -> CmdResult {
         let mut extra: Vec<StatusEntry> = inv
             .entries()
             .filter(|e| {
-                e.record.requester == "cli" && e.revoked_at.is_none() && e.record.not_after > now
+                e.record.requester == Requester::Cli
+                    && e.revoked_at.is_none()
+                    && e.record.not_after > now
             })
             .filter(|e| !shown.contains(&e.record.serial))
             .map(|e| StatusEntry {

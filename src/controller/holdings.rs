@@ -35,7 +35,7 @@ pub struct Held {
 
 impl Held {
     pub fn from_issued(issued: &Issued) -> Option<Held> {
-        Held::parse(issued.key.clone()?, &issued.cert_pem, &issued.chain_pem).ok()
+        Held::parse(issued.key.clone(), &issued.cert_pem, &issued.chain_pem).ok()
     }
 
     /// Parses a leaf; the renewal jitter is derived from the serial, so it is stable across

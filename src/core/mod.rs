@@ -8,3 +8,4 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod renew;
+pub mod wire;

@@ -196,11 +196,16 @@ impl NamePolicy {
         })
     }
 
-    /// The same policy without the reserved names: for the CA's own API certificate.
+    /// The policy for certdock's own certificates (the API's `--api-name`, Traefik's client):
+    /// their names are the operator's choice, so neither the allow/deny lists (which bound what
+    /// labels, tokens and agents ask) nor the reserved names apply; wildcards and the name
+    /// count still do.
     pub fn for_ca_itself(&self) -> NamePolicy {
         NamePolicy {
+            allow: Vec::new(),
+            deny: Vec::new(),
             reserved: Vec::new(),
-            ..self.clone()
+            allow_wildcards: self.allow_wildcards,
         }
     }
 
@@ -406,6 +411,21 @@ mod tests {
         ));
         assert!(p.check(&sans(&["*.other.example.net"])).is_ok());
         assert!(p.for_ca_itself().check(&sans(&["ca.example.net"])).is_ok());
+    }
+
+    #[test]
+    fn certdocks_own_names_are_exempt_from_allow_and_deny_but_not_from_the_wildcard_switch() {
+        let p = NamePolicy {
+            allow: NameRule::parse_list("internal").unwrap(),
+            deny: NameRule::parse_list("vm").unwrap(),
+            ..Default::default()
+        };
+        assert!(p.check(&sans(&["vm"])).is_err());
+        assert!(p.for_ca_itself().check(&sans(&["vm", "10.0.0.1"])).is_ok());
+        assert!(matches!(
+            p.for_ca_itself().check(&sans(&["*.apps.vm"])),
+            Err(PolicyError::WildcardRefused { .. })
+        ));
     }
 
     #[test]

@@ -7,6 +7,34 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
 /// Shortest pause between two attempts, so a hard failure never becomes a busy loop.
 pub const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long before its issuance a certdock certificate starts (its notBefore), so peers with a
+/// slightly slow clock accept it. The CA applies it; [`renew_issued_at`] corrects for it.
+pub const BACKDATE: Duration = Duration::from_secs(60);
+
+/// THE renewal schedule of a certificate certdock issued (the controller's certificates, the
+/// API's own, an agent's identity): [`renew_at`] counted from issuance, i.e. `not_before` plus
+/// [`BACKDATE`], not from the backdated `not_before`, which for short lifetimes would pull
+/// renewal almost to the start. A lifetime shorter than the backdate counts from `not_before`.
+pub fn renew_issued_at(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
+    let issued_at = not_before.checked_add(BACKDATE).unwrap_or(not_before);
+    let start = if issued_at < not_after {
+        issued_at
+    } else {
+        not_before
+    };
+    renew_at(start, not_after, jitter)
+}
+
+/// A jitter in `[0, 1)` derived from a certificate's serial (its last 32 bits), so a
+/// certificate's renewal time is stable across restarts yet spread across a fleet.
+/// A serial that is not hex gives 0.
+pub fn jitter_from_serial(serial_hex: &str) -> f64 {
+    let tail = serial_hex
+        .get(serial_hex.len().saturating_sub(8)..)
+        .unwrap_or("");
+    u64::from_str_radix(tail, 16).unwrap_or(0) as f64 / (u64::from(u32::MAX) + 1) as f64
+}
+
 /// When to renew a certificate valid from `not_before` to `not_after`: at two thirds of its
 /// lifetime, earlier by up to a twelfth of it as `jitter` (in `[0, 1)`, drawn by the caller)
 /// grows, so renewals land in `[7/12, 8/12]` of the lifetime and a fleet issued at once does
@@ -105,6 +133,36 @@ mod tests {
         let na = nb + Duration::from_secs(10 * 365 * 24 * 3600);
         let at = renew_at(nb, na, 0.99);
         assert!(at > nb && at < na);
+    }
+
+    #[test]
+    fn renewal_of_an_issued_certificate_counts_from_issuance_not_from_the_backdate() {
+        let issued = t(1_000_000);
+        let nb = issued - BACKDATE;
+        let na = issued + Duration::from_secs(300);
+        assert_eq!(
+            renew_issued_at(nb, na, 0.0),
+            issued + Duration::from_secs(200)
+        );
+        // Without the correction the five-minute certificate would renew 20 s earlier.
+        assert!(renew_at(nb, na, 0.0) < renew_issued_at(nb, na, 0.0));
+    }
+
+    #[test]
+    fn a_lifetime_shorter_than_the_backdate_counts_from_not_before() {
+        let nb = t(1_000_000);
+        let na = nb + Duration::from_secs(30);
+        assert_eq!(renew_issued_at(nb, na, 0.0), nb + Duration::from_secs(20));
+    }
+
+    #[test]
+    fn serial_jitter_is_stable_and_within_range() {
+        assert_eq!(jitter_from_serial("00"), 0.0);
+        let j = jitter_from_serial("7f3a00000000000000000000ffffffff");
+        assert!((0.0..1.0).contains(&j), "{j}");
+        assert_eq!(j, jitter_from_serial("7f3a00000000000000000000ffffffff"));
+        assert_eq!(jitter_from_serial("not hex"), 0.0);
+        assert_eq!(jitter_from_serial("é"), 0.0);
     }
 
     #[test]

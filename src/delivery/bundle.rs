@@ -36,14 +36,14 @@ pub const FILES: [(&str, Mode); 5] = [
 ];
 
 impl Bundle {
-    pub fn from_issued(issued: &Issued) -> Option<Self> {
-        Some(Self {
+    pub fn from_issued(issued: &Issued) -> Self {
+        Self {
             version: issued.serial.clone(),
             cert_pem: issued.cert_pem.clone(),
-            key: issued.key.clone()?,
+            key: issued.key.clone(),
             chain_pem: issued.chain_pem.clone(),
             ca_pem: issued.ca_pem.clone(),
-        })
+        }
     }
 
     pub fn fullchain_pem(&self) -> String {

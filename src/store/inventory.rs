@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::journal::Journal;
+use super::requester::Requester;
 use crate::core::names::{San, Usage};
 use crate::core::policy::NameRule;
 
@@ -19,12 +20,29 @@ pub struct IssuedRecord {
     pub usage: Usage,
     pub not_before: i64,
     pub not_after: i64,
-    /// Who asked: `cli`, `controller`, `api:token:<id>`, `api:renew:<serial>`, `agent:<name>`.
-    pub requester: String,
+    /// Who asked; stored as the free text earlier releases wrote (see [`Requester`]).
+    pub requester: Requester,
     /// Present only on an enrolled agent's identity: the names it may sign for with this
     /// certificate (empty: any name the CA policy allows). Carried over on renewal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_scope: Option<Vec<NameRule>>,
+}
+
+#[cfg(test)]
+impl IssuedRecord {
+    /// A record for tests: `web`, server usage, valid from 0 to 100.
+    pub(crate) fn sample(serial: &str, requester: Requester) -> Self {
+        IssuedRecord {
+            serial: serial.into(),
+            name: "web".into(),
+            sans: vec![San::parse("web").expect("literal")],
+            usage: Usage::SERVER,
+            not_before: 0,
+            not_after: 100,
+            requester,
+            agent_scope: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,16 +114,8 @@ impl Inventory {
         self.journal.path()
     }
 
-    /// Durably records issued certificates (one fsync for the whole batch).
-    pub fn record_issued(&mut self, records: Vec<IssuedRecord>) -> io::Result<()> {
-        let (sync, records) = self.write_issued(records)?;
-        sync.sync_data()?;
-        self.apply_issued(records);
-        Ok(())
-    }
-
-    /// First half of [`Inventory::record_issued`]: writes the records without waiting for the
-    /// disk. The caller fsyncs the returned file (holding the state lock, not this inventory),
+    /// Writes issued records without waiting for the disk (the group commit, `ca::commit`,
+    /// batches many into one fsync). The caller fsyncs the returned file (holding the state lock, not this inventory),
     /// then calls [`Inventory::apply_issued`]. (A `refresh` in between may read the records from
     /// the page cache early: harmless, since nobody holds those certificates yet.)
     pub fn write_issued(
@@ -117,7 +127,7 @@ impl Inventory {
         Ok((sync, recs))
     }
 
-    /// Second half of [`Inventory::record_issued`], after the fsync.
+    /// After the caller's fsync of [`Inventory::write_issued`]: the records join the index.
     pub fn apply_issued(&mut self, records: Vec<Record>) {
         self.apply(records);
     }
@@ -174,23 +184,66 @@ mod tests {
     use super::*;
 
     fn rec(serial: &str) -> IssuedRecord {
-        IssuedRecord {
-            serial: serial.into(),
-            name: "web".into(),
-            sans: vec![San::parse("web").unwrap()],
-            usage: Usage::SERVER,
-            not_before: 0,
-            not_after: 100,
-            requester: "cli".into(),
-            agent_scope: None,
-        }
+        IssuedRecord::sample(serial, Requester::Cli)
+    }
+
+    fn record_issued(inv: &mut Inventory, records: Vec<IssuedRecord>) {
+        let (file, written) = inv.write_issued(records).unwrap();
+        file.sync_data().unwrap();
+        inv.apply_issued(written);
+    }
+
+    #[test]
+    fn a_journal_written_by_the_previous_release_loads_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        // Lines exactly as the release before the typed requester wrote them.
+        let old = concat!(
+            r#"{"kind":"issued","serial":"7f01","name":"web","sans":["web","10.0.0.1"],"usage":"server,client","not_before":0,"not_after":100,"requester":"cli"}"#,
+            "\n",
+            r#"{"kind":"issued","serial":"7f02","name":"agent-1","sans":["agent-1"],"usage":"client","not_before":0,"not_after":100,"requester":"api:agent-token:0a1b","agent_scope":["team.internal"]}"#,
+            "\n",
+            r#"{"kind":"issued","serial":"7f03","name":"agent-1","sans":["agent-1"],"usage":"client","not_before":0,"not_after":100,"requester":"renew:7f02","agent_scope":[]}"#,
+            "\n",
+            r#"{"kind":"issued","serial":"7f04","name":"x","sans":["x"],"usage":"server","not_before":0,"not_after":100,"requester":"test"}"#,
+            "\n",
+            r#"{"kind":"revoked","serial":"7f01","at":50}"#,
+            "\n",
+        );
+        std::fs::write(dir.path().join("inventory.log"), old).unwrap();
+        let inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.len(), 4);
+        let get = |s: &str| inv.get(s).unwrap();
+        assert_eq!(get("7f01").record.requester, Requester::Cli);
+        assert_eq!(get("7f01").revoked_at, Some(50));
+        assert_eq!(
+            get("7f02").record.requester,
+            Requester::AgentToken("0a1b".into())
+        );
+        assert_eq!(
+            get("7f02").record.agent_scope,
+            Some(vec![NameRule::parse("team.internal").unwrap()])
+        );
+        assert_eq!(
+            get("7f03").record.requester,
+            Requester::Renewal("7f02".into())
+        );
+        assert_eq!(
+            get("7f04").record.requester,
+            Requester::Other("test".into())
+        );
+        // And written back in the same form.
+        let line = serde_json::to_string(&Record::Issued(get("7f02").record.clone())).unwrap();
+        assert!(
+            line.contains(r#""requester":"api:agent-token:0a1b""#),
+            "{line}"
+        );
     }
 
     #[test]
     fn issued_and_revoked_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut inv = Inventory::open(dir.path()).unwrap();
-        inv.record_issued(vec![rec("01"), rec("02")]).unwrap();
+        record_issued(&mut inv, vec![rec("01"), rec("02")]);
         assert!(inv.record_revoked("02", 50).unwrap());
         assert!(!inv.record_revoked("99", 50).unwrap());
         let inv = Inventory::open(dir.path()).unwrap();

@@ -19,7 +19,7 @@ pub struct Journal<T> {
     file: File,
     /// Bytes of the file already parsed (always just after a newline).
     read_to: u64,
-    /// Inode seen at open: a compaction replaces the file, and readers must start over.
+    /// Inode seen at open: when the file is replaced (a restored state directory), readers start over.
     ino: u64,
     _records: PhantomData<fn() -> T>,
 }
@@ -77,26 +77,13 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     /// Records appended (by anyone) since the last read. Returns `Err` only on I/O failure.
-    /// After a compaction (the file was replaced) it returns `Ok(None)`: reload everything.
+    /// When the file was replaced (a restored state directory) it returns `Ok(None)`: reload
+    /// everything.
     pub fn refresh(&mut self) -> io::Result<Option<Vec<T>>> {
         if self.reopen_if_replaced()? {
             return Ok(None);
         }
         self.read_new().map(Some)
-    }
-
-    /// Replaces the journal with exactly `records` (atomically: temp file, fsync, rename).
-    pub fn compact(&mut self, records: &[T]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for r in records {
-            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
-        super::atomic::write_atomic(&self.path, &buf, super::atomic::Mode::Secret)?;
-        self.file = Self::open_file(&self.path)?;
-        self.ino = self.file.metadata()?.ino();
-        self.read_to = buf.len() as u64;
-        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -184,11 +171,12 @@ mod tests {
         writer.append(&[7]).unwrap();
         assert_eq!(reader.refresh().unwrap(), Some(vec![7]));
         assert_eq!(reader.refresh().unwrap(), Some(vec![]));
-        writer.compact(&[7, 8]).unwrap();
+        crate::store::atomic::write_atomic(&p, b"7\n8\n", crate::store::atomic::Mode::Secret)
+            .unwrap();
         assert_eq!(
             reader.refresh().unwrap(),
             None,
-            "a compaction asks readers to reload"
+            "a replaced file asks readers to reload"
         );
     }
 }

@@ -4,5 +4,6 @@ pub mod atomic;
 pub mod inventory;
 pub mod journal;
 pub mod lock;
+pub mod requester;
 pub mod status;
 pub mod tokens;

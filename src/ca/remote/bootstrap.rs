@@ -8,8 +8,8 @@ use super::RemoteError;
 use super::csr::key_and_csr;
 use super::http;
 use super::store::{AgentFiles, Identity, TrustedBundle};
-use crate::api::wire::{CertResponse, SignRequest};
 use crate::core::names::Usage;
+use crate::core::wire::{CertResponse, SignRequest};
 use crate::store::atomic::Mode;
 
 /// `--ca-url`: https only, with a trailing `/` so that `join("v1/sign")` appends.
@@ -101,6 +101,7 @@ pub async fn enrol(
                 csr,
                 ttl: None,
                 usage: Some(Usage::CLIENT.to_string()),
+                enrol: true,
             }),
     )
     .await?;

@@ -5,11 +5,12 @@ use rcgen::{
 };
 
 use super::RemoteError;
-use crate::api::wire::CertResponse;
-use crate::ca::issue::Issued;
+use crate::ca::facts::CertFacts;
+use crate::ca::issue::{Issued, SignedCert};
 use crate::ca::keys::SecretPem;
-use crate::ca::pem::{certs_from_pem, parse_cert};
+use crate::ca::pem::certs_from_pem;
 use crate::core::names::San;
+use crate::core::wire::CertResponse;
 
 /// A fresh P-256 key and a CSR for `cn` and `sans`.
 pub fn key_and_csr(cn: &str, sans: &[San]) -> Result<(SecretPem, String), RemoteError> {
@@ -44,21 +45,23 @@ pub fn issued_from(resp: &CertResponse, key: SecretPem) -> Result<Issued, Remote
     let cert_der = certs_from_pem("certificate", &resp.certificate)
         .map_err(|e| bad(&e))?
         .remove(0);
-    let parsed = parse_cert("certificate", &cert_der).map_err(|e| bad(&e))?;
+    let facts = CertFacts::from_der("certificate", &cert_der).map_err(|e| bad(&e))?;
     let ours = KeyPair::from_pem(key.secret_pem()).map_err(|e| bad(&e))?;
-    if parsed.public_key().raw != ours.subject_public_key_info().as_slice() {
+    if facts.spki_der != ours.subject_public_key_info() {
         return Err(RemoteError::BadResponse(
             "the certificate is not for the key this agent sent".into(),
         ));
     }
     Ok(Issued {
-        serial: hex::encode(parsed.raw_serial()),
-        not_before: parsed.validity().not_before.to_datetime(),
-        not_after: parsed.validity().not_after.to_datetime(),
-        cert_pem: resp.certificate.clone(),
-        chain_pem: resp.chain.clone(),
-        ca_pem: resp.ca.clone(),
-        key: Some(key),
-        cert_der,
+        cert: SignedCert {
+            serial: facts.serial,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            cert_pem: resp.certificate.clone(),
+            chain_pem: resp.chain.clone(),
+            ca_pem: resp.ca.clone(),
+            cert_der,
+        },
+        key,
     })
 }

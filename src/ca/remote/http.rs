@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::RemoteError;
 use super::store::{Identity, TrustedBundle};
-use crate::api::wire::ErrorBody;
+use crate::core::wire::ErrorBody;
 use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

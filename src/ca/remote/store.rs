@@ -9,6 +9,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use super::RemoteError;
+use crate::ca::facts::CertFacts;
 use crate::ca::keys::SecretPem;
 use crate::ca::pem::{cert_to_pem, certs_from_pem, fingerprint, parse_cert};
 use crate::store::atomic::{Mode, create_dir, write_atomic};
@@ -145,20 +146,13 @@ impl Identity {
         let mut certs = certs_from_pem("the agent certificate", cert_and_chain_pem)
             .map_err(|e| RemoteError::Identity(e.to_string()))?;
         let cert = certs.remove(0);
-        let parsed = parse_cert("the agent certificate", &cert)
+        let facts = CertFacts::from_der("the agent certificate", &cert)
             .map_err(|e| RemoteError::Identity(e.to_string()))?;
-        let name = parsed
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default()
-            .to_string();
         Ok(Self {
-            serial: hex::encode(parsed.raw_serial()),
-            name,
-            not_before: parsed.validity().not_before.to_datetime(),
-            not_after: parsed.validity().not_after.to_datetime(),
+            serial: facts.serial,
+            name: facts.common_name.unwrap_or_default(),
+            not_before: facts.not_before,
+            not_after: facts.not_after,
             key,
             cert: cert.clone(),
             chain: certs,

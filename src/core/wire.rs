@@ -1,9 +1,6 @@
-//! The JSON bodies of the HTTPS API, shared by the server and the remote CA client.
+//! The JSON bodies of the HTTPS API, shared by the server (`api`) and the agent (`ca::remote`).
 
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
-
-use crate::ca::issue::Issued;
 
 /// `POST /v1/sign`. Unknown fields are ignored so that a newer client still talks to an older CA.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +14,11 @@ pub struct SignRequest {
     /// agent enrols: an agent's own identity is always a client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<String>,
+    /// certdock's extension: `true` when an agent enrols, so that the CA refuses a token that
+    /// is not an `agent` token before spending it. Older agents omit it (an `agent` token
+    /// enrols them all the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enrol: bool,
 }
 
 /// `POST /v1/renew`: `{}` keeps the key, a CSR brings a new one.
@@ -49,22 +51,6 @@ pub struct CertResponse {
     pub ca: String,
     pub serial: String,
     pub not_after: String,
-}
-
-impl CertResponse {
-    pub fn from_issued(issued: &Issued) -> Self {
-        Self {
-            certificate: issued.cert_pem.clone(),
-            chain: issued.chain_pem.clone(),
-            fullchain: issued.fullchain_pem(),
-            ca: issued.ca_pem.clone(),
-            serial: issued.serial.clone(),
-            not_after: issued
-                .not_after
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| issued.not_after.to_string()),
-        }
-    }
 }
 
 /// Every error answer: a stable machine `error` code and a human `message`.

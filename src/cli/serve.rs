@@ -1,17 +1,24 @@
-//! `certdock serve`: the CA and its HTTPS API, nothing else (a central CA for agents).
+//! `certdock serve` (the CA and its HTTPS API, a central CA for agents), and what it shares
+//! with `run`: opening the CA, the API's settings, the shutdown signal.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::server::run_api;
+use super::settings::Settings;
+use crate::api::{ApiConfig, run_api};
 use crate::ca::local::{LocalCa, OpenMode};
-use crate::cli::settings::Settings;
+use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::metrics::Metrics;
 
-/// How often the CA checks whether its intermediate is due for rollover.
-pub const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+/// The API's part of the settings.
+pub fn api_config(s: &Settings) -> ApiConfig {
+    ApiConfig {
+        listen: s.listen,
+        names: s.api_names.clone(),
+        key_type: s.key_type,
+    }
+}
 
 /// Runs `serve` to completion on its own runtime.
 pub fn command(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
@@ -48,25 +55,15 @@ pub async fn open_service_ca(
 async fn serve(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let ca = open_service_ca(settings).await?;
     let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
-    let result = run_api(ca, settings, Arc::new(Metrics::new()), shutdown_signal()).await;
+    let result = run_api(
+        ca,
+        &api_config(settings),
+        Arc::new(Metrics::new()),
+        shutdown_signal(),
+    )
+    .await;
     maintenance.abort();
     Ok(result?)
-}
-
-/// Calls [`LocalCa::maintain`] (intermediate rollover) every `every`, starting now. Runs until
-/// dropped; a failure is logged and retried at the next tick.
-pub async fn maintain_periodically(ca: Arc<LocalCa>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let ca = ca.clone();
-        match tokio::task::spawn_blocking(move || ca.maintain(OffsetDateTime::now_utc())).await {
-            Ok(Ok(true)) => tracing::info!("the CA bundle changed (intermediate rollover)"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "CA maintenance failed"),
-            Err(e) => tracing::error!(error = %e, "CA maintenance task failed"),
-        }
-    }
 }
 
 /// Completes on SIGTERM (docker stop, Kubernetes) or SIGINT (Ctrl-C).

@@ -1,0 +1,319 @@
+//! THE one place that decides who may sign what: a caller (the operator, the controller,
+//! certdock itself, a bootstrap token, an enrolled agent, a certificate renewing itself) and
+//! what it asks become one [`Authorized`] request, with the final names, usage, lifetime, key,
+//! requester and the name policy that applies, or a refusal saying why.
+
+use std::time::Duration;
+
+use rcgen::SubjectPublicKeyInfo;
+use time::OffsetDateTime;
+
+use super::CaError;
+use super::csr::Csr;
+use super::issue::BACKDATE;
+use super::keys::KeyType;
+use super::local::LocalCa;
+use super::locks::read;
+use crate::core::names::{CertName, San, Usage};
+use crate::core::policy::{NamePolicy, NameRule};
+use crate::store::requester::Requester;
+use crate::store::tokens::{RedeemError, TokenError, TokenGrant, TokenKind};
+
+/// A request the CA has agreed to sign, pending only the name policy it carries (checked
+/// by `sign`, so that a refused name spends a token exactly as before). Built only here.
+pub struct Authorized<K> {
+    pub(super) name: CertName,
+    pub(super) sans: Vec<San>,
+    pub(super) usage: Usage,
+    pub(super) ttl: Duration,
+    pub(super) key: K,
+    pub(super) requester: Requester,
+    /// The CA's policy, narrowed by a token's or an agent's scope, or the one for certdock's
+    /// own names.
+    pub(super) names: NamePolicy,
+    /// Recorded with an agent's identity: the names it may sign for. Kept on renewal.
+    pub(super) agent_scope: Option<Vec<NameRule>>,
+}
+
+impl<K> Authorized<K> {
+    pub fn requester(&self) -> &Requester {
+        &self.requester
+    }
+}
+
+/// Callers in this process, for whom certdock makes the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// `certdock issue` on the CA host.
+    Operator,
+    /// The controller, for a labelled container.
+    Controller,
+    /// The API's own certificate, for `--api-name`.
+    ApiCertificate,
+    /// The controller's client certificate for Traefik itself.
+    ProxyClient,
+}
+
+/// What a local caller asks for.
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub name: CertName,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    /// `None`: the CA's default lifetime.
+    pub ttl: Option<Duration>,
+    pub key_type: KeyType,
+}
+
+/// What a CSR asks for besides its names and key.
+#[derive(Debug)]
+pub struct CsrAsk {
+    pub csr: Csr,
+    pub ttl: Option<Duration>,
+    /// `None`: server and client.
+    pub usage: Option<Usage>,
+    /// The requester is an agent enrolling: only an `agent` token will do.
+    pub enrol: bool,
+}
+
+/// Callers over the API, who hold their own key and present a credential.
+pub enum Remote<'a> {
+    /// A bootstrap token: a `sign` token signs within its scope; an `agent` token enrols.
+    Token { secret: &'a str, ask: CsrAsk },
+    /// An enrolled agent's client certificate (DER), signing within the agent's scope.
+    Agent { presented: &'a [u8], ask: CsrAsk },
+    /// The client certificate on the connection renewing itself, optionally with a new key
+    /// (a PEM CSR, read only once the certificate checks out).
+    Renewal {
+        presented: &'a [u8],
+        csr_pem: Option<&'a str>,
+    },
+}
+
+/// Who may revoke a certificate.
+pub enum Revoker<'a> {
+    /// An `admin` token: any certificate.
+    AdminToken(&'a str),
+    /// The certificate on the connection (DER): only itself.
+    Itself(&'a [u8]),
+}
+
+/// Why a caller may not have what it asks. Malformed input and CA failures pass through as
+/// [`AuthError::Ca`].
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("token store: {0}")]
+    TokenStore(#[source] std::io::Error),
+    #[error(
+        "an agent enrols only with an agent token, and this is a {} token (it was not spent): \
+         create one with `certdock token create --kind agent --name NAME`",
+        kind_name(*kind)
+    )]
+    NotAnAgentToken { kind: TokenKind },
+    #[error(
+        "the client certificate is not an enrolled agent's; it may only renew or revoke itself"
+    )]
+    NotAnAgent,
+    #[error("a certificate may only revoke itself; use an admin token for others")]
+    NotYourCertificate,
+    #[error("the token's name {name:?} is not a valid agent name: {reason}")]
+    BadAgentName { name: String, reason: String },
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+fn kind_name(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Sign => "sign",
+        TokenKind::Agent => "agent",
+        TokenKind::Admin => "admin",
+    }
+}
+
+impl From<RedeemError> for AuthError {
+    fn from(e: RedeemError) -> Self {
+        match e {
+            RedeemError::Token(t) => AuthError::Token(t),
+            RedeemError::Io(io) => AuthError::TokenStore(io),
+        }
+    }
+}
+
+impl LocalCa {
+    /// A local caller's order, with a key certdock makes.
+    pub fn authorize_local(
+        &self,
+        who: Local,
+        order: Order,
+    ) -> Result<Authorized<KeyType>, CaError> {
+        let (names, requester) = match who {
+            Local::Operator => (self.policy.names.clone(), Requester::Cli),
+            Local::Controller => (self.policy.names.clone(), Requester::Controller),
+            // certdock's own names come from the operator's settings (`--api-name`) or are
+            // fixed: allow/deny bound what labels, tokens and agents ask, not these. They are
+            // still valid names (by type) and still pass the wildcard and count rules.
+            Local::ApiCertificate => (self.policy.names.for_ca_itself(), Requester::Api),
+            Local::ProxyClient => (self.policy.names.for_ca_itself(), Requester::Controller),
+        };
+        Ok(Authorized {
+            ttl: self.policy.ttls.resolve(order.ttl)?,
+            name: order.name,
+            sans: order.sans,
+            usage: order.usage,
+            key: order.key_type,
+            requester,
+            names,
+            agent_scope: None,
+        })
+    }
+
+    /// A caller over the API, with the key it holds.
+    ///
+    /// Malformed input, a refused lifetime and an enrolment with the wrong kind of token are
+    /// refused before a token is spent.
+    pub fn authorize_remote(
+        &self,
+        req: Remote<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Authorized<SubjectPublicKeyInfo>, AuthError> {
+        match req {
+            Remote::Agent { presented, ask } => {
+                let ttl = self.policy.ttls.resolve(ask.ttl).map_err(CaError::from)?;
+                let agent = self.verify_presented(presented, now)?;
+                let scope = agent.agent_scope.ok_or(AuthError::NotAnAgent)?;
+                Ok(self.within(ask, ttl, &scope, Requester::Agent(agent.name)))
+            }
+            Remote::Token { secret, ask } => {
+                let ttl = self.policy.ttls.resolve(ask.ttl).map_err(CaError::from)?;
+                let enrol = ask.enrol;
+                let kinds: &[TokenKind] = if enrol {
+                    &[TokenKind::Agent]
+                } else {
+                    &[TokenKind::Sign, TokenKind::Agent]
+                };
+                let grant = self
+                    .with_tokens(|t| t.redeem(secret, kinds, now.unix_timestamp()))?
+                    .map_err(|e| match e {
+                        // `redeem` checks the kind before it spends the token.
+                        RedeemError::Token(TokenError::WrongKind { actual, .. }) if enrol => {
+                            AuthError::NotAnAgentToken { kind: actual }
+                        }
+                        other => other.into(),
+                    })?;
+                if grant.kind == TokenKind::Agent {
+                    return self.enrolment(grant, ask.csr, ttl);
+                }
+                let requester = Requester::Token(grant.id);
+                Ok(self.within(ask, ttl, &grant.allow, requester))
+            }
+            Remote::Renewal { presented, csr_pem } => Ok(self.renewal(presented, csr_pem, now)?),
+        }
+    }
+
+    /// Revocation of `serial` (normalised) by `who`; an admin token is spent here.
+    pub fn authorize_revoke(
+        &self,
+        who: Revoker<'_>,
+        serial: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        match who {
+            Revoker::AdminToken(secret) => {
+                let grant = self.with_tokens(|t| {
+                    t.redeem(secret, &[TokenKind::Admin], now.unix_timestamp())
+                })??;
+                tracing::info!(%serial, token = %grant.id, "revoking with an admin token");
+            }
+            Revoker::Itself(der) => {
+                if self.verify_presented(der, now)?.serial != serial {
+                    return Err(AuthError::NotYourCertificate);
+                }
+                tracing::info!(%serial, "revoking by the certificate itself");
+            }
+        }
+        Ok(())
+    }
+
+    /// A CSR's own names, within the CA's policy narrowed by `scope`.
+    fn within(
+        &self,
+        ask: CsrAsk,
+        ttl: Duration,
+        scope: &[NameRule],
+        requester: Requester,
+    ) -> Authorized<SubjectPublicKeyInfo> {
+        Authorized {
+            name: ask.csr.name,
+            sans: ask.csr.sans,
+            usage: ask.usage.unwrap_or(Usage::BOTH),
+            ttl,
+            key: ask.csr.key,
+            requester,
+            names: self.policy.names.narrowed(scope),
+            agent_scope: None,
+        }
+    }
+
+    /// An agent's enrolment: a client certificate named after its token (the CA picks the
+    /// identity, not the CSR, whose names are ignored), recording the token's scope.
+    fn enrolment(
+        &self,
+        grant: TokenGrant,
+        csr: Csr,
+        ttl: Duration,
+    ) -> Result<Authorized<SubjectPublicKeyInfo>, AuthError> {
+        let name = CertName::parse(&grant.name).map_err(|e| AuthError::BadAgentName {
+            name: grant.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let san = San::parse(name.as_str()).map_err(|e| CaError::BadCsr {
+            reason: format!("agent name {name}: {e}"),
+        })?;
+        Ok(Authorized {
+            name,
+            sans: vec![san],
+            usage: Usage::CLIENT,
+            ttl,
+            key: csr.key,
+            requester: Requester::AgentToken(grant.id),
+            names: self.policy.names.clone(),
+            agent_scope: Some(grant.allow),
+        })
+    }
+
+    /// Same names, usage and scope as the presented certificate, a lifetime like its own.
+    /// Refused when the certificate is not ours, revoked or expired.
+    fn renewal(
+        &self,
+        presented: &[u8],
+        csr_pem: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Authorized<SubjectPublicKeyInfo>, CaError> {
+        let (entry, facts) = {
+            let ca = read(&self.authority, "authority")?;
+            self.ledger.verify_presented(&ca, presented, now)?
+        };
+        let key = match csr_pem {
+            Some(pem) => Csr::parse(pem)?.key,
+            None => {
+                SubjectPublicKeyInfo::from_der(&facts.spki_der).map_err(|e| CaError::BadCsr {
+                    reason: format!("public key of the presented certificate: {e}"),
+                })?
+            }
+        };
+        let lifetime = Duration::from_secs((entry.not_after - entry.not_before).max(0) as u64)
+            .saturating_sub(BACKDATE);
+        Ok(Authorized {
+            name: CertName::parse(&entry.name).map_err(|e| CaError::Internal(e.to_string()))?,
+            sans: entry.sans,
+            usage: entry.usage,
+            ttl: lifetime.clamp(self.policy.ttls.min, self.policy.ttls.max),
+            key,
+            requester: Requester::Renewal(entry.serial),
+            names: self.policy.names.clone(),
+            agent_scope: entry.agent_scope,
+        })
+    }
+}

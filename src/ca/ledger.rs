@@ -1,0 +1,150 @@
+//! What the CA has issued and revoked: the inventory, its group-committed writes, the CRL, and
+//! the check of a presented client certificate (with its verification cache).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use time::OffsetDateTime;
+
+use super::CaError;
+use super::authority::Authority;
+use super::commit::{Committer, Durable};
+use super::crl::{RevokedEntry, build_crl};
+use super::facts::CertFacts;
+use super::locks::lock;
+use super::pem::parse_cert;
+use crate::store::inventory::{Inventory, IssuedRecord};
+use crate::store::lock::StateLock;
+
+/// Bound on the verification cache; past it the set starts over (it is only a cache).
+const VERIFIED_CACHE: usize = 4096;
+
+pub struct Ledger {
+    state_dir: PathBuf,
+    inventory: Arc<Mutex<Inventory>>,
+    /// The inventory writer (see [`super::commit`]), started by the first issuance.
+    commit: OnceLock<Committer>,
+    /// SHA-256 of client certificates whose signature by a current intermediate was already
+    /// checked: a keep-alive agent presents the same certificate on every request, and the check
+    /// is an ECDSA verification, dearer than the signature the request then asks for.
+    verified: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl Ledger {
+    pub fn open(state_dir: &Path) -> Result<Self, CaError> {
+        let inventory = Inventory::open(state_dir).map_err(|e| CaError::io(state_dir, e))?;
+        Ok(Self {
+            state_dir: state_dir.to_path_buf(),
+            inventory: Arc::new(Mutex::new(inventory)),
+            commit: OnceLock::new(),
+            verified: Mutex::default(),
+        })
+    }
+
+    /// Queues `record` for the inventory writer; the certificate may be handed out only once
+    /// the returned [`Durable`] has resolved.
+    pub fn record(&self, record: IssuedRecord) -> Durable {
+        self.commit
+            .get_or_init(|| Committer::start(self.state_dir.clone(), self.inventory.clone()))
+            .submit(record)
+    }
+
+    /// Runs `f` on the inventory, refreshed first (another process may have appended).
+    pub fn with_inventory<T>(&self, f: impl FnOnce(&mut Inventory) -> T) -> Result<T, CaError> {
+        let mut inv = lock(&self.inventory, "inventory")?;
+        inv.refresh().map_err(|e| CaError::io(&self.state_dir, e))?;
+        Ok(f(&mut inv))
+    }
+
+    /// The inventory record of a presented certificate, when `ca` issued it (signature checked
+    /// by the TLS layer or here), it is unexpired and not revoked.
+    pub fn verify_presented(
+        &self,
+        ca: &Authority,
+        der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(IssuedRecord, CertFacts), CaError> {
+        let parsed = parse_cert("client certificate", der)?;
+        let facts = CertFacts::from_parsed(&parsed, der);
+        self.verify_signature(ca, &parsed, &facts)?;
+        let serial = facts.serial.clone();
+        let record = self.with_inventory(|inv| match inv.get(&serial) {
+            None => Err(CaError::UnknownCertificate {
+                serial: serial.clone(),
+            }),
+            Some(e) if e.revoked_at.is_some() => Err(CaError::Revoked {
+                serial: serial.clone(),
+            }),
+            Some(e) => Ok(e.record.clone()),
+        })??;
+        if record.not_after <= now.unix_timestamp() || facts.not_after <= now {
+            return Err(CaError::UnknownCertificate { serial });
+        }
+        Ok((record, facts))
+    }
+
+    fn verify_signature(
+        &self,
+        ca: &Authority,
+        cert: &x509_parser::certificate::X509Certificate<'_>,
+        facts: &CertFacts,
+    ) -> Result<(), CaError> {
+        if self
+            .verified
+            .lock()
+            .is_ok_and(|v| v.contains(&facts.sha256))
+        {
+            return Ok(());
+        }
+        for inter in ca.intermediates() {
+            let parsed = parse_cert("intermediate", &inter.der)?;
+            if cert.verify_signature(Some(parsed.public_key())).is_ok() {
+                // A poisoned cache is only a slower path, never a refusal.
+                if let Ok(mut v) = self.verified.lock() {
+                    if v.len() >= VERIFIED_CACHE {
+                        v.clear();
+                    }
+                    v.insert(facts.sha256);
+                }
+                return Ok(());
+            }
+        }
+        Err(CaError::UnknownCertificate {
+            serial: facts.serial.clone(),
+        })
+    }
+
+    /// After an intermediate left the bundle, what it signed must be checked again.
+    pub fn forget_verified(&self) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.clear();
+        }
+    }
+
+    /// Revokes a serial (already normalised), durably, under the state lock.
+    pub fn revoke(&self, serial: &str, now: OffsetDateTime) -> Result<(), CaError> {
+        let _lock =
+            StateLock::exclusive(&self.state_dir).map_err(|e| CaError::io(&self.state_dir, e))?;
+        let known = self.with_inventory(|inv| inv.record_revoked(serial, now.unix_timestamp()))?;
+        if !known.map_err(|e| CaError::io(&self.state_dir, e))? {
+            return Err(CaError::UnknownCertificate {
+                serial: serial.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The CRL (DER) of every revoked, unexpired certificate, signed by `ca`'s intermediate.
+    pub fn crl(&self, ca: &Authority, now: OffsetDateTime) -> Result<Vec<u8>, CaError> {
+        let revoked = self.with_inventory(|inv| inv.revoked_unexpired(now.unix_timestamp()))?;
+        let entries: Vec<RevokedEntry<'_>> = revoked
+            .iter()
+            .map(|(s, at)| RevokedEntry {
+                serial_hex: s,
+                revoked_at: OffsetDateTime::from_unix_timestamp(*at).unwrap_or(now),
+            })
+            .collect();
+        build_crl(ca, &entries, now.unix_timestamp().max(1) as u64, now)
+    }
+}
