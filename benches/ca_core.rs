@@ -58,6 +58,7 @@ fn main() {
                         LeafRequest {
                             common_name: name.as_str(),
                             sans: &sans,
+                            groups: &Default::default(),
                             usage: Usage::BOTH,
                             ttl: TTL,
                         },
@@ -115,6 +116,7 @@ fn issue(ca: &LocalCa, name: &CertName, sans: &[San], kt: KeyType) {
         name: name.clone(),
         sans: sans.to_vec(),
         usage: Usage::BOTH,
+        groups: Default::default(),
         ttl: Some(TTL),
         key_type: kt,
     };

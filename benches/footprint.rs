@@ -101,6 +101,7 @@ fn run(n: usize) {
             name: CertName::parse(name.as_str()).unwrap(),
             sans: spec.sans.clone(),
             usage: spec.usage,
+            groups: Default::default(),
             ttl: Some(spec.ttl),
             key_type: KeyType::EcdsaP256,
         };

@@ -205,6 +205,7 @@ fn request(sans: Vec<San>) -> Order {
         name: CertName::parse("web").unwrap(),
         sans,
         usage: Usage::BOTH,
+        groups: Default::default(),
         ttl: None,
         key_type: KeyType::EcdsaP256,
     }
@@ -227,6 +228,7 @@ fn sign_csr(ca: &LocalCa, pem: &str) -> Result<SignedCert, AuthError> {
         ttl: None,
         usage: Some(Usage::BOTH),
         enrol: false,
+        groups: Default::default(),
     };
     let secret = secret.secret_str();
     let auth = ca.authorize_remote(Remote::Token { secret, ask }, now())?;

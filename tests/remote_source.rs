@@ -23,6 +23,7 @@ fn order(name: &str) -> LeafOrder {
         name: CertName::parse(name).unwrap(),
         sans: vec![San::parse(name).unwrap()],
         usage: Usage::BOTH,
+        groups: Default::default(),
         ttl: Duration::from_secs(3600),
         internal: false,
     }

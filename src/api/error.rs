@@ -72,6 +72,7 @@ impl ApiError {
                 AuthError::NotAnAgent => (S::FORBIDDEN, "not_an_agent"),
                 AuthError::NotYourCertificate => (S::FORBIDDEN, "not_your_certificate"),
                 AuthError::BadAgentName { .. } => (S::FORBIDDEN, "bad_agent_name"),
+                AuthError::GroupsNeedAnAgent => (S::FORBIDDEN, "groups_need_an_agent"),
                 AuthError::TokenStore(_) | AuthError::Ca(_) => {
                     (S::INTERNAL_SERVER_ERROR, "internal")
                 }

@@ -1,5 +1,6 @@
 //! The endpoints of SPEC.md "HTTPS API": routing, authorisation, and the calls into the CA.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::ca::authorize::{CsrAsk, Remote, Revoker};
 use crate::ca::csr::Csr;
 use crate::ca::issue::SignedCert;
 use crate::ca::local::{LocalCa, normalize_serial};
+use crate::core::authz::GroupName;
 use crate::core::names::Usage;
 use crate::core::policy::parse_duration;
 use crate::core::wire::{CertResponse, RenewRequest, RevokeRequest, RevokeResponse, SignRequest};
@@ -203,9 +205,12 @@ async fn sign(
     let req: SignRequest = json(&body_bytes(body)?)?;
     let ttl = req.ttl.as_deref().map(parse_duration).transpose()?;
     let usage = req.usage.as_deref().map(Usage::parse).transpose()?;
+    let groups = groups_of(&req)?;
     let token = match credential {
         Credential::Token(token) => token,
-        Credential::Certificate(der) => return sign_for_agent(&st, &der, req, ttl, usage).await,
+        Credential::Certificate(der) => {
+            return sign_for_agent(&st, &der, req, ttl, usage, groups).await;
+        }
     };
     let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
     let signed = blocking(move || {
@@ -215,6 +220,7 @@ async fn sign(
             ttl,
             usage,
             enrol: req.enrol,
+            groups,
         };
         let secret = token.as_str();
         let auth = ca.authorize_remote(Remote::Token { secret, ask }, now)?;
@@ -239,16 +245,26 @@ async fn sign_for_agent(
     req: SignRequest,
     ttl: Option<Duration>,
     usage: Option<Usage>,
+    groups: BTreeSet<GroupName>,
 ) -> Result<Json<CertResponse>, ApiError> {
     let ask = CsrAsk {
         csr: Csr::parse(&req.csr)?,
         ttl,
         usage,
         enrol: req.enrol,
+        groups,
     };
     let signed = sign_presented(st, Remote::Agent { presented, ask }).await?;
     st.metrics.issued("agent");
     Ok(Json(cert_response(&signed)))
+}
+
+/// The groups a sign request asks for, each a valid group name.
+fn groups_of(req: &SignRequest) -> Result<BTreeSet<GroupName>, ApiError> {
+    req.groups
+        .iter()
+        .map(|g| GroupName::parse(g).map_err(|e| ApiError::BadRequest(format!("groups: {e}"))))
+        .collect()
 }
 
 /// authorize → sign for a caller with a client certificate: nothing blocks but the fsync,

@@ -140,6 +140,7 @@ impl TlsState {
             name,
             sans: self.names.clone(),
             usage: Usage::SERVER,
+            groups: Default::default(),
             ttl: None,
             key_type: self.key_type,
         };

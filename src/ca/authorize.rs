@@ -3,6 +3,7 @@
 //! what it asks become one [`Authorized`] request, with the final names, usage, lifetime, key,
 //! requester and the name policy that applies, or a refusal saying why.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rcgen::SubjectPublicKeyInfo;
@@ -14,6 +15,7 @@ use super::issue::BACKDATE;
 use super::keys::KeyType;
 use super::local::LocalCa;
 use super::locks::read;
+use crate::core::authz::GroupName;
 use crate::core::names::{CertName, San, Usage};
 use crate::core::policy::{NamePolicy, NameRule};
 use crate::store::requester::Requester;
@@ -25,6 +27,7 @@ pub struct Authorized<K> {
     pub(super) name: CertName,
     pub(super) sans: Vec<San>,
     pub(super) usage: Usage,
+    pub(super) groups: BTreeSet<GroupName>,
     pub(super) ttl: Duration,
     pub(super) key: K,
     pub(super) requester: Requester,
@@ -60,6 +63,8 @@ pub struct Order {
     pub name: CertName,
     pub sans: Vec<San>,
     pub usage: Usage,
+    /// `certdock.groups`, bound to the certificate.
+    pub groups: BTreeSet<GroupName>,
     /// `None`: the CA's default lifetime.
     pub ttl: Option<Duration>,
     pub key_type: KeyType,
@@ -74,6 +79,9 @@ pub struct CsrAsk {
     pub usage: Option<Usage>,
     /// The requester is an agent enrolling: only an `agent` token will do.
     pub enrol: bool,
+    /// Groups an agent's controller asks for (from `certdock.groups` on its host). Only an
+    /// enrolled agent may ask: labels are its authority; a token's holder has none.
+    pub groups: BTreeSet<GroupName>,
 }
 
 /// Callers over the API, who hold their own key and present a credential.
@@ -118,6 +126,10 @@ pub enum AuthError {
     NotAnAgent,
     #[error("a certificate may only revoke itself; use an admin token for others")]
     NotYourCertificate,
+    #[error(
+        "groups are set by `certdock.groups` labels on a certdock host (run or agent), not by a token"
+    )]
+    GroupsNeedAnAgent,
     #[error("the token's name {name:?} is not a valid agent name: {reason}")]
     BadAgentName { name: String, reason: String },
     #[error(transparent)]
@@ -162,6 +174,7 @@ impl LocalCa {
             name: order.name,
             sans: order.sans,
             usage: order.usage,
+            groups: order.groups,
             key: order.key_type,
             requester,
             names,
@@ -183,10 +196,17 @@ impl LocalCa {
                 let ttl = self.policy.ttls.resolve(ask.ttl).map_err(CaError::from)?;
                 let agent = self.verify_presented(presented, now)?;
                 let scope = agent.agent_scope.ok_or(AuthError::NotAnAgent)?;
-                Ok(self.within(ask, ttl, &scope, Requester::Agent(agent.name)))
+                let groups = ask.groups.clone();
+                let mut auth = self.within(ask, ttl, &scope, Requester::Agent(agent.name));
+                auth.groups = groups;
+                Ok(auth)
             }
             Remote::Token { secret, ask } => {
                 let ttl = self.policy.ttls.resolve(ask.ttl).map_err(CaError::from)?;
+                // Refused before the token is spent, like every malformed request.
+                if !ask.groups.is_empty() {
+                    return Err(AuthError::GroupsNeedAnAgent);
+                }
                 let enrol = ask.enrol;
                 let kinds: &[TokenKind] = if enrol {
                     &[TokenKind::Agent]
@@ -248,6 +268,7 @@ impl LocalCa {
             name: ask.csr.name,
             sans: ask.csr.sans,
             usage: ask.usage.unwrap_or(Usage::BOTH),
+            groups: BTreeSet::new(),
             ttl,
             key: ask.csr.key,
             requester,
@@ -275,6 +296,7 @@ impl LocalCa {
             name,
             sans: vec![san],
             usage: Usage::CLIENT,
+            groups: BTreeSet::new(),
             ttl,
             key: csr.key,
             requester: Requester::AgentToken(grant.id),
@@ -309,6 +331,9 @@ impl LocalCa {
             name: CertName::parse(&entry.name).map_err(|e| CaError::Internal(e.to_string()))?,
             sans: entry.sans,
             usage: entry.usage,
+            // A renewal keeps what the CA bound to the identity; a label change on the client
+            // reaches its next certificate through the controller, not through renewal.
+            groups: entry.groups,
             ttl: lifetime.clamp(self.policy.ttls.min, self.policy.ttls.max),
             key,
             requester: Requester::Renewal(entry.serial),

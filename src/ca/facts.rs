@@ -1,6 +1,8 @@
 //! The facts of a certificate, read in one place: what the ledger, renewal, the API and the
 //! agent (and the controller's holdings) need to know about a leaf.
 
+use std::collections::BTreeSet;
+
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -8,6 +10,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use super::CaError;
 use super::csr::ip_of;
 use super::pem::{certs_from_pem, parse_cert};
+use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 
 /// What a certificate says, independent of who parsed it.
@@ -22,6 +25,8 @@ pub struct CertFacts {
     /// DNS and IP SANs. A DNS name certdock would not issue is skipped: these facts describe,
     /// they do not judge (the CA's own checks run on what is asked, not on what is held).
     pub sans: Vec<San>,
+    /// Groups bound by the CA (URI SANs `urn:certdock:group:NAME`); other URIs grant nothing.
+    pub groups: BTreeSet<GroupName>,
     /// From the extended key usage; neither flag set when the extension is absent.
     pub usage: Usage,
     /// The DER of the SubjectPublicKeyInfo.
@@ -49,6 +54,7 @@ impl CertFacts {
     /// For a caller that needs the parsed certificate too (e.g. to check its signature).
     pub fn from_parsed(cert: &X509Certificate<'_>, der: &[u8]) -> Self {
         let mut sans = Vec::new();
+        let mut groups = BTreeSet::new();
         let mut usage = Usage {
             server: false,
             client: false,
@@ -60,6 +66,7 @@ impl CertFacts {
                         match gn {
                             GeneralName::DNSName(d) => sans.extend(San::parse(d).ok()),
                             GeneralName::IPAddress(b) => sans.extend(ip_of(b).map(San::Ip)),
+                            GeneralName::URI(u) => groups.extend(GroupName::from_uri(u)),
                             _ => {}
                         }
                     }
@@ -84,6 +91,7 @@ impl CertFacts {
                 .and_then(|cn| cn.as_str().ok())
                 .map(str::to_string),
             sans,
+            groups,
             usage,
             spki_der: cert.public_key().raw.to_vec(),
             sha256,
@@ -125,6 +133,10 @@ mod tests {
             LeafRequest {
                 common_name: "web.internal",
                 sans: &sans,
+                groups: &["ops", "web"]
+                    .iter()
+                    .map(|g| GroupName::parse(g).unwrap())
+                    .collect(),
                 usage: Usage::CLIENT,
                 ttl: std::time::Duration::from_secs(3600),
             },
@@ -138,6 +150,8 @@ mod tests {
         assert_eq!(facts.not_after, issued.not_after);
         assert_eq!(facts.common_name.as_deref(), Some("web.internal"));
         assert_eq!(facts.sans, sans);
+        let groups: Vec<&str> = facts.groups.iter().map(GroupName::as_str).collect();
+        assert_eq!(groups, ["ops", "web"]);
         assert_eq!(facts.usage, Usage::CLIENT);
         assert!(!facts.is_ca);
         assert_eq!(

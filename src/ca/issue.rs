@@ -1,5 +1,6 @@
 //! Leaf certificates: the one place where a leaf's fields are decided.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rcgen::{
@@ -13,6 +14,7 @@ use super::CaError;
 use super::authority::Authority;
 use super::keys::{KeyType, SecretPem};
 use super::pem::cert_to_pem;
+use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 
 /// How long before "now" a certificate starts, so peers with a slightly slow clock accept it.
@@ -23,6 +25,9 @@ pub use crate::core::renew::BACKDATE;
 pub struct LeafRequest<'a> {
     pub common_name: &'a str,
     pub sans: &'a [San],
+    /// Bound to the certificate as URI SANs (`urn:certdock:group:NAME`), so a decider needs
+    /// nothing but the certificate to know them.
+    pub groups: &'a BTreeSet<GroupName>,
     pub usage: Usage,
     pub ttl: Duration,
 }
@@ -138,6 +143,13 @@ fn leaf_params(
     dn.push(DnType::CommonName, req.common_name);
     p.distinguished_name = dn;
     p.subject_alt_names = req.sans.iter().map(san_type).collect::<Result<_, _>>()?;
+    for g in req.groups {
+        p.subject_alt_names.push(SanType::URI(
+            g.to_uri()
+                .try_into()
+                .map_err(|_| CaError::Internal(format!("group {g} is not IA5")))?,
+        ));
+    }
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = Vec::new();

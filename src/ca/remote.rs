@@ -319,6 +319,7 @@ impl RemoteSource {
                 ttl: Some(fmt_duration(order.ttl)),
                 usage: Some(order.usage.to_string()),
                 enrol: false,
+                groups: order.groups.iter().map(ToString::to_string).collect(),
             }))
             .await?;
         issued_from(&resp, key)

@@ -79,6 +79,7 @@ impl LocalCa {
                 LeafRequest {
                     common_name: auth.name.as_str(),
                     sans: &auth.sans,
+                    groups: &auth.groups,
                     usage: auth.usage,
                     ttl: auth.ttl,
                 },
@@ -91,6 +92,7 @@ impl LocalCa {
             name: auth.name.to_string(),
             sans: auth.sans,
             usage: auth.usage,
+            groups: auth.groups,
             not_before: cert.not_before.unix_timestamp(),
             not_after: cert.not_after.unix_timestamp(),
             requester: auth.requester,

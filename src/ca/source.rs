@@ -3,6 +3,7 @@
 //! `run` uses the CA in this process ([`LocalSource`]); `agent` uses a certdock CA over its HTTPS
 //! API (`ca::remote`). The controller is generic over [`CertSource`] and cannot tell them apart.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use super::authorize::{Local, Order};
 use super::issue::Issued;
 use super::keys::KeyType;
 use super::local::LocalCa;
+use crate::core::authz::GroupName;
 use crate::core::names::{CertName, San, Usage};
 
 /// What the controller wants signed. The key is always made where the certificate is used.
@@ -22,6 +24,8 @@ pub struct LeafOrder {
     pub name: CertName,
     pub sans: Vec<San>,
     pub usage: Usage,
+    /// `certdock.groups`, bound to the certificate.
+    pub groups: BTreeSet<GroupName>,
     pub ttl: Duration,
     /// certdock's own identity (Traefik's client certificate): exempt from allow/deny like
     /// the API certificate, since the user never asked for its name.
@@ -85,6 +89,7 @@ impl CertSource for LocalSource {
             name: order.name.clone(),
             sans: order.sans.clone(),
             usage: order.usage,
+            groups: order.groups.clone(),
             ttl: Some(order.ttl),
             key_type: self.key_type,
         };

@@ -60,6 +60,7 @@ fn leaf(ca: &Authority, usage: Usage, kt: KeyType) -> Issued {
         LeafRequest {
             common_name: "web.internal",
             sans: &sans,
+            groups: &Default::default(),
             usage,
             ttl: Duration::from_secs(3600),
         },
@@ -238,6 +239,7 @@ fn order(name: &str, sans: &[&str]) -> Order {
         name: CertName::parse(name).unwrap(),
         sans: sans.iter().map(|s| San::parse(s).unwrap()).collect(),
         usage: Usage::BOTH,
+        groups: Default::default(),
         ttl: None,
         key_type: KeyType::EcdsaP256,
     }
@@ -281,6 +283,7 @@ fn with_token(
         ttl: None,
         usage: None,
         enrol,
+        groups: Default::default(),
     };
     let auth = ca.authorize_remote(Remote::Token { secret, ask }, now())?;
     Ok(ca.sign(auth, now())?.wait()?)
@@ -486,4 +489,83 @@ fn the_signer_status_says_a_fresh_ca_can_sign() {
             .unwrap()
             .can_sign
     );
+}
+
+fn groups(names: &[&str]) -> std::collections::BTreeSet<crate::core::authz::GroupName> {
+    names
+        .iter()
+        .map(|g| crate::core::authz::GroupName::parse(g).unwrap())
+        .collect()
+}
+
+#[test]
+fn groups_are_bound_to_the_certificate_recorded_and_kept_on_renewal() {
+    let (_dir, ca) = local(Policy::default());
+    let issued = issue(
+        &ca,
+        Local::Controller,
+        Order {
+            groups: groups(&["web", "ops"]),
+            ..order("cron", &["cron"])
+        },
+    )
+    .unwrap();
+    let facts = super::facts::CertFacts::from_der("leaf", &issued.cert_der).unwrap();
+    assert_eq!(facts.groups, groups(&["ops", "web"]));
+    let rec = ca.verify_presented(&issued.cert_der, now()).unwrap();
+    assert_eq!(rec.groups, groups(&["ops", "web"]));
+    let renewed = renew(&ca, &issued.cert_der).unwrap();
+    let facts = super::facts::CertFacts::from_der("renewed", &renewed.cert_der).unwrap();
+    assert_eq!(facts.groups, groups(&["ops", "web"]));
+}
+
+#[test]
+fn a_token_cannot_ask_for_groups_and_is_not_spent_asking() {
+    let (_dir, ca) = local(Policy::default());
+    let secret = token(&ca, "host2", TokenKind::Sign, "");
+    let ask = CsrAsk {
+        csr: Csr::parse(&csr_pem("host2")).unwrap(),
+        ttl: None,
+        usage: None,
+        enrol: false,
+        groups: groups(&["admins"]),
+    };
+    let refused = ca
+        .authorize_remote(
+            Remote::Token {
+                secret: &secret,
+                ask,
+            },
+            now(),
+        )
+        .err()
+        .expect("refused");
+    assert!(matches!(refused, AuthError::GroupsNeedAnAgent), "{refused}");
+    assert!(with_token(&ca, &secret, &csr_pem("host2"), false).is_ok());
+}
+
+#[test]
+fn an_agent_binds_the_groups_its_labels_ask_for() {
+    let (_dir, ca) = local(Policy::default());
+    let secret = token(&ca, "agent-1.internal", TokenKind::Agent, "");
+    let agent = with_token(&ca, &secret, &csr_pem("agent"), true).unwrap();
+    let ask = CsrAsk {
+        csr: Csr::parse(&csr_pem("batch")).unwrap(),
+        ttl: None,
+        usage: Some(Usage::CLIENT),
+        enrol: false,
+        groups: groups(&["ops"]),
+    };
+    let auth = ca
+        .authorize_remote(
+            Remote::Agent {
+                presented: &agent.cert_der,
+                ask,
+            },
+            now(),
+        )
+        .unwrap();
+    let signed = ca.sign(auth, now()).unwrap().wait().unwrap();
+    let facts = super::facts::CertFacts::from_der("leaf", &signed.cert_der).unwrap();
+    assert_eq!(facts.groups, groups(&["ops"]));
 }

@@ -101,6 +101,7 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
         name: name.clone(),
         sans,
         usage,
+        groups: Default::default(),
         ttl,
         key_type: s.key_type,
     };

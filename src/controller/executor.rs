@@ -100,6 +100,7 @@ impl<S: CertSource> Executor<S> {
                 name,
                 sans: spec.sans.clone(),
                 usage: spec.usage,
+                groups: Default::default(),
                 ttl: spec.ttl,
                 internal: work.id == Identity::TraefikClient,
             };

@@ -19,6 +19,10 @@ pub struct SignRequest {
     /// enrols them all the same).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enrol: bool,
+    /// certdock's extension: the groups (`certdock.groups`) an agent's controller binds to the
+    /// certificate. Only an enrolled agent may ask for groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// `POST /v1/renew`: `{}` keeps the key, a CSR brings a new one.

@@ -1,6 +1,6 @@
 //! What the CA has issued and revoked: an append-only journal plus an in-memory index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Journal;
 use super::requester::Requester;
+use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 use crate::core::policy::NameRule;
 
@@ -18,6 +19,10 @@ pub struct IssuedRecord {
     pub name: String,
     pub sans: Vec<San>,
     pub usage: Usage,
+    /// Groups bound to the certificate (`certdock.groups`); absent in records of releases
+    /// before groups existed, which had none.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub groups: BTreeSet<GroupName>,
     pub not_before: i64,
     pub not_after: i64,
     /// Who asked; stored as the free text earlier releases wrote (see [`Requester`]).
@@ -37,6 +42,7 @@ impl IssuedRecord {
             name: "web".into(),
             sans: vec![San::parse("web").expect("literal")],
             usage: Usage::SERVER,
+            groups: BTreeSet::new(),
             not_before: 0,
             not_after: 100,
             requester,

@@ -102,6 +102,7 @@ pub async fn enrol(
                 ttl: None,
                 usage: Some(Usage::CLIENT.to_string()),
                 enrol: true,
+                groups: Vec::new(),
             }),
     )
     .await?;
