@@ -1,5 +1,6 @@
 //! The pure core: names, policy, labels → desired certificates → a plan of actions. No I/O here.
 
+pub mod atomic_dir;
 pub mod container;
 pub mod labels;
 pub mod names;
