@@ -1,0 +1,261 @@
+//! The controller loop: events, file changes and timers wake it; it reconciles and flushes proxy files.
+//!
+//! Like kube-runtime's `applier`, it is given its inputs (an event stream factory, a CA, a
+//! Docker-actions handle, a clock) and opens no connection itself.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use time::OffsetDateTime;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{Instant, sleep_until};
+
+use super::clock::Clock;
+use super::config::{ControllerConfig, Reloadable};
+use super::executor::Executor;
+use super::file_watch::{FileChange, FileWatch, watch_files};
+use super::holdings::Holdings;
+use super::outputs::{refresh_ca_files, refresh_proxy_files};
+use super::reconciler::Reconciler;
+use super::store::ContainerStore;
+use crate::ca::source::CertSource;
+use crate::core::plan::{Desired, Identity};
+use crate::docker::{DockerActions, WatchConfig, WatchEvent};
+use crate::metrics::Metrics;
+
+/// Quiet time after an event before reconciling: lets a `create`+`start` pair land together.
+const RECONCILE_QUIET: Duration = Duration::from_millis(5);
+/// Proxy files wait for a burst to end (quiet), but never longer than the cap after its start,
+/// so 20 containers started together cause one or two Traefik reloads, not twenty. The quiet
+/// time is longer than the gap between two `docker run`s of a script or Compose (~0.3 s here,
+/// see BENCHMARKS.md) and short enough that the last container of a burst is in Traefik's
+/// configuration within a second of its start.
+pub const FLUSH_QUIET: Duration = Duration::from_millis(500);
+pub const FLUSH_MAX: Duration = Duration::from_secs(2);
+/// Pause after a file event before checking outputs (our own writes cause events too).
+const FILE_QUIET: Duration = Duration::from_millis(200);
+
+/// The controller and everything it is given.
+pub struct Controller<S, A, W> {
+    pub cfg: ControllerConfig,
+    /// Where certificates come from: the CA in process, or a remote one.
+    pub source: Arc<S>,
+    /// What the loop does to containers: the engine, or a test engine.
+    pub actions: Arc<A>,
+    /// Makes the container event stream for a watch configuration; called again when a
+    /// reload changes the label prefix or the resync interval.
+    pub watch: W,
+    pub metrics: Arc<Metrics>,
+    /// The config file, when there is one to reload.
+    pub reload: Option<Reloadable>,
+    pub clock: Clock,
+}
+
+/// The OS watch of the output directory and the config file, and its events.
+struct Files {
+    _watch: FileWatch,
+    changes: UnboundedReceiver<FileChange>,
+}
+
+impl Files {
+    fn watch(cfg: &ControllerConfig, reload: Option<&Reloadable>) -> io::Result<Files> {
+        let config = reload.map(|r| r.path.as_path());
+        let (watch, changes) = watch_files(&cfg.dirs.out, config).map_err(io::Error::other)?;
+        Ok(Files {
+            _watch: watch,
+            changes,
+        })
+    }
+}
+
+/// When the loop runs next: one reconcile deadline, one proxy-file deadline.
+struct Timers {
+    reconcile_at: Option<Instant>,
+    flush_at: Option<Instant>,
+    burst_started: Option<Instant>,
+}
+
+impl Timers {
+    /// Reconcile no later than `at` (an earlier deadline wins).
+    fn reconcile_by(&mut self, at: Instant) {
+        self.reconcile_at = Some(self.reconcile_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Flush after the burst settles: `FLUSH_QUIET` after the last change, at most `FLUSH_MAX`
+    /// after the first.
+    fn burst(&mut self, now: Instant) {
+        let first = *self.burst_started.get_or_insert(now);
+        self.flush_at = Some((now + FLUSH_QUIET).min(first + FLUSH_MAX));
+    }
+
+    fn wake(&self) -> Option<Instant> {
+        [self.reconcile_at, self.flush_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// What the loop keeps between passes besides the reconciler.
+struct LoopState {
+    store: ContainerStore,
+    bundle: String,
+    desired: BTreeMap<Identity, Desired>,
+    /// Check published files against the holdings at the next pass.
+    verify_outputs: bool,
+}
+
+// === impl Controller ===
+
+impl<S, A, W, E> Controller<S, A, W>
+where
+    S: CertSource,
+    A: DockerActions,
+    W: FnMut(WatchConfig) -> E,
+    E: Stream<Item = WatchEvent> + Send + 'static,
+{
+    /// Runs until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// Only at start: `STATE/managed/` unreadable, or the output directory not watchable.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Controller {
+            mut cfg,
+            source,
+            actions,
+            mut watch,
+            metrics,
+            reload,
+            clock,
+        } = self;
+        let holdings = Holdings::load(&cfg.state_dir)?;
+        for (id, h) in &holdings.held {
+            metrics.set_certificate(&id.to_string(), OffsetDateTime::from(h.not_after));
+        }
+        let mut files = Files::watch(&cfg, reload.as_ref())?;
+        let mut watching = cfg.watch_config();
+        let mut events = Box::pin(watch(watching.clone()));
+        let executor = Executor::new(source.clone(), actions);
+        let mut rec = Reconciler::new(executor, holdings, metrics.clone(), clock);
+        let mut st = LoopState {
+            store: ContainerStore::default(),
+            bundle: String::new(),
+            desired: BTreeMap::new(),
+            verify_outputs: true,
+        };
+        let mut timers = Timers {
+            reconcile_at: Some(Instant::now()),
+            flush_at: Some(Instant::now()),
+            burst_started: None,
+        };
+        tokio::pin!(shutdown);
+        tracing::info!(out = %cfg.dirs.out.display(), "controller started");
+
+        loop {
+            let wake = timers.wake();
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(ev) = events.next() => {
+                    match &ev {
+                        WatchEvent::InitDone => metrics.resyncs.inc(),
+                        WatchEvent::Upsert(_) | WatchEvent::Remove(_) => metrics.docker_events.inc(),
+                        _ => 0,
+                    };
+                    if st.store.apply(ev) {
+                        timers.reconcile_by(Instant::now() + RECONCILE_QUIET);
+                    }
+                }
+                Some(change) = files.changes.recv() => {
+                    let soon = Instant::now() + FILE_QUIET;
+                    match change {
+                        FileChange::Outputs => st.verify_outputs = true,
+                        FileChange::Config => {
+                            let Some(Ok(new)) = load(reload.as_ref()) else { continue };
+                            if new.watch_config() != watching {
+                                tracing::info!(prefix = %new.label_prefix, "watching containers again with the new settings");
+                                watching = new.watch_config();
+                                events = Box::pin(watch(watching.clone()));
+                            }
+                            if new.dirs.out != cfg.dirs.out {
+                                match Files::watch(&new, reload.as_ref()) {
+                                    Ok(f) => files = f,
+                                    Err(e) => tracing::error!(error = %e, out = %new.dirs.out.display(), "cannot watch the new output directory"),
+                                }
+                                st.verify_outputs = true;
+                            }
+                            rec.forget_refusals();
+                            cfg = new;
+                            // Everything the settings shape is rewritten now, not at the next burst.
+                            timers.flush_at = Some(soon);
+                        }
+                    }
+                    // Our own writes land here too: look after a short pause, once per storm.
+                    timers.reconcile_by(soon);
+                    // A flush already pending rewrites an altered file anyway; pulling it earlier
+                    // would defeat the burst debounce, since every publish under OUT/certs/ is a
+                    // file event (it made one Traefik reload per container).
+                    timers.flush_at = Some(timers.flush_at.unwrap_or(soon));
+                }
+                _ = async { match wake { Some(w) => sleep_until(w).await, None => std::future::pending().await } } => {
+                    let now = Instant::now();
+                    if timers.reconcile_at.is_some_and(|t| t <= now) {
+                        let outcome = pass(&cfg, source.as_ref(), &mut rec, &mut st).await;
+                        timers.reconcile_at = Some(outcome.next_wake);
+                        if outcome.desired != st.desired || outcome.delivered {
+                            st.desired = outcome.desired;
+                            timers.burst(now);
+                        }
+                    }
+                    if timers.flush_at.is_some_and(|t| t <= Instant::now()) {
+                        timers.flush_at = None;
+                        timers.burst_started = None;
+                        let versions = rec.holdings.published_versions();
+                        if !st.bundle.is_empty()
+                            && refresh_proxy_files(&cfg.dirs, &st.bundle, &cfg.traefik_options, &st.desired, &versions)
+                        {
+                            metrics.proxy_config_written("traefik");
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!("controller stopped");
+        Ok(())
+    }
+}
+
+/// The changed config file, or `None` (logged) when there is none or it is refused.
+fn load(reload: Option<&Reloadable>) -> Option<Result<ControllerConfig, String>> {
+    let result = (reload?.load)();
+    match &result {
+        Ok(_) => tracing::info!("settings reloaded from the config file"),
+        Err(e) => {
+            tracing::error!(error = %e, "the changed config file is refused; keeping the running settings")
+        }
+    }
+    Some(result)
+}
+
+/// One reconcile, with what must precede it: the CA bundle and the CA files.
+async fn pass<S: CertSource, A: DockerActions>(
+    cfg: &ControllerConfig,
+    source: &S,
+    rec: &mut Reconciler<S, A>,
+    st: &mut LoopState,
+) -> super::reconciler::Outcome {
+    match source.bundle().await {
+        Ok(b) => st.bundle = b,
+        Err(e) => tracing::warn!(error = %e, "cannot refresh the CA bundle; keeping the last one"),
+    }
+    // The CA files go out at once (before any delivery that relies on them); only the Traefik
+    // file waits for the burst to settle.
+    refresh_ca_files(&cfg.dirs, &st.bundle);
+    if std::mem::take(&mut st.verify_outputs) {
+        rec.holdings.forget_altered_publications(&cfg.dirs);
+    }
+    rec.reconcile(cfg, &st.store, &st.bundle).await
+}
