@@ -53,8 +53,14 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
         bundle: &str,
         dirs: &OutputDirs,
     ) -> Vec<WorkResult> {
-        stream::iter(plan.work.iter())
+        // Futures made first and then streamed (they start only when polled): a closure in the
+        // stream would make the future not `Send` for every lifetime, and the loop unspawnable.
+        let work: Vec<_> = plan
+            .work
+            .iter()
             .map(|w| self.run_one(w, held.get(&w.id).cloned(), bundle, dirs))
+            .collect();
+        stream::iter(work)
             .buffer_unordered(PARALLEL)
             .collect()
             .await
