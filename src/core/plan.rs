@@ -365,10 +365,10 @@ pub fn plan(world: &World<'_>) -> Plan {
             && f.retry_at > world.now
         {
             // Backing off after a failure; the current certificate (if any) keeps being served.
+            // Its renewal time is past, so only the retry time may wake the loop.
             out.next_wake = earliest(out.next_wake, f.retry_at);
             issue = None;
-        }
-        if issue.is_none()
+        } else if issue.is_none()
             && let Some(cur) = current
         {
             out.next_wake = earliest(out.next_wake, cur.renew_at.min(cur.not_after));
