@@ -427,4 +427,15 @@ mod tests {
         assert!(Usage::parse("peer").is_err());
         assert!(Usage::parse("").is_err());
     }
+
+    #[test]
+    fn certdocks_own_identity_is_a_valid_name_that_no_container_file_key_can_take() {
+        assert!(CertName::parse(traefik_client::CN).is_ok());
+        assert!(San::parse(traefik_client::CN).is_ok());
+        assert!(CertName::parse(traefik_client::FILE_KEY).is_err());
+        assert_eq!(
+            traefik_client::FILE_KEY,
+            format!("_{}", traefik_client::NAME)
+        );
+    }
 }
