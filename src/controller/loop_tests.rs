@@ -1,5 +1,4 @@
-//! The whole loop (plan, execute, retry policy, ledger, outputs, status) on tokio's paused clock,
-//! with the in-memory engine and the real CA: no Docker, no real waiting.
+//! The whole loop on tokio's paused clock, with the in-memory engine and the real CA: no Docker.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

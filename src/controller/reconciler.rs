@@ -1,5 +1,4 @@
 //! One reconcile pass: build the world, [`plan`], execute, apply the results, write status.
-//! It never sleeps: it returns when it wants to run again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -114,7 +113,8 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
     }
 
-    /// One pass over the whole world. See the module docs.
+    /// One pass over the whole world. It never sleeps: the outcome says when to run again
+    /// (the plan's wake-up, retries, new renewals; at the latest [`MAX_SLEEP`]).
     pub async fn reconcile(
         &mut self,
         cfg: &ControllerConfig,

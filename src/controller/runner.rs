@@ -1,7 +1,4 @@
 //! The controller loop: events, file changes and timers wake it; it reconciles and flushes proxy files.
-//!
-//! Like kube-runtime's `applier`, it is given its inputs (an event stream factory, a CA, a
-//! Docker-actions handle, a clock) and opens no connection itself.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,7 +36,8 @@ pub const FLUSH_MAX: Duration = Duration::from_secs(2);
 /// Pause after a file event before checking outputs (our own writes cause events too).
 const FILE_QUIET: Duration = Duration::from_millis(200);
 
-/// The controller and everything it is given.
+/// The controller and everything it is given. Like kube-runtime's `applier`, it opens no
+/// connection itself, so the whole loop runs against a test engine on a paused clock.
 pub struct Controller<S, A, W> {
     pub cfg: ControllerConfig,
     /// Where certificates come from: the CA in process, or a remote one.
@@ -174,7 +172,12 @@ where
                     match change {
                         FileChange::Outputs => st.verify_outputs = true,
                         FileChange::Config => {
-                            let Some(Ok(new)) = load(reload.as_ref()) else { continue };
+                            let Some(Ok(mut new)) = load(reload.as_ref()) else { continue };
+                            if new.state_dir != cfg.state_dir {
+                                // The holdings (and, in `run`, the CA) live there: it stays.
+                                tracing::warn!(state_dir = %cfg.state_dir.display(), "the state directory cannot change while running; keeping it");
+                                new.state_dir = cfg.state_dir.clone();
+                            }
                             if new.watch_config() != watching {
                                 tracing::info!(prefix = %new.label_prefix, "watching containers again with the new settings");
                                 watching = new.watch_config();

@@ -1,19 +1,4 @@
 //! The atomic-directory scheme both writers follow (host files and container archives): slots, links, order.
-//!
-//! Layout of a delivery directory (Kubernetes' atomic-writer idea, with two alternating slots):
-//!
-//! ```text
-//! dir/..certdock-a/            one of two slot directories, each a complete version
-//! dir/..certdock-b/              (plus `.version`, the caller's version string)
-//! dir/..data -> ..certdock-b   the live slot: the only entry replaced on an update
-//! dir/cert.pem -> ..data/cert.pem, …   made once, re-made only when missing or wrong
-//! ```
-//!
-//! An update writes the slot that is not live, then swaps `..data`, then adds missing file
-//! links ([`swap_steps`]). A reader never sees a half-written file, files read through `..data`
-//! belong to one version, and the previous version stays intact until the next update. The host
-//! writer (`delivery::bundle`) swaps `..data` with `rename(2)`; the container writer
-//! (`docker::upload`) sends the same steps as one archive that Docker extracts in order.
 
 /// The link naming the live slot.
 pub const DATA_LINK: &str = "..data";
@@ -72,7 +57,21 @@ pub fn is_reserved(name: &str) -> bool {
 }
 
 /// The steps of one update of `files`, given the live slot and which public links are already
-/// right (`linked`). See the module docs for why this order.
+/// right (`linked`). The layout of a delivery directory (Kubernetes' atomic-writer idea, with
+/// two alternating slots):
+///
+/// ```text
+/// dir/..certdock-a/            one of two slot directories, each a complete version
+/// dir/..certdock-b/              (plus `.version`, the caller's version string)
+/// dir/..data -> ..certdock-b   the live slot: the only entry replaced on an update
+/// dir/cert.pem -> ..data/cert.pem, …   made once, re-made only when missing or wrong
+/// ```
+///
+/// An update writes the slot that is not live, then swaps `..data`, then adds missing file
+/// links. A reader never sees a half-written file, files read through `..data` belong to one
+/// version, and the previous version stays intact until the next update. The host writer
+/// (`delivery::bundle`) swaps `..data` with `rename(2)`; the container writer
+/// (`docker::upload`) sends the same steps as one archive that Docker extracts in order.
 pub fn swap_steps<'a>(
     files: &[&'a str],
     live: Option<usize>,

@@ -1,8 +1,4 @@
-//! The five files of a delivered certificate, and the atomic directory swap that publishes them.
-//!
-//! The layout and the order of steps are [`crate::core::atomic_dir`]'s, shared with delivery into
-//! containers. On the host the `..data` swap is one `rename(2)`, so a reader sees the old set or
-//! the new one, never a half-written file or a certificate beside the wrong key.
+//! The five files of a delivered certificate, and the host side of the atomic directory swap.
 
 use std::fs;
 use std::io;
@@ -69,8 +65,10 @@ impl Bundle {
     }
 }
 
-/// Publishes `bundle` into `dir` atomically (see the module docs). `owner` chowns the files
-/// (needs root); the key stays 0600 whatever the owner.
+/// Publishes `bundle` into `dir` atomically, following [`crate::core::atomic_dir`]: the `..data`
+/// swap is one `rename(2)`, so a reader sees the old set or the new one, never a half-written
+/// file or a certificate beside the wrong key. `owner` chowns the files (needs root); the key
+/// stays 0600 whatever the owner.
 pub fn publish_dir(dir: &Path, bundle: &Bundle, owner: Option<(u32, u32)>) -> io::Result<()> {
     create_dir(dir, 0o755)?;
     let before = fs::read_link(dir.join(DATA_LINK)).ok();

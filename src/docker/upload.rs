@@ -1,18 +1,4 @@
 //! Copying files into a container through the archive API, swapped in atomically.
-//!
-//! The layout and the order of steps are [`crate::core::atomic_dir`]'s, shared with the host
-//! writer. Here they become one archive that Docker extracts in order. Docker extracts an entry
-//! by removing the old path and then writing the new one, so files are never overwritten in place.
-//!
-//! Bounds and limits, because the archive API cannot delete or rename:
-//! - Old versions do not accumulate: the non-live slot is reused. Its old contents are cleared by
-//!   first sending an empty regular file under the slot's name (Docker removes the directory
-//!   recursively to put it there), then the directory again.
-//! - Replacing `..data` is an unlink followed by a symlink, so for microseconds a reader may get
-//!   "no such file" (never a partial file or a mismatched pair). Reload signals go out after the
-//!   upload returns, so signalled readers never hit that window. Per-file links are only sent when
-//!   missing or wrong, so they add no such window on updates.
-//! - A file dropped from the set leaves a dangling link behind.
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,8 +23,21 @@ const MAX_VERSION_LEN: usize = 256;
 pub type UploadFile = (String, Vec<u8>, u32);
 
 /// Copies `files` into directory `dir` of the container (created, running or stopped), owned by
-/// `uid:gid` with the given modes, replacing the previous version atomically (see the module
-/// docs). Missing parent directories are created (root-owned, 0755).
+/// `uid:gid` with the given modes, replacing the previous version atomically. Missing parent
+/// directories are created (root-owned, 0755).
+///
+/// The layout and the order of steps are [`crate::core::atomic_dir`]'s, shared with the host
+/// writer; here they become one archive that Docker extracts in order. Docker extracts an entry
+/// by removing the old path and then writing the new one, so files are never overwritten in
+/// place. Bounds and limits, because the archive API cannot delete or rename:
+/// - Old versions do not accumulate: the non-live slot is reused. Its old contents are cleared
+///   by first sending an empty regular file under the slot's name (Docker removes the directory
+///   recursively to put it there), then the directory again.
+/// - Replacing `..data` is an unlink followed by a symlink, so for microseconds a reader may get
+///   "no such file" (never a partial file or a mismatched pair). Reload signals go out after the
+///   upload returns, so signalled readers never hit that window. Per-file links are only sent
+///   when missing or wrong, so they add no such window on updates.
+/// - A file dropped from the set leaves a dangling link behind.
 ///
 /// # Errors
 /// [`DockerError::InvalidUpload`] for a relative or unnormalised `dir`, a file name that is not a
