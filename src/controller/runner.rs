@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::executor::Executor;
 use super::file_watch::{FileChange, FileWatch, watch_files};
 use super::holdings::Holdings;
 use super::outputs::{refresh_ca_files, refresh_proxy_files};
-use super::reconciler::Reconciler;
+use super::reconciler::{Outcome, Reconciler};
 use super::store::ContainerStore;
 use crate::ca::source::CertSource;
 use crate::core::plan::{Desired, Identity};
@@ -98,13 +99,25 @@ impl Timers {
     }
 }
 
-/// What the loop keeps between passes besides the reconciler.
-struct LoopState {
+/// The running loop: what it was given and what it keeps between wake-ups.
+struct Running<S, A, W, E> {
+    cfg: ControllerConfig,
+    source: Arc<S>,
+    metrics: Arc<Metrics>,
+    reload: Option<Reloadable>,
+    watch: W,
+    /// The configuration `events` was made for.
+    watching: WatchConfig,
+    events: Pin<Box<E>>,
+    files: Files,
+    rec: Reconciler<S, A>,
     store: ContainerStore,
     bundle: String,
+    /// The plan's wanted certificates as of the last pass, for the proxy files.
     desired: BTreeMap<Identity, Desired>,
     /// Check published files against the holdings at the next pass.
     verify_outputs: bool,
+    timers: Timers,
 }
 
 // === impl Controller ===
@@ -122,7 +135,7 @@ where
     /// Only at start: `STATE/managed/` unreadable, or the output directory not watchable.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let Controller {
-            mut cfg,
+            cfg,
             source,
             actions,
             mut watch,
@@ -134,96 +147,46 @@ where
         for (id, h) in &holdings.held {
             metrics.set_certificate(&id.to_string(), OffsetDateTime::from(h.not_after));
         }
-        let mut files = Files::watch(&cfg, reload.as_ref())?;
-        let mut watching = cfg.watch_config();
-        let mut events = Box::pin(watch(watching.clone()));
+        let files = Files::watch(&cfg, reload.as_ref())?;
+        let watching = cfg.watch_config();
+        let events = Box::pin(watch(watching.clone()));
         let executor = Executor::new(source.clone(), actions);
-        let mut rec = Reconciler::new(executor, holdings, metrics.clone(), clock);
-        let mut st = LoopState {
+        let rec = Reconciler::new(executor, holdings, metrics.clone(), clock);
+        tracing::info!(out = %cfg.dirs.out.display(), "controller started");
+        let mut l = Running {
+            cfg,
+            source,
+            metrics,
+            reload,
+            watch,
+            watching,
+            events,
+            files,
+            rec,
             store: ContainerStore::default(),
             bundle: String::new(),
             desired: BTreeMap::new(),
             verify_outputs: true,
-        };
-        let mut timers = Timers {
-            reconcile_at: Some(Instant::now()),
-            flush_at: Some(Instant::now()),
-            burst_started: None,
+            timers: Timers {
+                reconcile_at: Some(Instant::now()),
+                flush_at: Some(Instant::now()),
+                burst_started: None,
+            },
         };
         tokio::pin!(shutdown);
-        tracing::info!(out = %cfg.dirs.out.display(), "controller started");
-
         loop {
-            let wake = timers.wake();
+            let wake = l.timers.wake();
+            let timer = async {
+                match wake {
+                    Some(w) => sleep_until(w).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(ev) = events.next() => {
-                    match &ev {
-                        WatchEvent::InitDone => metrics.resyncs.inc(),
-                        WatchEvent::Upsert(_) | WatchEvent::Remove(_) => metrics.docker_events.inc(),
-                        _ => 0,
-                    };
-                    if st.store.apply(ev) {
-                        timers.reconcile_by(Instant::now() + RECONCILE_QUIET);
-                    }
-                }
-                Some(change) = files.changes.recv() => {
-                    let soon = Instant::now() + FILE_QUIET;
-                    match change {
-                        FileChange::Outputs => st.verify_outputs = true,
-                        FileChange::Config => {
-                            let Some(Ok(mut new)) = load(reload.as_ref()) else { continue };
-                            if new.state_dir != cfg.state_dir {
-                                // The holdings (and, in `run`, the CA) live there: it stays.
-                                tracing::warn!(state_dir = %cfg.state_dir.display(), "the state directory cannot change while running; keeping it");
-                                new.state_dir = cfg.state_dir.clone();
-                            }
-                            if new.watch_config() != watching {
-                                tracing::info!(prefix = %new.label_prefix, "watching containers again with the new settings");
-                                watching = new.watch_config();
-                                events = Box::pin(watch(watching.clone()));
-                            }
-                            if new.dirs.out != cfg.dirs.out {
-                                match Files::watch(&new, reload.as_ref()) {
-                                    Ok(f) => files = f,
-                                    Err(e) => tracing::error!(error = %e, out = %new.dirs.out.display(), "cannot watch the new output directory"),
-                                }
-                                st.verify_outputs = true;
-                            }
-                            rec.forget_refusals();
-                            cfg = new;
-                            // Everything the settings shape is rewritten now, not at the next burst.
-                            timers.flush_at = Some(soon);
-                        }
-                    }
-                    // Our own writes land here too: look after a short pause, once per storm.
-                    timers.reconcile_by(soon);
-                    // A flush already pending rewrites an altered file anyway; pulling it earlier
-                    // would defeat the burst debounce, since every publish under OUT/certs/ is a
-                    // file event (it made one Traefik reload per container).
-                    timers.flush_at = Some(timers.flush_at.unwrap_or(soon));
-                }
-                _ = async { match wake { Some(w) => sleep_until(w).await, None => std::future::pending().await } } => {
-                    let now = Instant::now();
-                    if timers.reconcile_at.is_some_and(|t| t <= now) {
-                        let outcome = pass(&cfg, source.as_ref(), &mut rec, &mut st).await;
-                        timers.reconcile_at = Some(outcome.next_wake);
-                        if outcome.desired != st.desired || outcome.delivered {
-                            st.desired = outcome.desired;
-                            timers.burst(now);
-                        }
-                    }
-                    if timers.flush_at.is_some_and(|t| t <= Instant::now()) {
-                        timers.flush_at = None;
-                        timers.burst_started = None;
-                        let versions = rec.holdings.published_versions();
-                        if !st.bundle.is_empty()
-                            && refresh_proxy_files(&cfg.dirs, &st.bundle, &cfg.traefik_options, &st.desired, &versions)
-                        {
-                            metrics.proxy_config_written("traefik");
-                        }
-                    }
-                }
+                Some(ev) = l.events.next() => l.on_event(ev),
+                Some(change) = l.files.changes.recv() => l.on_file_change(change),
+                _ = timer => l.on_timer().await,
             }
         }
         tracing::info!("controller stopped");
@@ -231,34 +194,130 @@ where
     }
 }
 
-/// The changed config file, or `None` (logged) when there is none or it is refused.
-fn load(reload: Option<&Reloadable>) -> Option<Result<ControllerConfig, String>> {
-    let result = (reload?.load)();
-    match &result {
-        Ok(_) => tracing::info!("settings reloaded from the config file"),
-        Err(e) => {
-            tracing::error!(error = %e, "the changed config file is refused; keeping the running settings")
+// === impl Running ===
+
+impl<S, A, W, E> Running<S, A, W, E>
+where
+    S: CertSource,
+    A: DockerActions,
+    W: FnMut(WatchConfig) -> E,
+    E: Stream<Item = WatchEvent> + Send + 'static,
+{
+    fn on_event(&mut self, ev: WatchEvent) {
+        match &ev {
+            WatchEvent::InitDone => self.metrics.resyncs.inc(),
+            WatchEvent::Upsert(_) | WatchEvent::Remove(_) => self.metrics.docker_events.inc(),
+            _ => 0,
+        };
+        if self.store.apply(ev) {
+            self.timers.reconcile_by(Instant::now() + RECONCILE_QUIET);
         }
     }
-    Some(result)
-}
 
-/// One reconcile, with what must precede it: the CA bundle and the CA files.
-async fn pass<S: CertSource, A: DockerActions>(
-    cfg: &ControllerConfig,
-    source: &S,
-    rec: &mut Reconciler<S, A>,
-    st: &mut LoopState,
-) -> super::reconciler::Outcome {
-    match source.bundle().await {
-        Ok(b) => st.bundle = b,
-        Err(e) => tracing::warn!(error = %e, "cannot refresh the CA bundle; keeping the last one"),
+    fn on_file_change(&mut self, change: FileChange) {
+        let soon = Instant::now() + FILE_QUIET;
+        match change {
+            FileChange::Outputs => self.verify_outputs = true,
+            FileChange::Config => {
+                if !self.reload_config() {
+                    return;
+                }
+                // Everything the settings shape is rewritten now, not at the next burst.
+                self.timers.flush_at = Some(soon);
+            }
+        }
+        // Our own writes land here too: look after a short pause, once per storm.
+        self.timers.reconcile_by(soon);
+        // A flush already pending rewrites an altered file anyway; pulling it earlier would
+        // defeat the burst debounce, since every publish under OUT/certs/ is a file event (it
+        // made one Traefik reload per container).
+        self.timers.flush_at = Some(self.timers.flush_at.unwrap_or(soon));
     }
-    // The CA files go out at once (before any delivery that relies on them); only the Traefik
-    // file waits for the burst to settle.
-    refresh_ca_files(&cfg.dirs, &st.bundle);
-    if std::mem::take(&mut st.verify_outputs) {
-        rec.holdings.forget_altered_publications(&cfg.dirs);
+
+    /// Loads the changed config file and hands it to every piece. Returns whether it applied.
+    fn reload_config(&mut self) -> bool {
+        let Some(reload) = self.reload.as_ref() else {
+            return false;
+        };
+        let mut new = match (reload.load)() {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "the changed config file is refused; keeping the running settings");
+                return false;
+            }
+        };
+        tracing::info!("settings reloaded from the config file");
+        if new.state_dir != self.cfg.state_dir {
+            // The holdings (and, in `run`, the CA) live there: it stays.
+            tracing::warn!(state_dir = %self.cfg.state_dir.display(), "the state directory cannot change while running; keeping it");
+            new.state_dir = self.cfg.state_dir.clone();
+        }
+        if new.watch_config() != self.watching {
+            tracing::info!(prefix = %new.label_prefix, "watching containers again with the new settings");
+            self.watching = new.watch_config();
+            self.events = Box::pin((self.watch)(self.watching.clone()));
+        }
+        if new.dirs.out != self.cfg.dirs.out {
+            match Files::watch(&new, Some(reload)) {
+                Ok(files) => self.files = files,
+                Err(e) => {
+                    tracing::error!(error = %e, out = %new.dirs.out.display(), "cannot watch the new output directory")
+                }
+            }
+            self.verify_outputs = true;
+        }
+        self.rec.forget_refusals();
+        self.cfg = new;
+        true
     }
-    rec.reconcile(cfg, &st.store, &st.bundle).await
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.timers.reconcile_at.is_some_and(|t| t <= now) {
+            let outcome = self.pass().await;
+            self.timers.reconcile_at = Some(outcome.next_wake);
+            if outcome.desired != self.desired || outcome.delivered {
+                self.desired = outcome.desired;
+                self.timers.burst(now);
+            }
+        }
+        if self.timers.flush_at.is_some_and(|t| t <= Instant::now()) {
+            self.timers.flush_at = None;
+            self.timers.burst_started = None;
+            let versions = self.rec.holdings.published_versions();
+            let cfg = &self.cfg;
+            if !self.bundle.is_empty()
+                && refresh_proxy_files(
+                    &cfg.dirs,
+                    &self.bundle,
+                    &cfg.traefik_options,
+                    &self.desired,
+                    &versions,
+                )
+            {
+                self.metrics.proxy_config_written("traefik");
+            }
+        }
+    }
+
+    /// One reconcile, with what must precede it: the CA bundle and the CA files.
+    async fn pass(&mut self) -> Outcome {
+        match self.source.bundle().await {
+            Ok(b) => self.bundle = b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the CA bundle; keeping the last one")
+            }
+        }
+        // The CA files go out at once (before any delivery that relies on them); only the
+        // Traefik file waits for the burst to settle.
+        refresh_ca_files(&self.cfg.dirs, &self.bundle);
+        if std::mem::take(&mut self.verify_outputs) {
+            self.rec
+                .holdings
+                .forget_altered_publications(&self.cfg.dirs);
+        }
+        self.rec
+            .reconcile(&self.cfg, &self.store, &self.bundle)
+            .await
+    }
 }
