@@ -158,7 +158,7 @@ async fn sleep(d: Duration) {
 /// Waits for something driven by the OS file watch, whose events arrive in real time: a few
 /// real milliseconds at a time, letting the paused clock run meanwhile.
 async fn until(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1000 {
         if cond() {
             return;
         }
