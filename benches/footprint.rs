@@ -22,7 +22,7 @@ use certdock::ca::authority::CaLifetimes;
 use certdock::ca::authorize::{Local, Order};
 use certdock::ca::keys::KeyType;
 use certdock::ca::local::{LocalCa, OpenMode, Policy};
-use certdock::controller::holdings::{Held, Holdings, file_key, version};
+use certdock::controller::holdings::{Held, Holdings, version};
 use certdock::controller::outputs::{OutputDirs, publish};
 use certdock::core::container::{ContainerInfo, ContainerState};
 use certdock::core::labels::LabelContext;
@@ -117,7 +117,7 @@ fn run(n: usize) {
             holdings
                 .ledger
                 .published
-                .insert(file_key(&work.id), version(&held.serial, &bundle));
+                .insert(work.id.file_key(), version(&held.serial, &bundle));
         }
         holdings.store(&work.id, held).unwrap();
     }
@@ -154,12 +154,7 @@ fn plan_once(
         .iter()
         .map(|(id, h)| (id.clone(), h.current(bundle)))
         .collect();
-    let published: BTreeMap<_, _> = holdings
-        .ledger
-        .published
-        .iter()
-        .filter_map(|(k, v)| Some((certdock::controller::holdings::identity_of(k)?, v.clone())))
-        .collect();
+    let published = holdings.published_versions();
     let empty = BTreeMap::new();
     plan(&World {
         containers,

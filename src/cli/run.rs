@@ -15,10 +15,10 @@ use super::settings::{RawSettings, Settings};
 use crate::api::ApiServer;
 use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::ca::remote::RemoteSource;
-use crate::ca::source::LocalSource;
+use crate::ca::source::{CertSource, LocalSource};
 use crate::controller::outputs::OutputDirs;
-use crate::controller::reconciler::Reloadable;
-use crate::controller::{self, ControllerConfig};
+use crate::controller::{Clock, Controller, ControllerConfig, Reloadable};
+use crate::docker::{self, BollardActions};
 use crate::metrics::Metrics;
 use crate::proxy::traefik::TlsOptionsBase;
 
@@ -59,6 +59,26 @@ pub fn reloadable(raw: RawSettings) -> Option<Reloadable> {
     })
 }
 
+/// The controller against the Docker engine named by `DOCKER_HOST`, on the system clock.
+async fn run_controller<S: CertSource>(
+    cfg: ControllerConfig,
+    source: Arc<S>,
+    metrics: Arc<Metrics>,
+    reload: Option<Reloadable>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let controller = Controller {
+        cfg,
+        source,
+        actions: Arc::new(BollardActions::new(docker::connect)),
+        watch: |config| docker::watch(docker::connect, config),
+        metrics,
+        reload,
+        clock: Clock::System,
+    };
+    controller.run(shutdown).await
+}
+
 /// One shutdown signal, fanned out to every part of the process.
 fn shutdown_fanout() -> (
     impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -97,7 +117,7 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
             ca: ca.clone(),
             key_type: s.key_type,
         });
-        let result = controller::run(cfg, source, metrics, reloadable(raw), shutdown()).await;
+        let result = run_controller(cfg, source, metrics, reloadable(raw), shutdown()).await;
         maintenance.abort();
         let _ = api_task.await;
         waiter.abort();
@@ -151,7 +171,7 @@ pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
             let remote = remote.clone();
             tokio::spawn(async move { remote.keep_identity_fresh().await })
         };
-        let result = controller::run(
+        let result = run_controller(
             cfg,
             remote,
             Arc::new(Metrics::new()),

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::CmdResult;
 use super::settings::Settings;
@@ -31,12 +30,10 @@ pub fn run(s: &Settings, json: bool) -> CmdResult {
             .map(|e| StatusEntry {
                 name: e.record.name.clone(),
                 container: None,
-                sans: e.record.sans.iter().map(ToString::to_string).collect(),
-                usage: e.record.usage.to_string(),
+                sans: e.record.sans.clone(),
+                usage: Some(e.record.usage),
                 serial: Some(e.record.serial.clone()),
-                not_after: OffsetDateTime::from_unix_timestamp(e.record.not_after)
-                    .ok()
-                    .and_then(|t| t.format(&Rfc3339).ok()),
+                not_after: OffsetDateTime::from_unix_timestamp(e.record.not_after).ok(),
                 next_renewal: None,
                 error: None,
             })
@@ -48,20 +45,23 @@ pub fn run(s: &Settings, json: bool) -> CmdResult {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
-    println!(
-        "{:<24} {:<24} {:<14} {:<22} {:<22} ERROR / SANS",
-        "NAME", "CONTAINER", "USAGE", "NOT AFTER", "NEXT RENEWAL"
-    );
+    let row = |cells: Vec<String>| {
+        let mut line = String::new();
+        for ((_, width, _), cell) in StatusEntry::COLUMNS.iter().zip(cells) {
+            if *width == 0 {
+                line.push_str(&cell);
+            } else {
+                line.push_str(&format!("{cell:<width$} "));
+            }
+        }
+        println!("{line}");
+    };
+    row(StatusEntry::COLUMNS
+        .iter()
+        .map(|c| c.0.to_string())
+        .collect());
     for e in &entries {
-        println!(
-            "{:<24} {:<24} {:<14} {:<22} {:<22} {}",
-            e.name,
-            e.container.as_deref().unwrap_or("-"),
-            e.usage,
-            e.not_after.as_deref().unwrap_or("-"),
-            e.next_renewal.as_deref().unwrap_or("-"),
-            e.error.clone().unwrap_or_else(|| e.sans.join(","))
-        );
+        row(StatusEntry::COLUMNS.iter().map(|c| (c.2)(e)).collect());
     }
     Ok(())
 }

@@ -5,15 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
-use tokio::sync::Mutex;
 
 use super::holdings::{Held, version};
 use super::outputs::{OutputDirs, publish};
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
 use crate::core::labels::Reload;
-use crate::core::plan::{Attach, CertPlan, Copy, Identity, Plan};
+use crate::core::plan::{Attach, CertPlan, CertSpecLite, Copy, Identity, Plan};
 use crate::delivery::bundle::Bundle;
-use crate::docker::{self, Docker};
+use crate::docker::{DockerActions, Upload};
 
 /// How many certificates are worked on at once (Docker calls and signing overlap).
 const PARALLEL: usize = 8;
@@ -21,6 +20,8 @@ const PARALLEL: usize = 8;
 /// The outcome of one [`CertPlan`].
 pub struct WorkResult {
     pub id: Identity,
+    /// What was asked of the CA, when anything was.
+    pub order: Option<CertSpecLite>,
     pub issued: Option<Held>,
     pub issue_error: Option<SourceError>,
     /// Version now published under the output directory.
@@ -33,54 +34,48 @@ pub struct WorkResult {
     pub action_error: Option<String>,
 }
 
-pub struct Executor<S> {
+/// The hands of the loop: a CA and a Docker engine, both given from outside.
+pub struct Executor<S, A> {
     source: Arc<S>,
-    dirs: OutputDirs,
-    /// A Docker client for actions, made on first use and dropped after a transport failure.
-    docker: Mutex<Option<Docker>>,
+    actions: Arc<A>,
 }
 
-impl<S: CertSource> Executor<S> {
-    pub fn new(source: Arc<S>, dirs: OutputDirs) -> Self {
-        Self {
-            source,
-            dirs,
-            docker: Mutex::new(None),
-        }
+impl<S: CertSource, A: DockerActions> Executor<S, A> {
+    pub fn new(source: Arc<S>, actions: Arc<A>) -> Self {
+        Self { source, actions }
     }
 
-    async fn docker(&self) -> Result<Docker, docker::DockerError> {
-        let mut guard = self.docker.lock().await;
-        if let Some(d) = guard.as_ref() {
-            return Ok(d.clone());
-        }
-        let d = docker::connect().await?;
-        *guard = Some(d.clone());
-        Ok(d)
-    }
-
-    async fn docker_failed(&self, e: &docker::DockerError) {
-        if e.is_transient() {
-            *self.docker.lock().await = None;
-        }
-    }
-
+    /// Carries out every [`CertPlan`]; `dirs` are read per call, so a reload reaches them.
     pub async fn execute(
         &self,
         plan: &Plan,
         held: &BTreeMap<Identity, Held>,
         bundle: &str,
+        dirs: &OutputDirs,
     ) -> Vec<WorkResult> {
-        stream::iter(plan.work.iter())
-            .map(|w| self.run_one(w, held.get(&w.id).cloned(), bundle))
+        // Futures made first and then streamed (they start only when polled): a closure in the
+        // stream would make the future not `Send` for every lifetime, and the loop unspawnable.
+        let work: Vec<_> = plan
+            .work
+            .iter()
+            .map(|w| self.run_one(w, held.get(&w.id).cloned(), bundle, dirs))
+            .collect();
+        stream::iter(work)
             .buffer_unordered(PARALLEL)
             .collect()
             .await
     }
 
-    async fn run_one(&self, work: &CertPlan, current: Option<Held>, bundle: &str) -> WorkResult {
+    async fn run_one(
+        &self,
+        work: &CertPlan,
+        current: Option<Held>,
+        bundle: &str,
+        dirs: &OutputDirs,
+    ) -> WorkResult {
         let mut result = WorkResult {
             id: work.id.clone(),
+            order: work.issue.as_ref().map(|(spec, _)| spec.clone()),
             issued: None,
             issue_error: None,
             published: None,
@@ -90,14 +85,8 @@ impl<S: CertSource> Executor<S> {
         };
         let mut cert = current;
         if let Some((spec, reason)) = &work.issue {
-            let name = match &work.id {
-                Identity::Named(n) => n.clone(),
-                Identity::TraefikClient => {
-                    crate::core::names::CertName::parse("traefik.certdock").expect("literal")
-                }
-            };
             let order = LeafOrder {
-                name,
+                name: work.id.cert_name(),
                 sans: spec.sans.clone(),
                 usage: spec.usage,
                 groups: Default::default(),
@@ -126,7 +115,7 @@ impl<S: CertSource> Executor<S> {
         let bundle_files = cert.bundle(bundle);
         let v = version(&cert.serial, bundle);
         if work.publish {
-            match publish(&self.dirs, &work.id, &bundle_files) {
+            match publish(dirs, &work.id, &bundle_files) {
                 Ok(()) => {
                     result.published = Some(v.clone());
                     for (container, reload) in &work.publish_reloads {
@@ -140,7 +129,7 @@ impl<S: CertSource> Executor<S> {
                     result.failed_actions += 1;
                     result.action_error = Some(format!(
                         "cannot write {}: {e}",
-                        self.dirs.published_dir(&work.id).display()
+                        dirs.published_dir(&work.id).display()
                     ));
                 }
             }
@@ -161,30 +150,23 @@ impl<S: CertSource> Executor<S> {
     }
 
     async fn copy(&self, copy: &Copy, bundle: &Bundle, v: &str) -> Result<(), ()> {
-        let docker = self
-            .docker()
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "Docker unreachable"))?;
         let files: Vec<(String, Vec<u8>, u32)> = bundle
             .files()
             .into_iter()
             .map(|(n, c, m)| (n.to_string(), c, m.bits()))
             .collect();
-        if let Err(e) = docker::upload_files(
-            &docker,
-            &copy.container_id,
-            copy.path.as_str(),
-            &files,
-            copy.owner.uid,
-            copy.owner.gid,
-            v,
-        )
-        .await
-        {
+        let upload = Upload {
+            container_id: &copy.container_id,
+            dir: copy.path.as_str(),
+            files: &files,
+            uid: copy.owner.uid,
+            gid: copy.owner.gid,
+            version: v,
+        };
+        if let Err(e) = self.actions.upload(upload).await {
             if !e.is_not_found() {
                 tracing::warn!(container = %copy.container_name, error = %e, "cannot copy the certificate into the container");
             }
-            self.docker_failed(&e).await;
             return Err(());
         }
         tracing::info!(container = %copy.container_name, path = %copy.path, serial = %bundle.version, "delivered");
@@ -197,13 +179,9 @@ impl<S: CertSource> Executor<S> {
     }
 
     async fn reload(&self, container_id: &str, reload: &Reload) -> Result<(), ()> {
-        let docker = self
-            .docker()
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "Docker unreachable"))?;
         let result = match reload {
-            Reload::Signal(s) => docker::send_signal(&docker, container_id, s.name()).await,
-            Reload::Restart => docker::restart(&docker, container_id).await,
+            Reload::Signal(s) => self.actions.signal(container_id, s.name()).await,
+            Reload::Restart => self.actions.restart(container_id).await,
         };
         match result {
             Ok(()) => {
@@ -212,7 +190,6 @@ impl<S: CertSource> Executor<S> {
             }
             Err(e) => {
                 tracing::warn!(container = %container_id, %reload, error = %e, "reload failed");
-                self.docker_failed(&e).await;
                 Err(())
             }
         }
@@ -222,24 +199,17 @@ impl<S: CertSource> Executor<S> {
     pub async fn attach_all(&self, attaches: &[Attach]) -> usize {
         let mut failed = 0;
         for a in attaches {
-            let docker = match self.docker().await {
-                Ok(d) => d,
-                Err(_) => return attaches.len(),
-            };
-            match docker::connect_network(
-                &docker,
-                &a.network,
-                &a.container_id,
-                std::slice::from_ref(&a.alias),
-            )
-            .await
+            let aliases = std::slice::from_ref(&a.alias);
+            match self
+                .actions
+                .connect_network(&a.network, &a.container_id, aliases)
+                .await
             {
                 Ok(()) => {
                     tracing::info!(container = %a.container_id, network = %a.network, alias = %a.alias, "attached")
                 }
                 Err(e) => {
                     tracing::warn!(container = %a.container_id, network = %a.network, error = %e, "cannot attach to the proxy network");
-                    self.docker_failed(&e).await;
                     failed += 1;
                 }
             }

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{GeneralName, ParsedExtension};
 
+use super::outputs::OutputDirs;
 use crate::ca::issue::Issued;
 use crate::ca::keys::SecretPem;
 use crate::ca::pem::{certs_from_pem, parse_cert};
-use crate::core::names::{CertName, San, Usage};
+use crate::core::names::{San, Usage};
 use crate::core::plan::{Current, Failure, Identity};
 use crate::core::renew::renew_at;
 use crate::delivery::bundle::Bundle;
@@ -163,22 +164,6 @@ pub struct Holdings {
     pub refusals_logged: std::collections::BTreeSet<(String, String)>,
 }
 
-/// The file name of an identity under `STATE/managed/`. Certificate names never contain `_`,
-/// so the internal identities cannot collide with a container's.
-pub fn file_key(id: &Identity) -> String {
-    match id {
-        Identity::Named(n) => n.to_string(),
-        Identity::TraefikClient => "_traefik-client".to_string(),
-    }
-}
-
-pub fn identity_of(key: &str) -> Option<Identity> {
-    match key {
-        "_traefik-client" => Some(Identity::TraefikClient),
-        other => CertName::parse(other).ok().map(Identity::Named),
-    }
-}
-
 const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
 
 impl Holdings {
@@ -192,7 +177,9 @@ impl Holdings {
             let Some(key) = name.strip_suffix(".pem") else {
                 continue;
             };
-            let Some(id) = identity_of(key) else { continue };
+            let Some(id) = Identity::from_file_key(key) else {
+                continue;
+            };
             let text = std::fs::read_to_string(entry.path())?;
             match split_managed(&text)
                 .and_then(|(k, c, ch)| Held::parse(SecretPem::new(k), &c, &ch))
@@ -232,7 +219,7 @@ impl Holdings {
             held.chain_pem
         );
         write_atomic(
-            &self.dir.join(format!("{}.pem", file_key(id))),
+            &self.dir.join(format!("{}.pem", id.file_key())),
             text.as_bytes(),
             Mode::Secret,
         )?;
@@ -242,13 +229,45 @@ impl Holdings {
 
     pub fn forget(&mut self, id: &Identity) -> io::Result<()> {
         self.held.remove(id);
-        let key = file_key(id);
+        let key = id.file_key();
         self.ledger.published.remove(&key);
         self.ledger.orphaned_since.remove(&key);
         self.failures.remove(id);
         match std::fs::remove_file(self.dir.join(format!("{key}.pem"))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// The ledger's publications by identity (keys no identity has are skipped).
+    pub fn published_versions(&self) -> BTreeMap<Identity, String> {
+        self.ledger
+            .published
+            .iter()
+            .filter_map(|(k, v)| Some((Identity::from_file_key(k)?, v.clone())))
+            .collect()
+    }
+
+    /// Forgets publications whose files on disk are no longer exactly ours (deleted, altered),
+    /// so the next plan publishes them again.
+    pub fn forget_altered_publications(&mut self, dirs: &OutputDirs) {
+        let mut stale = Vec::new();
+        for (id, _) in self.published_versions() {
+            let Some(held) = self.held.get(&id) else {
+                continue;
+            };
+            let dir = dirs.published_dir(&id);
+            let intact = std::fs::read_to_string(dir.join("cert.pem"))
+                .is_ok_and(|c| c == held.cert_pem)
+                && std::fs::read_to_string(dir.join("key.pem"))
+                    .is_ok_and(|k| k == held.key.secret_pem());
+            if !intact {
+                tracing::warn!(cert = %id, dir = %dir.display(), "published files were changed or removed; writing them again");
+                stale.push(id.file_key());
+            }
+        }
+        for key in stale {
+            self.ledger.published.remove(&key);
         }
     }
 

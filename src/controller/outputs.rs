@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::ca::pem::{cert_to_pem, certs_from_pem, parse_cert};
 use crate::core::plan::{Desired, Identity};
 use crate::delivery::bundle::{Bundle, publish_dir, remove_dir};
 use crate::proxy::caddy::render_snippet;
@@ -22,7 +23,7 @@ pub struct OutputDirs {
 impl OutputDirs {
     /// Host directory of an identity's published files.
     pub fn published_dir(&self, id: &Identity) -> PathBuf {
-        self.out.join(relative_dir(id))
+        self.out.join(id.out_dir())
     }
 
     fn proxy_path(&self, rel: &str) -> String {
@@ -30,12 +31,25 @@ impl OutputDirs {
     }
 }
 
-fn relative_dir(id: &Identity) -> String {
-    match id {
-        Identity::Named(n) => format!("certs/{n}"),
-        // Outside certs/ so that no container's name can ever reach it.
-        Identity::TraefikClient => "traefik-client".to_string(),
-    }
+/// The CA bundle's certificates one by one, root first, with their file stems: `root`, then
+/// `intermediate-<serial prefix>`. The one place CA files are named.
+pub fn ca_parts(bundle: &str) -> Vec<(String, String)> {
+    certs_from_pem("CA bundle", bundle)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            let serial = parse_cert("CA", der)
+                .map(|c| hex::encode(c.raw_serial()))
+                .unwrap_or_default();
+            let stem = if i == 0 {
+                "root".to_string()
+            } else {
+                format!("intermediate-{}", &serial[..serial.len().min(16)])
+            };
+            (stem, cert_to_pem(der))
+        })
+        .collect()
 }
 
 pub fn publish(dirs: &OutputDirs, id: &Identity, bundle: &Bundle) -> io::Result<()> {
@@ -49,14 +63,15 @@ pub fn unpublish(dirs: &OutputDirs, id: &Identity) -> io::Result<()> {
 
 /// Writes `ca.pem` and the Caddy files: the snippet names one CA file per certificate, because
 /// Caddy 2.6 reads only the first certificate of a bundle. Returns whether anything changed.
-pub fn write_ca_files(dirs: &OutputDirs, ca_parts: &[(String, String)]) -> io::Result<bool> {
+pub fn write_ca_files(dirs: &OutputDirs, bundle: &str) -> io::Result<bool> {
+    let ca_parts = ca_parts(bundle);
     create_dir(&dirs.out, 0o755)?;
     let ca_pem: String = ca_parts.iter().map(|(_, pem)| pem.as_str()).collect();
     let mut changed = write_if_changed(&dirs.out.join("ca.pem"), ca_pem.as_bytes(), Mode::Public)?;
     let caddy_dir = dirs.out.join("caddy");
     create_dir(&caddy_dir, 0o755)?;
     let mut caddy_files = Vec::new();
-    for (stem, pem) in ca_parts {
+    for (stem, pem) in &ca_parts {
         let file = format!("ca-{stem}.pem");
         changed |= write_if_changed(&caddy_dir.join(&file), pem.as_bytes(), Mode::Public)?;
         caddy_files.push(dirs.proxy_path(&format!("caddy/{file}")));
@@ -86,12 +101,15 @@ pub fn write_ca_files(dirs: &OutputDirs, ca_parts: &[(String, String)]) -> io::R
 /// revision, because Traefik re-reads certificate files only when its directory changes.
 pub fn write_proxy_files(
     dirs: &OutputDirs,
-    ca_parts: &[(String, String)],
+    bundle: &str,
     base_options: &TlsOptionsBase,
     desired: &BTreeMap<Identity, Desired>,
     versions: &BTreeMap<Identity, String>,
 ) -> io::Result<bool> {
-    let ca_pem: String = ca_parts.iter().map(|(_, pem)| pem.as_str()).collect();
+    let ca_pem: String = ca_parts(bundle)
+        .iter()
+        .map(|(_, pem)| pem.as_str())
+        .collect();
     let mut certificates = Vec::new();
     let mut revision = ring::digest::Context::new(&ring::digest::SHA256);
     revision.update(ca_pem.as_bytes());
@@ -99,7 +117,7 @@ pub fn write_proxy_files(
         if d.traefik_hosts
             && let Some(v) = versions.get(id)
         {
-            let rel = relative_dir(id);
+            let rel = id.out_dir();
             certificates.push(CertFiles {
                 cert_file: dirs.proxy_path(&format!("{rel}/fullchain.pem")),
                 key_file: dirs.proxy_path(&format!("{rel}/key.pem")),
@@ -109,9 +127,10 @@ pub fn write_proxy_files(
     }
     let transport_client = versions.get(&Identity::TraefikClient).map(|v| {
         revision.update(v.as_bytes());
+        let rel = Identity::TraefikClient.out_dir();
         CertFiles {
-            cert_file: dirs.proxy_path("traefik-client/fullchain.pem"),
-            key_file: dirs.proxy_path("traefik-client/key.pem"),
+            cert_file: dirs.proxy_path(&format!("{rel}/fullchain.pem")),
+            key_file: dirs.proxy_path(&format!("{rel}/key.pem")),
         }
     });
     let model = TraefikModel {
@@ -131,6 +150,45 @@ pub fn write_proxy_files(
         yaml.as_bytes(),
         Mode::Public,
     )
+}
+
+/// Writes the CA files when they changed, logging the outcome: on failure the previous ones
+/// stay in place.
+pub fn refresh_ca_files(dirs: &OutputDirs, bundle: &str) {
+    if bundle.is_empty() {
+        return;
+    }
+    match write_ca_files(dirs, bundle) {
+        Ok(true) => {
+            tracing::info!(file = %dirs.out.join("ca.pem").display(), "wrote the CA bundle")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the CA files; the previous ones stay in place")
+        }
+    }
+}
+
+/// Writes the Traefik file when it changed, logging the outcome. Returns whether it wrote.
+pub fn refresh_proxy_files(
+    dirs: &OutputDirs,
+    bundle: &str,
+    base_options: &TlsOptionsBase,
+    desired: &BTreeMap<Identity, Desired>,
+    versions: &BTreeMap<Identity, String>,
+) -> bool {
+    match write_proxy_files(dirs, bundle, base_options, desired, versions) {
+        Ok(written) => {
+            if written {
+                tracing::info!(file = %dirs.out.join("traefik/certdock.yml").display(), "wrote proxy configuration");
+            }
+            written
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write proxy files; the previous ones stay in place");
+            false
+        }
+    }
 }
 
 /// Removes files `prefix*suffix` in `dir` that are not in `keep` (CA files of expired intermediates).

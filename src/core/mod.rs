@@ -1,5 +1,6 @@
 //! The pure core: names, policy, labels → desired certificates → a plan of actions. No I/O here.
 
+pub mod atomic_dir;
 pub mod authz;
 pub mod client_cert;
 pub mod container;

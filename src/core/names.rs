@@ -311,6 +311,18 @@ impl fmt::Display for Usage {
     }
 }
 
+/// certdock's own client certificate, which Traefik presents to backends (the `certdock`
+/// serversTransport). Every spelling of that identity lives here.
+pub mod traefik_client {
+    /// Its subject CN and only SAN.
+    pub const CN: &str = "traefik.certdock";
+    /// Its name in `certdock status`, and its directory under the output directory (outside
+    /// `certs/`, so no container's name can reach it).
+    pub const NAME: &str = "traefik-client";
+    /// Its file key under `STATE/managed/`: `_` never occurs in a certificate name.
+    pub const FILE_KEY: &str = "_traefik-client";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +426,16 @@ mod tests {
         assert_eq!(Usage::parse("server, client").unwrap(), Usage::BOTH);
         assert!(Usage::parse("peer").is_err());
         assert!(Usage::parse("").is_err());
+    }
+
+    #[test]
+    fn certdocks_own_identity_is_a_valid_name_that_no_container_file_key_can_take() {
+        assert!(CertName::parse(traefik_client::CN).is_ok());
+        assert!(San::parse(traefik_client::CN).is_ok());
+        assert!(CertName::parse(traefik_client::FILE_KEY).is_err());
+        assert_eq!(
+            traefik_client::FILE_KEY,
+            format!("_{}", traefik_client::NAME)
+        );
     }
 }

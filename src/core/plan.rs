@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use super::container::{ContainerInfo, ContainerState};
 use super::labels::{self, CertSpec, ContainerPath, Delivery, LabelContext, Owner, Reload};
-use super::names::{CertName, San, Usage};
+use super::names::{CertName, San, Usage, traefik_client};
 
 /// Which certificate: one a container asked for, or one certdock needs for itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,11 +21,54 @@ pub enum Identity {
     TraefikClient,
 }
 
+impl Identity {
+    /// The certificate name the CA signs (subject CN).
+    pub fn cert_name(&self) -> CertName {
+        match self {
+            Identity::Named(n) => n.clone(),
+            Identity::TraefikClient => CertName::parse(traefik_client::CN)
+                .unwrap_or_else(|e| unreachable!("the literal {:?}: {e}", traefik_client::CN)),
+        }
+    }
+
+    /// The name shown in `certdock status`.
+    pub fn status_name(&self) -> String {
+        match self {
+            Identity::Named(n) => n.to_string(),
+            Identity::TraefikClient => traefik_client::NAME.to_string(),
+        }
+    }
+
+    /// Its directory under the output directory, relative.
+    pub fn out_dir(&self) -> String {
+        match self {
+            Identity::Named(n) => format!("certs/{n}"),
+            Identity::TraefikClient => traefik_client::NAME.to_string(),
+        }
+    }
+
+    /// The key of its files under `STATE/managed/` and in the delivery ledger.
+    pub fn file_key(&self) -> String {
+        match self {
+            Identity::Named(n) => n.to_string(),
+            Identity::TraefikClient => traefik_client::FILE_KEY.to_string(),
+        }
+    }
+
+    /// The inverse of [`Identity::file_key`]; `None` for a key no identity has.
+    pub fn from_file_key(key: &str) -> Option<Identity> {
+        match key {
+            traefik_client::FILE_KEY => Some(Identity::TraefikClient),
+            other => CertName::parse(other).ok().map(Identity::Named),
+        }
+    }
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Identity::Named(n) => n.fmt(f),
-            Identity::TraefikClient => f.write_str("traefik-client (certdock itself)"),
+            Identity::TraefikClient => write!(f, "{} (certdock itself)", traefik_client::NAME),
         }
     }
 }
@@ -322,10 +365,10 @@ pub fn plan(world: &World<'_>) -> Plan {
             && f.retry_at > world.now
         {
             // Backing off after a failure; the current certificate (if any) keeps being served.
+            // Its renewal time is past, so only the retry time may wake the loop.
             out.next_wake = earliest(out.next_wake, f.retry_at);
             issue = None;
-        }
-        if issue.is_none()
+        } else if issue.is_none()
             && let Some(cur) = current
         {
             out.next_wake = earliest(out.next_wake, cur.renew_at.min(cur.not_after));

@@ -217,6 +217,24 @@ fn a_failed_issuance_backs_off_until_its_retry_time() {
 }
 
 #[test]
+fn a_renewal_backing_off_wakes_at_its_retry_not_at_the_past_renewal_time() {
+    let mut f = Fixture::new();
+    f.hold("api", "01", &["api", "api.internal"], t(0));
+    let now = t(0) + 17 * H;
+    f.failures.insert(
+        id("api"),
+        Failure {
+            attempts: 3,
+            retry_at: now + Duration::from_secs(8),
+            error: "CA down".into(),
+        },
+    );
+    let p = f.plan(&[container("a", API, ContainerState::Running)], now);
+    assert!(p.work.iter().all(|w| w.issue.is_none()));
+    assert_eq!(p.next_wake, Some(now + Duration::from_secs(8)));
+}
+
+#[test]
 fn two_containers_sharing_a_name_share_one_certificate_unless_they_disagree() {
     let f = Fixture::new();
     let other = [

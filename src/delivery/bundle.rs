@@ -1,10 +1,4 @@
-//! The five files of a delivered certificate, and the atomic directory swap that publishes them.
-//!
-//! Layout (Kubernetes' atomic-writer scheme): the files live in a fresh version directory
-//! `..certdock-<serial>`, the symlink `..data` points at the current one, and each public name
-//! (`cert.pem`, …) is a symlink to `..data/<name>`. Publishing is one `rename(2)` of `..data`,
-//! so a reader sees the old set or the new one, never a half-written file or a certificate
-//! beside the wrong key. The previous version is kept for readers that hold it open.
+//! The five files of a delivered certificate, and the host side of the atomic directory swap.
 
 use std::fs;
 use std::io;
@@ -13,12 +7,15 @@ use std::path::Path;
 
 use crate::ca::issue::Issued;
 use crate::ca::keys::SecretPem;
+use crate::core::atomic_dir::{
+    DATA_LINK, SLOT_PREFIX, Step, VERSION_FILE, file_link_target, slot_of, swap_steps,
+};
 use crate::store::atomic::{Mode, create_dir, sync_dir, write_atomic};
 
 /// Everything a service needs: its certificate, key, chain and the CA bundle.
 #[derive(Debug, Clone)]
 pub struct Bundle {
-    /// Names the version directory; the certificate serial.
+    /// Written to the slot's `.version`; the certificate serial.
     pub version: String,
     pub cert_pem: String,
     pub key: SecretPem,
@@ -68,38 +65,55 @@ impl Bundle {
     }
 }
 
-const DATA_LINK: &str = "..data";
-const VERSION_PREFIX: &str = "..certdock-";
-
-/// Publishes `bundle` into `dir` atomically (see the module docs). `owner` chowns the files
-/// (needs root); the key stays 0600 whatever the owner.
+/// Publishes `bundle` into `dir` atomically, following [`crate::core::atomic_dir`]: the `..data`
+/// swap is one `rename(2)`, so a reader sees the old set or the new one, never a half-written
+/// file or a certificate beside the wrong key. `owner` chowns the files (needs root); the key
+/// stays 0600 whatever the owner.
 pub fn publish_dir(dir: &Path, bundle: &Bundle, owner: Option<(u32, u32)>) -> io::Result<()> {
     create_dir(dir, 0o755)?;
-    let version = format!(
-        "{VERSION_PREFIX}{}-{}",
-        sanitize(&bundle.version),
-        hex::encode(rand::random::<[u8; 4]>())
-    );
-    let vdir = dir.join(&version);
-    create_dir(&vdir, 0o755)?;
-    for (name, content, mode) in bundle.files() {
-        let path = vdir.join(name);
-        write_atomic(&path, &content, mode)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
-        }
-    }
-    sync_dir(&vdir)?;
-    replace_symlink(dir, DATA_LINK, &version)?;
-    for (name, _) in FILES {
-        let target = format!("{DATA_LINK}/{name}");
-        let current = fs::read_link(dir.join(name)).ok();
-        if current.as_deref() != Some(Path::new(&target)) {
-            replace_symlink(dir, name, &target)?;
+    let before = fs::read_link(dir.join(DATA_LINK)).ok();
+    let live = before
+        .as_deref()
+        .and_then(|t| slot_of(&t.to_string_lossy()));
+    let files = bundle.files();
+    let names: Vec<&str> = files.iter().map(|(n, _, _)| *n).collect();
+    let linked = |name: &str| {
+        fs::read_link(dir.join(name)).ok().as_deref() == Some(Path::new(&file_link_target(name)))
+    };
+    for step in swap_steps(&names, live, linked) {
+        match step {
+            Step::ClearSlot(slot) => {
+                match fs::remove_dir_all(dir.join(slot)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                create_dir(&dir.join(slot), 0o755)?;
+            }
+            Step::WriteFile { slot, name } => {
+                let Some((_, content, mode)) = files.iter().find(|(n, _, _)| *n == name) else {
+                    continue;
+                };
+                let path = dir.join(slot).join(name);
+                write_atomic(&path, content, *mode)?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                }
+            }
+            Step::WriteVersion(slot) => {
+                let path = dir.join(slot).join(VERSION_FILE);
+                write_atomic(
+                    &path,
+                    format!("{}\n", bundle.version).as_bytes(),
+                    Mode::Public,
+                )?;
+                sync_dir(&dir.join(slot))?;
+            }
+            Step::SwapData(slot) => replace_symlink(dir, DATA_LINK, slot)?,
+            Step::LinkFile(name) => replace_symlink(dir, name, &file_link_target(name))?,
         }
     }
     sync_dir(dir)?;
-    prune_versions(dir, &version)
+    prune_legacy(dir, before.as_deref())
 }
 
 /// Points `dir/name` at `target` with one atomic rename.
@@ -110,23 +124,15 @@ fn replace_symlink(dir: &Path, name: &str, target: &str) -> io::Result<()> {
     fs::rename(&tmp, dir.join(name))
 }
 
-/// Keeps the current version and the one before it; older ones go.
-fn prune_versions(dir: &Path, current: &str) -> io::Result<()> {
-    let mut versions: Vec<(std::time::SystemTime, String)> = fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            if !name.starts_with(VERSION_PREFIX) || name == current {
-                return None;
-            }
-            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-            Some((modified, name))
-        })
-        .collect();
-    versions.sort();
-    versions.pop(); // the previous version stays
-    for (_, name) in versions {
-        fs::remove_dir_all(dir.join(name))?;
+/// Removes version directories of older releases (`..certdock-<serial>-<random>`), except the
+/// one that was live before this update: readers may still hold it, as they may hold a slot.
+fn prune_legacy(dir: &Path, before: Option<&Path>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let legacy = name.starts_with(SLOT_PREFIX) && slot_of(&name).is_none();
+        if legacy && before != Some(Path::new(&name)) {
+            fs::remove_dir_all(entry.path())?;
+        }
     }
     Ok(())
 }
@@ -139,7 +145,7 @@ pub fn remove_dir(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = name == DATA_LINK
-            || name.starts_with(VERSION_PREFIX)
+            || name.starts_with(SLOT_PREFIX)
             || FILES.iter().any(|(f, _)| *f == name);
         if ours {
             let p = entry.path();
@@ -153,13 +159,6 @@ pub fn remove_dir(dir: &Path) -> io::Result<()> {
     // Only removes the directory when nothing else is left in it.
     let _ = fs::remove_dir(dir);
     Ok(())
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(40)
-        .collect()
 }
 
 #[cfg(test)]
@@ -202,11 +201,55 @@ mod tests {
                     .unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .starts_with(VERSION_PREFIX)
+                    .starts_with(SLOT_PREFIX)
             })
             .count();
         assert_eq!(versions, 2);
+        assert_eq!(
+            fs::read_to_string(d.join("..data/.version")).unwrap(),
+            "03\n"
+        );
         remove_dir(&d).unwrap();
         assert!(!d.exists());
+    }
+
+    /// A directory published by the previous release: a fresh `..certdock-<serial>-<random>`
+    /// directory per version, `..data` pointing at the newest.
+    fn legacy_dir(d: &Path) {
+        for (v, rnd) in [("01", "0a0b0c0d"), ("02", "1a1b1c1d")] {
+            let vdir = d.join(format!("..certdock-{v}-{rnd}"));
+            fs::create_dir_all(&vdir).unwrap();
+            for (name, content, _) in bundle(v).files() {
+                fs::write(vdir.join(name), content).unwrap();
+            }
+        }
+        symlink("..certdock-02-1a1b1c1d", d.join(DATA_LINK)).unwrap();
+        for (name, _) in FILES {
+            symlink(file_link_target(name), d.join(name)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_directory_of_the_previous_release_is_taken_over_and_its_versions_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("web");
+        legacy_dir(&d);
+        assert_eq!(fs::read_to_string(d.join("cert.pem")).unwrap(), "cert 02\n");
+        publish_dir(&d, &bundle("03"), None).unwrap();
+        assert_eq!(fs::read_to_string(d.join("cert.pem")).unwrap(), "cert 03\n");
+        assert!(
+            d.join("..certdock-02-1a1b1c1d").is_dir(),
+            "the version live before stays"
+        );
+        assert!(!d.join("..certdock-01-0a0b0c0d").exists());
+        publish_dir(&d, &bundle("04"), None).unwrap();
+        assert_eq!(fs::read_to_string(d.join("key.pem")).unwrap(), "key 04\n");
+        let mut left: Vec<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(SLOT_PREFIX))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["..certdock-a", "..certdock-b"]);
     }
 }

@@ -1,5 +1,6 @@
 //! The Docker adapter: connection, container watcher, and the actions the controller takes.
 
+pub mod actions;
 mod backoff;
 pub mod client;
 mod convert;
@@ -8,6 +9,7 @@ pub mod ops;
 pub mod upload;
 pub mod watcher;
 
+pub use actions::{BollardActions, DockerActions, Upload};
 pub use bollard::Docker;
 pub use client::{DEFAULT_DOCKER_HOST, DockerHost, connect, connect_to};
 pub use error::DockerError;

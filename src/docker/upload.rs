@@ -1,29 +1,4 @@
-//! Copying files into a container through the archive API, swapped in atomically (atomic-writer style).
-//!
-//! Docker extracts an archive entry by removing the old path and then writing the new one, so
-//! files are never overwritten in place. Layout inside `dir`:
-//!
-//! ```text
-//! dir/..certdock-a/         one of two slot directories, each holding a complete version
-//! dir/..certdock-b/            (plus `.version`, the caller's version string)
-//! dir/..data -> ..certdock-b   the live slot: the only entry replaced on each update
-//! dir/cert.pem -> ..data/cert.pem, dir/key.pem -> ..data/key.pem, …   created once
-//! ```
-//!
-//! An update writes the slot that is not live, then replaces `..data`, all in one archive that
-//! Docker extracts in order. A reader therefore never sees a half-written file, and files read
-//! through `..data` always belong to one version. The previous version stays intact until the
-//! next update, so a reader that resolved it just before the swap keeps working.
-//!
-//! Bounds and limits, because the archive API cannot delete or rename:
-//! - Old versions do not accumulate: the non-live slot is reused. Its old contents are cleared by
-//!   first sending an empty regular file under the slot's name (Docker removes the directory
-//!   recursively to put it there), then the directory again.
-//! - Replacing `..data` is an unlink followed by a symlink, so for microseconds a reader may get
-//!   "no such file" (never a partial file or a mismatched pair). Reload signals go out after the
-//!   upload returns, so signalled readers never hit that window. Per-file links are only sent when
-//!   missing or wrong, so they add no such window on updates.
-//! - A file dropped from the set leaves a dangling link behind.
+//! Copying files into a container through the archive API, swapped in atomically.
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,12 +9,11 @@ use bollard::query_parameters::{ContainerArchiveInfoOptions, UploadToContainerOp
 use tar::{Builder, EntryType, Header};
 
 use super::DockerError;
+use crate::core::atomic_dir::{
+    DATA_LINK, Step, VERSION_FILE, file_link_target, is_reserved, link_is_current, slot_of,
+    swap_steps,
+};
 
-/// The two slot directories, alternating.
-const SLOTS: [&str; 2] = ["..certdock-a", "..certdock-b"];
-const DATA_LINK: &str = "..data";
-/// Inside each slot: the caller's version string, for humans and for checks (`dir/..data/.version`).
-const VERSION_FILE: &str = ".version";
 const SLOT_DIR_MODE: u32 = 0o755;
 const VERSION_FILE_MODE: u32 = 0o644;
 /// Enough for any serial, hash or timestamp; keeps a bogus version out of the tar header.
@@ -49,8 +23,21 @@ const MAX_VERSION_LEN: usize = 256;
 pub type UploadFile = (String, Vec<u8>, u32);
 
 /// Copies `files` into directory `dir` of the container (created, running or stopped), owned by
-/// `uid:gid` with the given modes, replacing the previous version atomically (see the module
-/// docs). Missing parent directories are created (root-owned, 0755).
+/// `uid:gid` with the given modes, replacing the previous version atomically. Missing parent
+/// directories are created (root-owned, 0755).
+///
+/// The layout and the order of steps are [`crate::core::atomic_dir`]'s, shared with the host
+/// writer; here they become one archive that Docker extracts in order. Docker extracts an entry
+/// by removing the old path and then writing the new one, so files are never overwritten in
+/// place. Bounds and limits, because the archive API cannot delete or rename:
+/// - Old versions do not accumulate: the non-live slot is reused. Its old contents are cleared
+///   by first sending an empty regular file under the slot's name (Docker removes the directory
+///   recursively to put it there), then the directory again.
+/// - Replacing `..data` is an unlink followed by a symlink, so for microseconds a reader may get
+///   "no such file" (never a partial file or a mismatched pair). Reload signals go out after the
+///   upload returns, so signalled readers never hit that window. Per-file links are only sent
+///   when missing or wrong, so they add no such window on updates.
+/// - A file dropped from the set leaves a dangling link behind.
 ///
 /// # Errors
 /// [`DockerError::InvalidUpload`] for a relative or unnormalised `dir`, a file name that is not a
@@ -67,35 +54,28 @@ pub async fn upload_files(
 ) -> Result<(), DockerError> {
     let dir = validate(dir, files, version)?;
     let live = live_slot(docker, container_id, &dir).await?;
-    let next = match live {
-        Some(0) => 1,
-        _ => 0,
-    };
-    let mut links = Vec::new();
-    for (name, _, _) in files {
-        let linked = match live {
-            // Through ..data the link resolves into the live slot when it is right.
-            Some(slot) => stat(docker, container_id, &format!("{dir}/{name}"))
-                .await?
-                .is_some_and(|s| s.link_target.ends_with(&format!("/{}/{name}", SLOTS[slot]))),
-            None => false,
-        };
-        if !linked {
-            links.push(name.as_str());
+    let mut linked = Vec::new();
+    if live.is_some() {
+        for (name, _, _) in files {
+            let target = stat(docker, container_id, &format!("{dir}/{name}")).await?;
+            if target.is_some_and(|s| link_is_current(&s.link_target, name, live)) {
+                linked.push(name.as_str());
+            }
         }
     }
+    let names: Vec<&str> = files.iter().map(|(n, _, _)| n.as_str()).collect();
+    let steps = swap_steps(&names, live, |n| linked.contains(&n));
     let owner = Owner {
         uid,
         gid,
         mtime: now_secs(),
     };
-    let archive =
-        build_archive(&dir, SLOTS[next], files, &links, owner, version).map_err(|source| {
-            DockerError::BuildArchive {
-                id: container_id.to_owned(),
-                source,
-            }
-        })?;
+    let archive = build_archive(&dir, &steps, files, owner, version).map_err(|source| {
+        DockerError::BuildArchive {
+            id: container_id.to_owned(),
+            source,
+        }
+    })?;
     let options = UploadToContainerOptions {
         path: "/".to_owned(),
         ..Default::default()
@@ -127,7 +107,7 @@ fn validate(dir: &str, files: &[UploadFile], version: &str) -> Result<String, Do
         return invalid("no files to upload".to_owned());
     }
     for (name, _, mode) in files {
-        if !normal(name) || name.contains('/') || name.starts_with("..") || name == VERSION_FILE {
+        if !normal(name) || name.contains('/') || is_reserved(name) {
             return invalid(format!(
                 "file name {name:?} must be a plain name not starting with .."
             ));
@@ -155,9 +135,7 @@ async fn live_slot(docker: &Docker, id: &str, dir: &str) -> Result<Option<usize>
         return Ok(None);
     };
     // Docker reports the fully resolved absolute target.
-    Ok(SLOTS
-        .iter()
-        .position(|slot| stat.link_target.ends_with(&format!("/{slot}"))))
+    Ok(slot_of(&stat.link_target))
 }
 
 /// Stats a path in the container (symlinks resolved in `link_target`); `None` when it is absent.
@@ -193,49 +171,54 @@ struct Owner {
     mtime: u64,
 }
 
-/// The archive, extracted at `/` in this order: slot cleared, slot written, `..data` swapped,
-/// then the missing per-file `links`. Paths are relative so Docker creates missing parents.
+/// The archive of `steps`, extracted at `/` in their order. Paths are relative so Docker
+/// creates missing parents.
 fn build_archive(
     dir: &str,
-    slot: &str,
+    steps: &[Step<'_>],
     files: &[UploadFile],
-    links: &[&str],
     owner: Owner,
     version: &str,
 ) -> io::Result<Vec<u8>> {
     let base = dir.trim_start_matches('/');
-    let slot_path = format!("{base}/{slot}");
     let mut tar = Builder::new(Vec::new());
-    // An empty file where the stale slot directory is: Docker removes the directory to write it.
-    append_file(&mut tar, &slot_path, &[], 0o600, owner)?;
-    let mut header = header(EntryType::Directory, SLOT_DIR_MODE, owner);
-    tar.append_data(&mut header, &slot_path, io::empty())?;
-    for (name, content, mode) in files {
-        append_file(
-            &mut tar,
-            &format!("{slot_path}/{name}"),
-            content,
-            *mode,
-            owner,
-        )?;
-    }
-    let version_line = format!("{version}\n");
-    let version_path = format!("{slot_path}/{VERSION_FILE}");
-    append_file(
-        &mut tar,
-        &version_path,
-        version_line.as_bytes(),
-        VERSION_FILE_MODE,
-        owner,
-    )?;
-    append_symlink(&mut tar, &format!("{base}/{DATA_LINK}"), slot, owner)?;
-    for name in links {
-        append_symlink(
-            &mut tar,
-            &format!("{base}/{name}"),
-            &format!("{DATA_LINK}/{name}"),
-            owner,
-        )?;
+    for step in steps {
+        match *step {
+            Step::ClearSlot(slot) => {
+                let slot_path = format!("{base}/{slot}");
+                // An empty file where the stale slot directory is: Docker removes the directory
+                // to write it.
+                append_file(&mut tar, &slot_path, &[], 0o600, owner)?;
+                let mut header = header(EntryType::Directory, SLOT_DIR_MODE, owner);
+                tar.append_data(&mut header, &slot_path, io::empty())?;
+            }
+            Step::WriteFile { slot, name } => {
+                let Some((_, content, mode)) = files.iter().find(|(n, _, _)| n == name) else {
+                    continue;
+                };
+                append_file(
+                    &mut tar,
+                    &format!("{base}/{slot}/{name}"),
+                    content,
+                    *mode,
+                    owner,
+                )?;
+            }
+            Step::WriteVersion(slot) => {
+                let line = format!("{version}\n");
+                let path = format!("{base}/{slot}/{VERSION_FILE}");
+                append_file(&mut tar, &path, line.as_bytes(), VERSION_FILE_MODE, owner)?;
+            }
+            Step::SwapData(slot) => {
+                append_symlink(&mut tar, &format!("{base}/{DATA_LINK}"), slot, owner)?
+            }
+            Step::LinkFile(name) => append_symlink(
+                &mut tar,
+                &format!("{base}/{name}"),
+                &file_link_target(name),
+                owner,
+            )?,
+        }
     }
     tar.into_inner()
 }
@@ -326,15 +309,8 @@ mod tests {
             gid: 1000,
             mtime: 1,
         };
-        let archive = build_archive(
-            "/run/certdock",
-            "..certdock-b",
-            &files(),
-            &["cert.pem"],
-            owner,
-            "v2",
-        )
-        .unwrap();
+        let steps = swap_steps(&["cert.pem", "key.pem"], Some(0), |n| n != "cert.pem");
+        let archive = build_archive("/run/certdock", &steps, &files(), owner, "v2").unwrap();
         let got = entries(&archive);
         let paths: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
@@ -441,15 +417,8 @@ mod tests {
             long.as_str(),
         ] {
             let dir = validate(dir, &files(), "v1").unwrap();
-            let archive = build_archive(
-                &dir,
-                SLOTS[0],
-                &files(),
-                &["cert.pem", "key.pem"],
-                owner,
-                "v1",
-            )
-            .unwrap();
+            let steps = swap_steps(&["cert.pem", "key.pem"], None, |_| false);
+            let archive = build_archive(&dir, &steps, &files(), owner, "v1").unwrap();
             assert_confined(&archive, &dir);
         }
     }
@@ -466,8 +435,8 @@ mod tests {
             let files = vec![(name.clone(), b"x".to_vec(), 0o600)];
             if let Ok(dir) = validate(&dir, &files, &version) {
                 let owner = Owner { uid: 1, gid: 1, mtime: 1 };
-                let links = [name.as_str()];
-                match build_archive(&dir, SLOTS[1], &files, &links, owner, &version) {
+                let steps = swap_steps(&[name.as_str()], Some(0), |_| false);
+                match build_archive(&dir, &steps, &files, owner, &version) {
                     Ok(archive) => assert_confined(&archive, &dir),
                     // The tar crate refuses what it cannot encode; nothing is sent then.
                     Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),

@@ -44,7 +44,7 @@ pub enum WatchEvent {
 }
 
 /// What to watch and how often to relist.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
     /// Label prefix, e.g. `certdock`: containers with `<prefix>.enable` are inspected on events.
     pub label_prefix: String,

@@ -5,24 +5,60 @@ use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::atomic::{Mode, write_if_changed};
+use crate::core::names::{San, Usage};
 
-/// One managed certificate (or one container whose labels were refused).
+/// One managed certificate (or one container whose labels were refused). The JSON field names
+/// and formats are the `certdock status --json` contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusEntry {
     pub name: String,
     /// Container name, or null for certificates not tied to a container.
     pub container: Option<String>,
-    pub sans: Vec<String>,
-    pub usage: String,
+    pub sans: Vec<San>,
+    /// `""` in JSON for a refused container (no certificate, so no usage).
+    #[serde(with = "usage_or_empty")]
+    pub usage: Option<Usage>,
     pub serial: Option<String>,
-    /// RFC 3339.
-    pub not_after: Option<String>,
-    /// RFC 3339.
-    pub next_renewal: Option<String>,
+    /// RFC 3339, whole seconds.
+    #[serde(with = "rfc3339_seconds")]
+    pub not_after: Option<OffsetDateTime>,
+    /// RFC 3339, whole seconds.
+    #[serde(with = "rfc3339_seconds")]
+    pub next_renewal: Option<OffsetDateTime>,
     /// The last error for this certificate or container, null when none.
     pub error: Option<String>,
+}
+
+/// A text-table column: header, width, cell.
+pub type Column = (&'static str, usize, fn(&StatusEntry) -> String);
+
+impl StatusEntry {
+    /// The columns of `certdock status` (the last one unpadded): a new column goes here.
+    pub const COLUMNS: [Column; 6] = [
+        ("NAME", 24, |e| e.name.clone()),
+        ("CONTAINER", 24, |e| {
+            e.container.clone().unwrap_or("-".into())
+        }),
+        ("USAGE", 14, |e| {
+            e.usage.map(|u| u.to_string()).unwrap_or_default()
+        }),
+        ("NOT AFTER", 22, |e| show_time(e.not_after)),
+        ("NEXT RENEWAL", 22, |e| show_time(e.next_renewal)),
+        ("ERROR / SANS", 0, |e| {
+            e.error.clone().unwrap_or_else(|| {
+                let sans: Vec<String> = e.sans.iter().map(ToString::to_string).collect();
+                sans.join(",")
+            })
+        }),
+    ];
+}
+
+fn show_time(t: Option<OffsetDateTime>) -> String {
+    t.and_then(|t| rfc3339_seconds::format(t).ok())
+        .unwrap_or_else(|| "-".into())
 }
 
 const FILE: &str = "status.json";
@@ -40,5 +76,127 @@ pub fn read(state_dir: &Path) -> io::Result<Option<Vec<StatusEntry>>> {
             .map_err(io::Error::other),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+mod usage_or_empty {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::core::names::Usage;
+
+    pub fn serialize<S: Serializer>(u: &Option<Usage>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&u.map(|u| u.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Usage>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "" => Ok(None),
+            "none" => Ok(Some(Usage {
+                server: false,
+                client: false,
+            })),
+            other => Usage::parse(other)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+mod rfc3339_seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    /// Whole seconds: sub-second digits would only make the file churn.
+    pub fn format(t: OffsetDateTime) -> Result<String, time::error::Format> {
+        t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339)
+    }
+
+    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t.map(format).transpose() {
+            Ok(Some(text)) => s.serialize_some(&text),
+            Ok(None) => s.serialize_none(),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status.json as the previous release wrote it (all strings).
+    const OLD: &str = r#"[
+  {
+    "name": "web",
+    "container": "web-1",
+    "sans": [
+      "web",
+      "10.0.0.7"
+    ],
+    "usage": "server,client",
+    "serial": "4f2a",
+    "not_after": "2026-11-30T19:00:00Z",
+    "next_renewal": "2026-11-30T11:00:00Z",
+    "error": null
+  },
+  {
+    "name": "bad",
+    "container": "bad-1",
+    "sans": [],
+    "usage": "",
+    "serial": null,
+    "not_after": null,
+    "next_renewal": null,
+    "error": "label certdock.ttl: 1x is not a duration"
+  }
+]"#;
+
+    #[test]
+    fn a_status_of_the_previous_release_reads_and_writes_back_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), OLD).unwrap();
+        let entries = read(dir.path()).unwrap().unwrap();
+        assert_eq!(entries[0].usage, Some(Usage::BOTH));
+        assert_eq!(
+            entries[0].not_after.map(OffsetDateTime::unix_timestamp),
+            Some(1_796_065_200)
+        );
+        assert_eq!(entries[0].sans[1], San::parse("10.0.0.7").unwrap());
+        assert_eq!(entries[1].usage, None);
+        assert_eq!(serde_json::to_string_pretty(&entries).unwrap(), OLD);
+    }
+
+    #[test]
+    fn times_are_written_in_whole_seconds() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_796_065_200_123_456_789).unwrap();
+        let e = StatusEntry {
+            name: "web".into(),
+            container: None,
+            sans: vec![],
+            usage: Some(Usage::CLIENT),
+            serial: None,
+            not_after: Some(t),
+            next_renewal: None,
+            error: None,
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["not_after"], "2026-11-30T19:00:00Z");
+        assert_eq!(json["next_renewal"], serde_json::Value::Null);
+        assert_eq!(json["usage"], "client");
+        let cells: Vec<String> = StatusEntry::COLUMNS.iter().map(|c| (c.2)(&e)).collect();
+        assert_eq!(
+            cells,
+            ["web", "-", "client", "2026-11-30T19:00:00Z", "-", ""]
+        );
     }
 }
