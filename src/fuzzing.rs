@@ -125,6 +125,7 @@ pub fn check_labels_and_plan(containers: &[ContainerInfo], names: &NamePolicy) {
     let empty_orphans = BTreeMap::new();
     let traefik_client = CertSpecLite {
         sans: vec![San::parse("traefik").expect("literal")],
+        groups: Default::default(),
         usage: Usage::CLIENT,
         ttl: ttls.default,
     };
@@ -153,6 +154,7 @@ pub fn check_labels_and_plan(containers: &[ContainerInfo], names: &NamePolicy) {
             let cur = Current {
                 version: "v1".into(),
                 sans: d.spec.sans.clone(),
+                groups: d.spec.groups.clone(),
                 usage: d.spec.usage,
                 not_before: now - Duration::from_secs(60),
                 not_after: now + d.spec.ttl,

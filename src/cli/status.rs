@@ -36,6 +36,9 @@ pub fn run(s: &Settings, json: bool) -> CmdResult {
                 not_after: OffsetDateTime::from_unix_timestamp(e.record.not_after).ok(),
                 next_renewal: None,
                 error: None,
+                groups: e.record.groups.iter().map(ToString::to_string).collect(),
+                allow: None,
+                middleware: None,
             })
             .collect();
         extra.sort_by(|a, b| (&a.name, &a.not_after).cmp(&(&b.name, &b.not_after)));

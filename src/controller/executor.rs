@@ -89,7 +89,7 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
                 name: work.id.cert_name(),
                 sans: spec.sans.clone(),
                 usage: spec.usage,
-                groups: Default::default(),
+                groups: spec.groups.clone(),
                 ttl: spec.ttl,
                 internal: work.id == Identity::TraefikClient,
             };

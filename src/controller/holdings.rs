@@ -2,21 +2,22 @@
 //! what was delivered where. Persisted under `STATE/managed/` so a restart neither reissues
 //! nor redelivers (nor re-signals) what is already in place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use x509_parser::prelude::{GeneralName, ParsedExtension};
 
 use super::outputs::OutputDirs;
+use crate::ca::facts::CertFacts;
 use crate::ca::issue::Issued;
 use crate::ca::keys::SecretPem;
-use crate::ca::pem::{certs_from_pem, parse_cert};
+use crate::ca::pem::certs_from_pem;
+use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 use crate::core::plan::{Current, Failure, Identity};
-use crate::core::renew::renew_at;
+use crate::core::renew::{jitter_from_serial, renew_issued_at};
 use crate::delivery::bundle::Bundle;
 use crate::store::atomic::{Mode, create_dir, write_atomic};
 
@@ -28,6 +29,7 @@ pub struct Held {
     pub key: SecretPem,
     pub chain_pem: String,
     pub sans: Vec<San>,
+    pub groups: BTreeSet<GroupName>,
     pub usage: Usage,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
@@ -39,66 +41,22 @@ impl Held {
         Held::parse(issued.key.clone(), &issued.cert_pem, &issued.chain_pem).ok()
     }
 
-    /// Parses a leaf; the renewal jitter is derived from the serial, so it is stable across
-    /// restarts yet spread across certificates.
+    /// Reads a leaf's facts ([`CertFacts`], the one parser); renewal follows the one schedule
+    /// ([`renew_issued_at`]) with a jitter from the serial, stable across restarts yet spread
+    /// across certificates.
     pub fn parse(key: SecretPem, cert_pem: &str, chain_pem: &str) -> Result<Held, String> {
-        let der = certs_from_pem("certificate", cert_pem)
-            .map_err(|e| e.to_string())?
-            .remove(0);
-        let cert = parse_cert("certificate", &der).map_err(|e| e.to_string())?;
-        let serial = hex::encode(cert.raw_serial());
-        let mut sans = Vec::new();
-        let mut usage = Usage {
-            server: false,
-            client: false,
-        };
-        for ext in cert.extensions() {
-            match ext.parsed_extension() {
-                ParsedExtension::SubjectAlternativeName(s) => {
-                    for gn in &s.general_names {
-                        match gn {
-                            GeneralName::DNSName(d) => sans.extend(San::parse(d).ok()),
-                            GeneralName::IPAddress(b) => {
-                                let ip = match b.len() {
-                                    4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                                    16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                                    _ => None,
-                                };
-                                sans.extend(ip.map(San::Ip));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                ParsedExtension::ExtendedKeyUsage(eku) => {
-                    usage.server = eku.server_auth;
-                    usage.client = eku.client_auth;
-                }
-                _ => {}
-            }
-        }
-        let to_system = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
-        let not_before = to_system(cert.validity().not_before.timestamp());
-        let not_after = to_system(cert.validity().not_after.timestamp());
-        let jitter = u64::from_str_radix(&serial[serial.len().saturating_sub(8)..], 16).unwrap_or(0)
-            as f64
-            / u32::MAX as f64;
-        // Renewal counts from issuance, not from the backdated notBefore: for short lifetimes the
-        // backdate would otherwise pull renewal almost to the start.
-        let issued_at = not_before + crate::ca::issue::BACKDATE;
-        let start = if issued_at < not_after {
-            issued_at
-        } else {
-            not_before
-        };
+        let facts = CertFacts::from_pem("certificate", cert_pem).map_err(|e| e.to_string())?;
+        let not_before = SystemTime::from(facts.not_before);
+        let not_after = SystemTime::from(facts.not_after);
         Ok(Held {
-            renew_at: renew_at(start, not_after, jitter),
-            serial,
+            renew_at: renew_issued_at(not_before, not_after, jitter_from_serial(&facts.serial)),
+            serial: facts.serial,
             cert_pem: cert_pem.to_string(),
             key,
             chain_pem: chain_pem.to_string(),
-            sans,
-            usage,
+            sans: facts.sans,
+            groups: facts.groups,
+            usage: facts.usage,
             not_before,
             not_after,
         })
@@ -115,6 +73,7 @@ impl Held {
         Current {
             version: version(&self.serial, ca_pem),
             sans: self.sans.clone(),
+            groups: self.groups.clone(),
             usage: self.usage,
             not_before: self.not_before,
             not_after: self.not_after,

@@ -343,6 +343,7 @@ fn traefik_client_spec(cfg: &ControllerConfig) -> CertSpecLite {
         .unwrap_or_else(|e| unreachable!("the literal {:?}: {e}", traefik_client::CN));
     CertSpecLite {
         sans: vec![san],
+        groups: Default::default(),
         usage: Usage::CLIENT,
         ttl: cfg.ttls.default,
     }

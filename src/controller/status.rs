@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 
 use super::holdings::Holdings;
 use crate::core::plan::Plan;
+use crate::proxy::traefik::allow_middleware;
 use crate::store::status::StatusEntry;
 
 pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
@@ -24,6 +25,12 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
             not_after: held.map(|h| OffsetDateTime::from(h.not_after)),
             next_renewal: held.map(|h| OffsetDateTime::from(h.renew_at)),
             error: error.clone(),
+            groups: d.spec.groups.iter().map(ToString::to_string).collect(),
+            allow: d.allow.as_ref().map(ToString::to_string),
+            middleware: d
+                .allow
+                .as_ref()
+                .map(|_| format!("{}@file", allow_middleware(&id.status_name()))),
         };
         if d.containers.is_empty() {
             out.push(entry(None));
@@ -42,6 +49,9 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
             not_after: None,
             next_renewal: None,
             error: Some(r.error.clone()),
+            groups: Vec::new(),
+            allow: None,
+            middleware: None,
         });
     }
     out

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use super::authz::{AllowList, GroupName};
 use super::container::{ContainerInfo, ContainerState};
 use super::labels::{self, CertSpec, ContainerPath, Delivery, LabelContext, Owner, Reload};
 use super::names::{CertName, San, Usage, traefik_client};
@@ -79,6 +80,7 @@ pub struct Current {
     /// What deliveries compare: changes with the certificate and with the CA bundle.
     pub version: String,
     pub sans: Vec<San>,
+    pub groups: BTreeSet<GroupName>,
     pub usage: Usage,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
@@ -122,6 +124,8 @@ pub struct World<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpecLite {
     pub sans: Vec<San>,
+    /// Bound to the certificate: a change is a new certificate.
+    pub groups: BTreeSet<GroupName>,
     pub usage: Usage,
     pub ttl: Duration,
 }
@@ -134,6 +138,8 @@ pub struct Desired {
     pub publish: bool,
     /// Listed in Traefik's `tls.certificates`.
     pub traefik_hosts: bool,
+    /// `certdock.allow`: who may call this server through its forward-auth middleware.
+    pub allow: Option<AllowList>,
     /// (container id, container name) of every container using it.
     pub containers: Vec<(String, String)>,
 }
@@ -142,6 +148,7 @@ pub struct Desired {
 pub enum IssueReason {
     Missing,
     NamesChanged,
+    GroupsChanged,
     UsageChanged,
     TtlChanged,
     RenewalDue,
@@ -157,6 +164,7 @@ impl fmt::Display for IssueReason {
         f.write_str(match self {
             IssueReason::Missing => "no certificate yet",
             IssueReason::NamesChanged => "names changed",
+            IssueReason::GroupsChanged => "groups changed",
             IssueReason::UsageChanged => "usage changed",
             IssueReason::TtlChanged => "ttl changed",
             IssueReason::RenewalDue => "renewal due",
@@ -224,6 +232,7 @@ pub struct Plan {
 fn lite(spec: &CertSpec) -> CertSpecLite {
     CertSpecLite {
         sans: spec.sans.clone(),
+        groups: spec.groups.clone(),
         usage: spec.usage,
         ttl: spec.ttl,
     }
@@ -259,7 +268,7 @@ fn desire(
         let id = Identity::Named(spec.name.clone());
         let want = lite(&spec);
         match desired.get_mut(&id) {
-            Some(d) if d.spec != want => {
+            Some(d) if d.spec != want || d.allow != spec.allow => {
                 let first = d
                     .containers
                     .first()
@@ -270,7 +279,7 @@ fn desire(
                     container_name: c.name.clone(),
                     name: Some(spec.name.to_string()),
                     error: format!(
-                        "label {}.name={}: container {first} already uses this name with other sans, usage or ttl; containers sharing a name must ask for the same certificate",
+                        "label {}.name={}: container {first} already uses this name with other sans, usage, ttl, groups or allow list; containers sharing a name must ask for the same certificate",
                         world.labels.prefix, spec.name
                     ),
                 });
@@ -288,6 +297,7 @@ fn desire(
                         spec: want,
                         publish: spec.delivery == Delivery::Volume || spec.traefik_hosts,
                         traefik_hosts: spec.traefik_hosts,
+                        allow: spec.allow.clone(),
                         containers: vec![(c.id.clone(), c.name.clone())],
                     },
                 );
@@ -302,6 +312,7 @@ fn desire(
                 spec: spec.clone(),
                 publish: true,
                 traefik_hosts: false,
+                allow: None,
                 containers: Vec::new(),
             },
         );
@@ -320,6 +331,9 @@ fn issue_reason(
     };
     if cur.sans != want.sans {
         return Some(IssueReason::NamesChanged);
+    }
+    if cur.groups != want.groups {
+        return Some(IssueReason::GroupsChanged);
     }
     if cur.usage != want.usage {
         return Some(IssueReason::UsageChanged);

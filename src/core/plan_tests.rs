@@ -73,6 +73,7 @@ impl Fixture {
             Current {
                 version: serial.into(),
                 sans: sans.iter().map(|s| San::parse(s).unwrap()).collect(),
+                groups: Default::default(),
                 usage: Usage::BOTH,
                 not_before: issued_at - Duration::from_secs(60),
                 not_after: issued_at + 24 * H,
@@ -316,4 +317,50 @@ fn a_clock_that_jumps_forward_past_expiry_forces_a_new_certificate() {
         t(0) + 48 * H,
     );
     assert_eq!(p.work[0].issue.as_ref().unwrap().1, IssueReason::Expired);
+}
+
+#[test]
+fn a_change_of_groups_is_a_new_certificate() {
+    let mut f = Fixture::new();
+    f.hold("api", "s1", &["api", "api.internal"], t(0));
+    let mut labels = API.to_vec();
+    let p = f.plan(&[container("a", &labels, ContainerState::Running)], t(10));
+    assert!(p.work.iter().all(|w| w.issue.is_none()), "{:?}", p.work);
+    labels.push(("certdock.groups", "ops"));
+    let p = f.plan(&[container("a", &labels, ContainerState::Running)], t(10));
+    let (spec, reason) = p.work[0].issue.as_ref().unwrap();
+    assert_eq!(*reason, IssueReason::GroupsChanged);
+    assert_eq!(
+        spec.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        ["ops"]
+    );
+}
+
+#[test]
+fn containers_sharing_a_name_must_agree_on_the_allow_list() {
+    let f = Fixture::new();
+    let mut a = API.to_vec();
+    a.push(("certdock.allow", "web"));
+    let mut b = API.to_vec();
+    b.push(("certdock.allow", "web,group:ops"));
+    let p = f.plan(
+        &[
+            container("a", &a, ContainerState::Running),
+            container("b", &b, ContainerState::Running),
+        ],
+        t(10),
+    );
+    assert_eq!(
+        p.desired[&id("api")]
+            .allow
+            .as_ref()
+            .map(ToString::to_string),
+        Some("web".into())
+    );
+    assert_eq!(p.refused.len(), 1);
+    assert!(
+        p.refused[0].error.contains("allow list"),
+        "{}",
+        p.refused[0].error
+    );
 }

@@ -30,6 +30,15 @@ pub struct StatusEntry {
     pub next_renewal: Option<OffsetDateTime>,
     /// The last error for this certificate or container, null when none.
     pub error: Option<String>,
+    /// `certdock.groups` bound to the certificate (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// `certdock.allow`, as written (absent when the identity has no allow list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<String>,
+    /// The Traefik middleware that enforces `allow`, as routers name it (`…@file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middleware: Option<String>,
 }
 
 /// A text-table column: header, width, cell.
@@ -37,7 +46,7 @@ pub type Column = (&'static str, usize, fn(&StatusEntry) -> String);
 
 impl StatusEntry {
     /// The columns of `certdock status` (the last one unpadded): a new column goes here.
-    pub const COLUMNS: [Column; 6] = [
+    pub const COLUMNS: [Column; 7] = [
         ("NAME", 24, |e| e.name.clone()),
         ("CONTAINER", 24, |e| {
             e.container.clone().unwrap_or("-".into())
@@ -47,6 +56,9 @@ impl StatusEntry {
         }),
         ("NOT AFTER", 22, |e| show_time(e.not_after)),
         ("NEXT RENEWAL", 22, |e| show_time(e.next_renewal)),
+        ("MIDDLEWARE", 26, |e| {
+            e.middleware.clone().unwrap_or_else(|| "-".into())
+        }),
         ("ERROR / SANS", 0, |e| {
             e.error.clone().unwrap_or_else(|| {
                 let sans: Vec<String> = e.sans.iter().map(ToString::to_string).collect();
@@ -188,6 +200,9 @@ mod tests {
             not_after: Some(t),
             next_renewal: None,
             error: None,
+            groups: vec![],
+            allow: None,
+            middleware: None,
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["not_after"], "2026-11-30T19:00:00Z");
@@ -196,7 +211,7 @@ mod tests {
         let cells: Vec<String> = StatusEntry::COLUMNS.iter().map(|c| (c.2)(&e)).collect();
         assert_eq!(
             cells,
-            ["web", "-", "client", "2026-11-30T19:00:00Z", "-", ""]
+            ["web", "-", "client", "2026-11-30T19:00:00Z", "-", "-", ""]
         );
     }
 }
