@@ -163,6 +163,7 @@ fn plan_once(
             names,
             ttls,
             proxy_network_configured: false,
+            forward_auth: true,
         },
         proxy_network: None,
         traefik_client: None,

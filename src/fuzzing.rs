@@ -39,6 +39,7 @@ pub fn policies() -> [NamePolicy; 2] {
             deny: NameRule::parse_list("secret.internal,10.9.0.0/16").expect("literal"),
             allow_wildcards: true,
             reserved,
+            for_certdock_itself: false,
         },
     ]
 }
@@ -93,6 +94,7 @@ pub fn check_labels_and_plan(containers: &[ContainerInfo], names: &NamePolicy) {
         names,
         ttls: &ttls,
         proxy_network_configured: true,
+        forward_auth: true,
     };
     let mut accepted = BTreeSet::new();
     let mut refused = BTreeSet::new();

@@ -27,6 +27,11 @@ pub struct ProxyLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub endpoint: String,
     pub code: u16,
@@ -51,6 +56,7 @@ pub struct Metrics {
     pub resyncs: Counter,
     pub proxy_config_writes: Family<ProxyLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub forward_auth: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +121,11 @@ impl Metrics {
             "HTTPS API requests, by endpoint and status code",
             m.http_requests.clone(),
         );
+        registry.register(
+            "forward_auth_decisions",
+            "Forward-auth decisions, by outcome (allowed, or the refusal's code)",
+            m.forward_auth.clone(),
+        );
         Self {
             registry,
             not_after: Mutex::new(BTreeMap::new()),
@@ -128,6 +139,7 @@ impl Metrics {
             resyncs: m.resyncs,
             proxy_config_writes: m.proxy_config_writes,
             http_requests: m.http_requests,
+            forward_auth: m.forward_auth,
         }
     }
 
@@ -177,6 +189,15 @@ impl Metrics {
             .inc();
     }
 
+    /// One forward-auth decision: `allowed`, or the stable code of the refusal.
+    pub fn forward_auth(&self, outcome: &str) {
+        self.forward_auth
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// The exposition in the OpenMetrics text format (which Prometheus reads), expiry gauges
     /// computed for `now`.
     pub fn encode(&self, now: OffsetDateTime) -> String {
@@ -215,6 +236,7 @@ struct MetricsParts {
     resyncs: Counter,
     proxy_config_writes: Family<ProxyLabel, Counter>,
     http_requests: Family<HttpLabels, Counter>,
+    forward_auth: Family<OutcomeLabel, Counter>,
 }
 
 fn kind_label(kind: &str) -> KindLabel {

@@ -28,6 +28,7 @@ fn policy(allow_wildcards: bool) -> NamePolicy {
         deny: NameRule::parse_list(DENY).unwrap(),
         allow_wildcards,
         reserved: vec![San::parse(API_NAME).unwrap()],
+        for_certdock_itself: false,
     }
 }
 
@@ -255,6 +256,7 @@ fn parse_labels(labels: &[(&str, &str)], names: &NamePolicy) -> Result<(), label
         names,
         ttls: &ttls,
         proxy_network_configured: false,
+        forward_auth: true,
     };
     let c = ContainerInfo {
         id: "0".into(),

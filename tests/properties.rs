@@ -173,6 +173,7 @@ fn policy() -> impl Strategy<Value = NamePolicy> {
             deny,
             allow_wildcards,
             reserved: reserved.iter().filter_map(|r| San::parse(r).ok()).collect(),
+            for_certdock_itself: false,
         })
 }
 

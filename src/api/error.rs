@@ -112,17 +112,23 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut resp = (
-            status,
-            Json(ErrorBody {
-                error: code.to_string(),
-                message,
-            }),
-        )
-            .into_response();
-        resp.extensions_mut().insert(ErrorCode(code));
-        resp
+        error_response(status, code, message)
     }
+}
+
+/// The one shape of every error answer: `{"error": code, "message"}`, with the code kept on
+/// the response for the request metrics.
+pub fn error_response(status: StatusCode, code: &'static str, message: String) -> Response {
+    let mut resp = (
+        status,
+        Json(ErrorBody {
+            error: code.to_string(),
+            message,
+        }),
+    )
+        .into_response();
+    resp.extensions_mut().insert(ErrorCode(code));
+    resp
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 use super::error::{ApiError, ErrorCode};
+use super::forward_auth::{self, ForwardAuthState};
 use super::tls::ApiCert;
 use crate::ca::authorize::{CsrAsk, Remote, Revoker};
 use crate::ca::csr::Csr;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub ca: Arc<LocalCa>,
     pub metrics: Arc<Metrics>,
     pub api_cert: watch::Receiver<Option<ApiCert>>,
+    /// The forward-auth decider and the allow lists it reads (published by `run`'s controller).
+    pub forward_auth: ForwardAuthState,
 }
 
 const ENDPOINTS: [&str; 7] = [
@@ -65,19 +68,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/revoke", post(revoke))
         .route("/crl", get(crl))
         .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(forward_auth::router(state.forward_auth.clone()))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, track))
 }
+
+/// Every server name shares one label: names must not grow the label set.
+const FORWARD_AUTH: &str = "/v1/forward-auth/";
 
 /// Counts every request by endpoint and status (unknown paths as `other`, so a scanner cannot
 /// grow the label set), errors by code, and logs one line without bodies or credentials.
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
     let endpoint = ENDPOINTS
         .iter()
-        .find(|e| **e == req.uri().path())
+        .find(|e| **e == path)
         .copied()
+        .or_else(|| path.starts_with(FORWARD_AUTH).then_some(FORWARD_AUTH))
         .unwrap_or("other");
     let method = req.method().clone();
     let resp = next.run(req).await;

@@ -1,6 +1,7 @@
 //! The HTTPS API on `--listen` (SPEC.md "HTTPS API on :8443"), used by `serve` and `run`.
 
 pub mod error;
+pub mod forward_auth;
 pub mod handlers;
 pub mod server;
 pub mod tls;

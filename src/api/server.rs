@@ -16,8 +16,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::forward_auth::{ForwardAuthState, follow_local_ca, follow_local_ca_once};
 use super::handlers::{AppState, PeerCert, router};
 use super::tls::{TlsError, TlsHandles, TlsState};
+use crate::authz::decider::Decider;
+use crate::authz::table::AllowTable;
 use crate::ca::keys::KeyType;
 use crate::ca::local::LocalCa;
 use crate::core::names::San;
@@ -61,6 +64,8 @@ pub struct ApiServer {
     router: Router,
     /// Renews the API certificate and follows CA rollovers; stopped with the server.
     upkeep: JoinHandle<()>,
+    /// Keeps the forward-auth decider's trust and revocations current; stopped with the server.
+    decider_feed: JoinHandle<()>,
 }
 
 impl ApiServer {
@@ -72,6 +77,7 @@ impl ApiServer {
         ca: Arc<LocalCa>,
         config: &ApiConfig,
         metrics: Arc<Metrics>,
+        allow: Arc<AllowTable>,
     ) -> Result<Self, ServeError> {
         let (state, tls) = TlsState::start(ca.clone(), config, metrics.clone()).await?;
         let listener =
@@ -85,7 +91,16 @@ impl ApiServer {
             addr: config.listen,
             source,
         })?;
+        let decider = Arc::new(Decider::new());
+        // The first decision already has the trust and revocations: fed before serving.
+        follow_local_ca_once(&ca, &decider).await;
+        let decider_feed = tokio::spawn(follow_local_ca(ca.clone(), decider.clone()));
         let router = router(AppState {
+            forward_auth: ForwardAuthState {
+                decider,
+                allow,
+                metrics: metrics.clone(),
+            },
             ca,
             metrics,
             api_cert: tls.cert.clone(),
@@ -96,6 +111,7 @@ impl ApiServer {
             tls,
             router,
             upkeep: tokio::spawn(state.upkeep()),
+            decider_feed,
         })
     }
 
@@ -132,6 +148,7 @@ impl ApiServer {
             }
         }
         self.upkeep.abort();
+        self.decider_feed.abort();
         drop(self.listener);
         tracing::info!("HTTPS API stopping; draining connections");
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
@@ -191,9 +208,10 @@ pub async fn run_api(
     ca: Arc<LocalCa>,
     config: &ApiConfig,
     metrics: Arc<Metrics>,
+    allow: Arc<AllowTable>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    ApiServer::bind(ca, config, metrics)
+    ApiServer::bind(ca, config, metrics, allow)
         .await?
         .serve(shutdown)
         .await;

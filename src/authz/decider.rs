@@ -97,6 +97,19 @@ impl Decider {
         }
     }
 
+    /// [`Decider::set_bundle`] unless `certs` are what it trusts already (a periodic refresh
+    /// must not forget every cached chain check).
+    pub fn set_bundle_if_changed(&self, certs: &[CertificateDer<'static>]) {
+        let t = self.read_trust();
+        let same = t.roots.len() + t.intermediates.len() == certs.len()
+            && certs
+                .iter()
+                .all(|c| t.roots.contains(c) || t.intermediates.contains(c));
+        if !same {
+            self.set_bundle(certs);
+        }
+    }
+
     /// Replaces the revoked serials (big-endian bytes, as in the certificate).
     pub fn set_revoked(&self, serials: impl IntoIterator<Item = Vec<u8>>) {
         let t = self.read_trust();

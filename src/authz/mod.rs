@@ -2,3 +2,4 @@
 
 pub mod crl;
 pub mod decider;
+pub mod table;

@@ -13,6 +13,7 @@ use super::CmdResult;
 use super::serve::{api_config, open_service_ca, shutdown_signal};
 use super::settings::{RawSettings, Settings};
 use crate::api::ApiServer;
+use crate::authz::table::AllowTable;
 use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LocalSource};
@@ -30,7 +31,19 @@ pub fn traefik_options(s: &Settings) -> Result<TlsOptionsBase, String> {
     Ok(opts)
 }
 
-pub fn controller_config(s: &Settings) -> Result<ControllerConfig, String> {
+/// Where this host's Traefik asks for forward-auth decisions: the HTTPS API under its first
+/// `--api-name` (the name its certificate carries) and the `--listen` port.
+pub fn forward_auth_base(s: &Settings) -> String {
+    let host = match s.api_names.first() {
+        Some(crate::core::names::San::Ip(std::net::IpAddr::V6(ip))) => format!("[{ip}]"),
+        Some(name) => name.to_string(),
+        None => "localhost".to_string(),
+    };
+    format!("https://{host}:{}", s.listen.port())
+}
+
+/// The controller's settings; `decider` when this process serves forward-auth (`run`).
+pub fn controller_config(s: &Settings, decider: bool) -> Result<ControllerConfig, String> {
     Ok(ControllerConfig {
         state_dir: s.state_dir.clone(),
         dirs: OutputDirs {
@@ -44,17 +57,18 @@ pub fn controller_config(s: &Settings) -> Result<ControllerConfig, String> {
         resync: s.resync_interval,
         traefik_options: traefik_options(s)?,
         grace: s.orphan_grace,
+        forward_auth: decider.then(|| forward_auth_base(s)),
     })
 }
 
 /// With `--config`, the controller reloads the file when it changes.
-pub fn reloadable(raw: RawSettings) -> Option<Reloadable> {
+pub fn reloadable(raw: RawSettings, decider: bool) -> Option<Reloadable> {
     let path = raw.config.clone()?;
     Some(Reloadable {
         path,
         load: Box::new(move || {
             let s = Settings::resolve(raw.clone()).map_err(|e| e.to_string())?;
-            controller_config(&s)
+            controller_config(&s, decider)
         }),
     })
 }
@@ -65,6 +79,7 @@ async fn run_controller<S: CertSource>(
     source: Arc<S>,
     metrics: Arc<Metrics>,
     reload: Option<Reloadable>,
+    allow: Arc<AllowTable>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let controller = Controller {
@@ -75,6 +90,7 @@ async fn run_controller<S: CertSource>(
         metrics,
         reload,
         clock: Clock::System,
+        allow,
     };
     controller.run(shutdown).await
 }
@@ -100,7 +116,7 @@ fn shutdown_fanout() -> (
 }
 
 pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
-    let cfg = controller_config(s)?;
+    let cfg = controller_config(s, true)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -108,7 +124,10 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
         let ca = open_service_ca(s).await?;
         let metrics = Arc::new(Metrics::new());
         // Bind first: a taken port is an error at start, not a surprise later.
-        let api = ApiServer::bind(ca.clone(), &api_config(s), metrics.clone()).await?;
+        // The controller publishes the labels' allow lists; the API's decider reads them.
+        let allow = Arc::new(AllowTable::new());
+        let api =
+            ApiServer::bind(ca.clone(), &api_config(s), metrics.clone(), allow.clone()).await?;
         tracing::info!(listen = %api.local_addr(), "HTTPS API listening");
         let (shutdown, waiter) = shutdown_fanout();
         let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
@@ -117,7 +136,15 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
             ca: ca.clone(),
             key_type: s.key_type,
         });
-        let result = run_controller(cfg, source, metrics, reloadable(raw), shutdown()).await;
+        let result = run_controller(
+            cfg,
+            source,
+            metrics,
+            reloadable(raw, true),
+            allow,
+            shutdown(),
+        )
+        .await;
         maintenance.abort();
         let _ = api_task.await;
         waiter.abort();
@@ -155,7 +182,8 @@ async fn bootstrap(
 }
 
 pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
-    let cfg = controller_config(s)?;
+    // An agent serves no forward-auth decider yet: `certdock.allow` is refused on its host.
+    let cfg = controller_config(s, false)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -175,7 +203,8 @@ pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
             cfg,
             remote,
             Arc::new(Metrics::new()),
-            reloadable(raw),
+            reloadable(raw, false),
+            Arc::new(AllowTable::new()),
             shutdown(),
         )
         .await;

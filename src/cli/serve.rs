@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::settings::Settings;
 use crate::api::{ApiConfig, run_api};
+use crate::authz::table::AllowTable;
 use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::metrics::Metrics;
@@ -59,6 +60,8 @@ async fn serve(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         ca,
         &api_config(settings),
         Arc::new(Metrics::new()),
+        // No controller here, so no allow lists: forward-auth admits nobody on `serve`.
+        Arc::new(AllowTable::new()),
         shutdown_signal(),
     )
     .await;

@@ -290,6 +290,7 @@ impl Settings {
             deny: rules("deny_domain", raw.deny_domain)?,
             allow_wildcards: raw.allow_wildcards.unwrap_or(false),
             reserved: api_names.clone(),
+            for_certdock_itself: false,
         };
         let label_prefix = raw
             .label_prefix

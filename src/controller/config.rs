@@ -21,6 +21,9 @@ pub struct ControllerConfig {
     pub traefik_options: TlsOptionsBase,
     /// How long files of a certificate no container wants stay before removal.
     pub grace: Duration,
+    /// The forward-auth decider Traefik asks (`https://<api name>:<port>`, this host's API);
+    /// `None` when this process serves none, and then an allow list is refused.
+    pub forward_auth: Option<String>,
 }
 
 impl ControllerConfig {

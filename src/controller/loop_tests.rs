@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::outputs::OutputDirs;
 use super::testing::{Act, CaMode, TestCa, TestEngine};
 use super::{Clock, Controller, ControllerConfig, Reloadable};
+use crate::authz::table::AllowTable;
 use crate::ca::pem::{certs_from_pem, parse_cert};
 use crate::core::names::traefik_client;
 use crate::core::policy::{NamePolicy, NameRule};
@@ -27,6 +28,8 @@ struct Harness {
     engine: Arc<TestEngine>,
     ca: Arc<TestCa>,
     metrics: Arc<Metrics>,
+    /// Where the loop publishes allow lists for the forward-auth decider.
+    allow: Arc<AllowTable>,
     /// What the config file "contains": the reload closure returns it.
     settings: Arc<Mutex<ControllerConfig>>,
     config_file: PathBuf,
@@ -51,6 +54,7 @@ fn config(root: &Path) -> ControllerConfig {
         resync: 60 * SEC,
         traefik_options: Default::default(),
         grace: 10 * MIN,
+        forward_auth: Some("https://certdock:8443".into()),
     }
 }
 
@@ -74,6 +78,7 @@ impl Harness {
             engine: Arc::new(TestEngine::default()),
             ca,
             metrics: Arc::new(Metrics::new()),
+            allow: Arc::new(AllowTable::new()),
             settings: Arc::new(Mutex::new(config(dirs.path()))),
             config_file,
             started: Instant::now(),
@@ -100,6 +105,7 @@ impl Harness {
             metrics: self.metrics.clone(),
             reload: Some(reload),
             clock,
+            allow: self.allow.clone(),
         };
         let (tx, rx) = oneshot::channel::<()>();
         self.stop = Some(tx);
@@ -544,5 +550,65 @@ async fn a_failed_renewal_keeps_delivering_the_old_certificate() {
         Some(old),
         "the new container gets the old one"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_allow_list_is_published_to_the_decider_and_becomes_a_middleware() {
+    let mut h = Harness::start(NamePolicy::default()).await;
+    h.engine.run(
+        "api",
+        &web(&[
+            ("certdock.name", "api"),
+            ("certdock.allow", "web,group:ops"),
+        ]),
+    );
+    h.engine.run(
+        "cron",
+        &web(&[("certdock.name", "cron"), ("certdock.groups", "ops")]),
+    );
+    sleep(3 * SEC).await;
+    let lists = h.allow.snapshot();
+    assert_eq!(lists["api"].to_string(), "web,group:ops");
+    assert!(!lists.contains_key("cron"));
+    // The client's certificate carries its group; the server's status names the middleware.
+    let pem = h.engine.file("cron", DIR, "cert.pem").unwrap();
+    let facts =
+        crate::ca::facts::CertFacts::from_pem("cron", std::str::from_utf8(&pem).unwrap()).unwrap();
+    assert_eq!(
+        facts.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        ["ops"]
+    );
+    let api = h.status().into_iter().find(|e| e.name == "api").unwrap();
+    assert_eq!(api.middleware.as_deref(), Some("certdock-allow-api@file"));
+    let yml = std::fs::read_to_string(h.out().join("traefik/certdock.yml")).unwrap();
+    assert!(
+        yml.contains("address: https://certdock:8443/v1/forward-auth/api"),
+        "{yml}"
+    );
+    // The label goes: so do the list and the middleware.
+    h.engine.run("api", &web(&[("certdock.name", "api")]));
+    sleep(3 * SEC).await;
+    assert!(h.allow.snapshot().is_empty());
+    let yml = std::fs::read_to_string(h.out().join("traefik/certdock.yml")).unwrap();
+    assert!(!yml.contains("certdock-allow-api"), "{yml}");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_whose_groups_change_gets_a_new_certificate() {
+    let mut h = Harness::start(NamePolicy::default()).await;
+    h.engine.run("cron", &web(&[("certdock.groups", "ops")]));
+    sleep(2 * SEC).await;
+    let first = h.delivered_serial("cron").unwrap();
+    h.engine
+        .run("cron", &web(&[("certdock.groups", "ops,web")]));
+    sleep(2 * SEC).await;
+    let second = h.delivered_serial("cron").unwrap();
+    assert_ne!(first, second, "a group change must reissue");
+    let pem = h.engine.file("cron", DIR, "cert.pem").unwrap();
+    let facts =
+        crate::ca::facts::CertFacts::from_pem("cron", std::str::from_utf8(&pem).unwrap()).unwrap();
+    assert_eq!(facts.groups.len(), 2);
     h.stop().await;
 }

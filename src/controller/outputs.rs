@@ -9,7 +9,7 @@ use crate::ca::pem::{cert_to_pem, certs_from_pem, parse_cert};
 use crate::core::plan::{Desired, Identity};
 use crate::delivery::bundle::{Bundle, publish_dir, remove_dir};
 use crate::proxy::caddy::render_snippet;
-use crate::proxy::traefik::{CertFiles, TlsOptionsBase, TraefikModel, render};
+use crate::proxy::traefik::{CertFiles, ForwardAuth, TlsOptionsBase, TraefikModel, render};
 use crate::store::atomic::{Mode, create_dir, write_if_changed};
 
 /// Where outputs go, on this host and as the proxy sees them.
@@ -105,7 +105,9 @@ pub fn write_proxy_files(
     base_options: &TlsOptionsBase,
     desired: &BTreeMap<Identity, Desired>,
     versions: &BTreeMap<Identity, String>,
+    forward_auth: Option<&str>,
 ) -> io::Result<bool> {
+    let forward_auth = forward_auths(desired, forward_auth)?;
     let ca_pem: String = ca_parts(bundle)
         .iter()
         .map(|(_, pem)| pem.as_str())
@@ -138,8 +140,7 @@ pub fn write_proxy_files(
         base_options: base_options.clone(),
         certificates,
         transport_client,
-        // Allow lists (`certdock.allow`) are not read from labels yet.
-        forward_auth: Vec::new(),
+        forward_auth,
         revision: hex::encode(revision.finish()),
     };
     let yaml = render(&model).map_err(io::Error::other)?;
@@ -176,8 +177,9 @@ pub fn refresh_proxy_files(
     base_options: &TlsOptionsBase,
     desired: &BTreeMap<Identity, Desired>,
     versions: &BTreeMap<Identity, String>,
+    forward_auth: Option<&str>,
 ) -> bool {
-    match write_proxy_files(dirs, bundle, base_options, desired, versions) {
+    match write_proxy_files(dirs, bundle, base_options, desired, versions, forward_auth) {
         Ok(written) => {
             if written {
                 tracing::info!(file = %dirs.out.join("traefik/certdock.yml").display(), "wrote proxy configuration");
@@ -189,6 +191,31 @@ pub fn refresh_proxy_files(
             false
         }
     }
+}
+
+/// One forward-auth middleware per server identity with an allow list, asking the decider at
+/// `base` (this host's HTTPS API). Without a decider an allow list cannot be enforced: the
+/// configuration is refused (the previous file stays), never written open.
+fn forward_auths(
+    desired: &BTreeMap<Identity, Desired>,
+    base: Option<&str>,
+) -> io::Result<Vec<ForwardAuth>> {
+    desired
+        .iter()
+        .filter(|(_, d)| d.allow.is_some())
+        .map(|(id, _)| {
+            let server = id.status_name();
+            let base = base.ok_or_else(|| {
+                io::Error::other(format!(
+                    "{server} has an allow list but this process serves no forward-auth decider"
+                ))
+            })?;
+            Ok(ForwardAuth {
+                address: format!("{}/v1/forward-auth/{server}", base.trim_end_matches('/')),
+                server,
+            })
+        })
+        .collect()
 }
 
 /// Removes files `prefix*suffix` in `dir` that are not in `keep` (CA files of expired intermediates).

@@ -186,6 +186,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 names: &cfg.names,
                 ttls: &cfg.ttls,
                 proxy_network_configured: cfg.proxy_network.is_some(),
+                forward_auth: cfg.forward_auth.is_some(),
             },
             proxy_network: cfg.proxy_network.as_deref(),
             traefik_client: Some(&traefik_client),

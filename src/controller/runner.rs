@@ -20,6 +20,7 @@ use super::holdings::Holdings;
 use super::outputs::{refresh_ca_files, refresh_proxy_files};
 use super::reconciler::{Outcome, Reconciler};
 use super::store::ContainerStore;
+use crate::authz::table::AllowTable;
 use crate::ca::source::CertSource;
 use crate::core::plan::{Desired, Identity};
 use crate::docker::{DockerActions, WatchConfig, WatchEvent};
@@ -52,6 +53,8 @@ pub struct Controller<S, A, W> {
     /// The config file, when there is one to reload.
     pub reload: Option<Reloadable>,
     pub clock: Clock,
+    /// Where the allow lists of the labels are published for the forward-auth decider.
+    pub allow: Arc<AllowTable>,
 }
 
 /// The OS watch of the output directory and the config file, and its events.
@@ -104,6 +107,7 @@ struct Running<S, A, W, E> {
     cfg: ControllerConfig,
     source: Arc<S>,
     metrics: Arc<Metrics>,
+    allow: Arc<AllowTable>,
     reload: Option<Reloadable>,
     watch: W,
     /// The configuration `events` was made for.
@@ -142,6 +146,7 @@ where
             metrics,
             reload,
             clock,
+            allow,
         } = self;
         let holdings = Holdings::load(&cfg.state_dir)?;
         for (id, h) in &holdings.held {
@@ -157,6 +162,7 @@ where
             cfg,
             source,
             metrics,
+            allow,
             reload,
             watch,
             watching,
@@ -276,6 +282,15 @@ where
         if self.timers.reconcile_at.is_some_and(|t| t <= now) {
             let outcome = self.pass().await;
             self.timers.reconcile_at = Some(outcome.next_wake);
+            // At once, not after the burst: the decider must know a list before Traefik's
+            // configuration names its middleware.
+            self.allow.publish(
+                outcome
+                    .desired
+                    .iter()
+                    .filter_map(|(id, d)| Some((id.status_name(), d.allow.clone()?)))
+                    .collect(),
+            );
             if outcome.desired != self.desired || outcome.delivered {
                 self.desired = outcome.desired;
                 self.timers.burst(now);
@@ -293,6 +308,7 @@ where
                     &cfg.traefik_options,
                     &self.desired,
                     &versions,
+                    cfg.forward_auth.as_deref(),
                 )
             {
                 self.metrics.proxy_config_written("traefik");

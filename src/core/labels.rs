@@ -22,6 +22,8 @@ pub struct LabelContext<'a> {
     pub ttls: &'a TtlPolicy,
     /// Whether `--proxy-network` is set; it is the default of `<prefix>.network`.
     pub proxy_network_configured: bool,
+    /// Whether this process serves the forward-auth decider that `<prefix>.allow` needs.
+    pub forward_auth: bool,
 }
 
 /// Everything the labels of one container ask for, validated.
@@ -200,6 +202,13 @@ pub fn parse(
         .get("allow")
         .map(|v| AllowList::parse(v).map_err(|e| labels.err("allow", v, e.to_string())))
         .transpose()?;
+    if allow.is_some() && !ctx.forward_auth {
+        return Err(labels.err(
+            "allow",
+            labels.get("allow").unwrap_or_default(),
+            "this certdock serves no forward-auth decider, so an allow list cannot be enforced here; run `certdock run` on this host",
+        ));
+    }
     if let (Some(_), false) = (&allow, usage.server) {
         return Err(labels.err(
             "allow",

@@ -53,6 +53,7 @@ impl Fixture {
                 names: &self.names,
                 ttls: &self.ttls,
                 proxy_network_configured: true,
+                forward_auth: true,
             },
             proxy_network: Some("proxy"),
             traefik_client: None,

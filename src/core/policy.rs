@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::names::{DnsName, NameError, San};
+use super::names::{DnsName, NameError, San, traefik_client};
 
 /// One entry of `--allow-domain` / `--deny-domain`: a DNS suffix or an IP range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +130,18 @@ pub struct NamePolicy {
     pub allow_wildcards: bool,
     /// The CA's own API names: only the CA itself may hold a certificate for them.
     pub reserved: Vec<San>,
+    /// The policy for certdock's own certificates ([`NamePolicy::for_ca_itself`]): only it may
+    /// carry certdock's internal identities (Traefik's client certificate, which forward-auth
+    /// trusts as the proxy), which every other policy refuses whatever its lists say.
+    pub for_certdock_itself: bool,
+}
+
+/// certdock's internal identities, which no label, token, agent or ACME account may claim.
+/// A wildcard that would cover one is refused as well.
+fn is_internal(san: &San) -> bool {
+    let San::Dns(d) = san else { return false };
+    DnsName::parse(traefik_client::CN)
+        .is_ok_and(|internal| *d == internal || wildcard_covers(d, &internal))
 }
 
 /// More names than any sane service needs; bounds the work a single request can cause.
@@ -162,7 +174,7 @@ impl NamePolicy {
                 name: san.to_string(),
             });
         }
-        if self.is_reserved(san) {
+        if self.is_reserved(san) || (!self.for_certdock_itself && is_internal(san)) {
             return Err(PolicyError::Reserved {
                 name: san.to_string(),
             });
@@ -206,6 +218,7 @@ impl NamePolicy {
             deny: Vec::new(),
             reserved: Vec::new(),
             allow_wildcards: self.allow_wildcards,
+            for_certdock_itself: true,
         }
     }
 
@@ -392,6 +405,30 @@ mod tests {
         ));
         p.allow_wildcards = true;
         assert!(p.check(&sans(&["*.apps.internal"])).is_ok());
+    }
+
+    #[test]
+    fn certdocks_internal_identity_is_refused_to_everyone_but_certdock() {
+        let policy = NamePolicy {
+            allow_wildcards: true,
+            ..Default::default()
+        };
+        for name in ["traefik.certdock", "TRAEFIK.Certdock."] {
+            let e = policy.check(&sans(&[name])).unwrap_err();
+            assert!(matches!(e, PolicyError::Reserved { .. }), "{name}: {e}");
+        }
+        assert!(
+            policy
+                .for_ca_itself()
+                .check(&sans(&["traefik.certdock"]))
+                .is_ok()
+        );
+        assert!(
+            policy
+                .narrowed(&[])
+                .check(&sans(&["traefik.certdock"]))
+                .is_err()
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn parse_with(labels: &[(&str, &str)], names: &NamePolicy) -> Result<Option<Cert
         names,
         ttls: &ttls,
         proxy_network_configured: true,
+        forward_auth: true,
     };
     parse(&container(labels), &ctx)
 }
@@ -111,6 +112,7 @@ fn network_defaults_to_false_without_a_proxy_network() {
         names: &names,
         ttls: &ttls,
         proxy_network_configured: false,
+        forward_auth: true,
     };
     let s = parse(&container(&[ON]), &ctx)
         .expect("valid")
@@ -517,6 +519,7 @@ fn another_prefix_reads_other_labels() {
         names: &names,
         ttls: &ttls,
         proxy_network_configured: false,
+        forward_auth: true,
     };
     let c = container(&[
         ("acme.certs.enable", "true"),
@@ -571,7 +574,7 @@ proptest! {
         };
         let names = NamePolicy::default();
         let ttls = TtlPolicy::default();
-        let ctx = LabelContext { prefix: "certdock", names: &names, ttls: &ttls, proxy_network_configured: true };
+        let ctx = LabelContext { prefix: "certdock", names: &names, ttls: &ttls, proxy_network_configured: true, forward_auth: true };
         match parse(&c, &ctx) {
             Ok(Some(spec)) => {
                 prop_assert!(!spec.sans.is_empty());
