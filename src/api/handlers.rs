@@ -332,6 +332,8 @@ async fn revoke(
         Ok(serial)
     })
     .await?;
+    // Forward-auth refuses it from the next request on, not from the next refresh.
+    forward_auth::follow_local_ca_once(&st.ca, &st.forward_auth.decider).await;
     Ok(Json(RevokeResponse {
         serial,
         revoked: true,
