@@ -27,7 +27,7 @@ pub struct Peer {
 
 impl Peer {
     /// Spawns `cmd` (stdout and stderr to `log`), then waits until `port` accepts connections.
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf, port: u16) -> Peer {
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf, port: u16) -> Peer {
         let file = std::fs::File::create(&log).expect("peer log file");
         cmd.stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log handle"))
