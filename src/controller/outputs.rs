@@ -95,18 +95,29 @@ pub fn write_ca_files(dirs: &OutputDirs, bundle: &str) -> io::Result<bool> {
     Ok(changed)
 }
 
+/// What the Traefik configuration is made of.
+pub struct ProxyInputs<'a> {
+    /// The CA bundle to trust now.
+    pub bundle: &'a str,
+    /// The user's `[traefik.options]`.
+    pub options: &'a TlsOptionsBase,
+    pub desired: &'a BTreeMap<Identity, Desired>,
+    /// Each published identity's file version: it goes into the YAML's revision, because
+    /// Traefik re-reads certificate files only when its directory changes.
+    pub versions: &'a BTreeMap<Identity, String>,
+    /// The forward-auth decider's base URL, when this process serves one.
+    pub forward_auth: Option<&'a str>,
+}
+
 /// Writes the Traefik configuration when its bytes change; returns whether it did.
-///
-/// `versions` maps each published identity to the version of its files: it goes into the YAML's
-/// revision, because Traefik re-reads certificate files only when its directory changes.
-pub fn write_proxy_files(
-    dirs: &OutputDirs,
-    bundle: &str,
-    base_options: &TlsOptionsBase,
-    desired: &BTreeMap<Identity, Desired>,
-    versions: &BTreeMap<Identity, String>,
-    forward_auth: Option<&str>,
-) -> io::Result<bool> {
+pub fn write_proxy_files(dirs: &OutputDirs, inputs: &ProxyInputs<'_>) -> io::Result<bool> {
+    let ProxyInputs {
+        bundle,
+        options: base_options,
+        desired,
+        versions,
+        forward_auth,
+    } = *inputs;
     let forward_auth = forward_auths(desired, forward_auth)?;
     let ca_pem: String = ca_parts(bundle)
         .iter()
@@ -171,15 +182,8 @@ pub fn refresh_ca_files(dirs: &OutputDirs, bundle: &str) {
 }
 
 /// Writes the Traefik file when it changed, logging the outcome. Returns whether it wrote.
-pub fn refresh_proxy_files(
-    dirs: &OutputDirs,
-    bundle: &str,
-    base_options: &TlsOptionsBase,
-    desired: &BTreeMap<Identity, Desired>,
-    versions: &BTreeMap<Identity, String>,
-    forward_auth: Option<&str>,
-) -> bool {
-    match write_proxy_files(dirs, bundle, base_options, desired, versions, forward_auth) {
+pub fn refresh_proxy_files(dirs: &OutputDirs, inputs: &ProxyInputs<'_>) -> bool {
+    match write_proxy_files(dirs, inputs) {
         Ok(written) => {
             if written {
                 tracing::info!(file = %dirs.out.join("traefik/certdock.yml").display(), "wrote proxy configuration");

@@ -17,7 +17,7 @@ use super::config::{ControllerConfig, Reloadable};
 use super::executor::Executor;
 use super::file_watch::{FileChange, FileWatch, watch_files};
 use super::holdings::Holdings;
-use super::outputs::{refresh_ca_files, refresh_proxy_files};
+use super::outputs::{ProxyInputs, refresh_ca_files, refresh_proxy_files};
 use super::reconciler::{Outcome, Reconciler};
 use super::store::ContainerStore;
 use crate::authz::table::AllowTable;
@@ -304,11 +304,13 @@ where
             if !self.bundle.is_empty()
                 && refresh_proxy_files(
                     &cfg.dirs,
-                    &self.bundle,
-                    &cfg.traefik_options,
-                    &self.desired,
-                    &versions,
-                    cfg.forward_auth.as_deref(),
+                    &ProxyInputs {
+                        bundle: &self.bundle,
+                        options: &cfg.traefik_options,
+                        desired: &self.desired,
+                        versions: &versions,
+                        forward_auth: cfg.forward_auth.as_deref(),
+                    },
                 )
             {
                 self.metrics.proxy_config_written("traefik");
