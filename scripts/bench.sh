@@ -9,6 +9,8 @@
 # controller  Docker event → files delivered; bursts of N containers; startup resync (Docker)
 # footprint   RSS: idle `serve`, idle `run`, and N managed certificates (simulated controller)
 # cli         whole issuance as a user does it: `certdock issue` vs openssl genpkey+req+x509
+# forwardauth GET /v1/forward-auth/NAME (the decision Traefik asks for on every request) beside
+#             GET /health on the same server, same load generator and connections (Docker)
 #
 # Environment: BENCH_RUNS (default 3; medians and min–max are reported), BENCH_SECONDS (length of
 # a throughput run, default 3 for in-process, 10 for the API), BENCH_BURSTS (default 30,100,300),
@@ -226,12 +228,79 @@ JSON
     echo "api inventory records written during the runs: $((records_after - records_before)) (every certdock issuance, fsynced before its answer)"
 }
 
+# ---- group 6: forward-auth decisions ------------------------------------------------------------
+
+# load_get NAME URL CERT KEY [HEADER]: one oha GET run; prints "requests/s p50_ms p99_ms ok_ratio"
+load_get() {
+    local out
+    local hdr=()
+    [ -n "${5:-}" ] && hdr=(-H "$5")
+    out=$("$OHA" --no-tui --output-format json -z "${API_SECONDS}s" -c "$CONNS" "${hdr[@]}" \
+        --cert "$3" --key "$4" --insecure "$2")
+    python3 - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+s = r["summary"]
+p = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+total = sum(codes.values()) or 1
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1e3:.3f} {p["p99"]*1e3:.3f} {ok/total:.3f} {dict(codes)}')
+PY
+}
+
+group_forwardauth() {
+    build
+    need_deb curl curl
+    OHA=$(oha_bin)
+    local W; W=$(mktemp -d)
+    local prefix="cdbench$RANDOM"
+    local names=()
+    trap 'kill ${RUN_PID:-} 2>/dev/null || true; docker rm -f "${names[@]}" >/dev/null 2>&1 || true; rm -rf "$W"' RETURN
+    tests/images/build.sh >/dev/null
+    echo "# group 6: forward-auth decisions over keep-alive mTLS, $CONNS connections, ${API_SECONDS}s per run, oha $("$OHA" --version | cut -d' ' -f2)"; machine
+    local port; port=$(free_port)
+    "$BIN" run --state-dir "$W/state" --out-dir "$W/out" --listen "127.0.0.1:$port" \
+        --api-name localhost,127.0.0.1 --label-prefix "$prefix" --log-format json 2>"$W/run.log" &
+    RUN_PID=$!
+    names=("$prefix-api" "$prefix-client")
+    docker run -d --name "$prefix-api" --label io.certdock.test=1 --label "$prefix.enable=true" \
+        --label "$prefix.name=api" --label "$prefix.allow=client" certdock-test/busybox:latest sleep 1d >/dev/null
+    docker run -d --name "$prefix-client" --label io.certdock.test=1 --label "$prefix.enable=true" \
+        --label "$prefix.name=client" --label "$prefix.usage=client" --label "$prefix.delivery=volume" \
+        certdock-test/busybox:latest sleep 1d >/dev/null
+    for _ in $(seq 300); do
+        [ -f "$W/out/certs/client/key.pem" ] && [ -f "$W/out/traefik-client/key.pem" ] \
+            && grep -q certdock-allow-api "$W/out/traefik/certdock.yml" 2>/dev/null && break
+        sleep 0.1
+    done
+    local header; header="X-Forwarded-Tls-Client-Cert: $(grep -v -- ----- "$W/out/certs/client/cert.pem" | tr -d '\n')"
+    local proxy="$W/out/traefik-client"
+    local url="https://127.0.0.1:$port"
+    curl -sk --cert "$proxy/fullchain.pem" --key "$proxy/key.pem" -H "$header" -o /dev/null -w '%{http_code}' \
+        "$url/v1/forward-auth/api" | grep -q 200 || { echo "forward-auth does not admit the client: $(tail -5 "$W/run.log")"; return 1; }
+    declare -A rps p50 p99
+    for r in $(seq "$RUNS"); do
+        read -r a b c d e < <(load_get health "$url/health" "$proxy/fullchain.pem" "$proxy/key.pem")
+        rps[health]+="$a "; p50[health]+="$b "; p99[health]+="$c "; echo "  run $r GET /health: $a req/s p50 $b ms p99 $c ms ok=$d $e"
+        read -r a b c d e < <(load_get decide "$url/v1/forward-auth/api" "$proxy/fullchain.pem" "$proxy/key.pem" "$header")
+        rps[decide]+="$a "; p50[decide]+="$b "; p99[decide]+="$c "; echo "  run $r GET /v1/forward-auth/api (admitted): $a req/s p50 $b ms p99 $c ms ok=$d $e"
+    done
+    local h; h=$(echo ${rps[health]} | tr ' ' '\n' | median | cut -d' ' -f1)
+    for k in health decide; do
+        local m; m=$(echo ${rps[$k]} | tr ' ' '\n' | median)
+        echo "forwardauth $k req/s=$m p50_ms=$(echo ${p50[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" \
+            "p99_ms=$(echo ${p99[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" \
+            "ratio_vs_health=$(echo "$(echo "$m" | cut -d' ' -f1) / $h" | bc -l | xargs printf '%.2f')"
+    done
+}
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(all)
-[ "${groups[0]}" = all ] && groups=(ca api controller footprint cli)
+[ "${groups[0]}" = all ] && groups=(ca api controller footprint cli forwardauth)
 for g in "${groups[@]}"; do
     case $g in
-        ca|api|controller|footprint|cli) "group_$g" 2>&1 | tee "bench-results/$g-$STAMP.txt" ;;
-        *) echo "unknown group $g (ca api controller footprint cli)" >&2; exit 2 ;;
+        ca|api|controller|footprint|cli|forwardauth) "group_$g" 2>&1 | tee "bench-results/$g-$STAMP.txt" ;;
+        *) echo "unknown group $g (ca api controller footprint cli forwardauth)" >&2; exit 2 ;;
     esac
 done
