@@ -104,3 +104,42 @@ fn the_defaults_shown_are_the_defaults_applied() {
         assert!(text.contains(expected), "settings lack {expected}: {text}");
     }
 }
+
+#[test]
+fn a_token_name_that_cannot_name_an_agent_is_refused_when_the_token_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_certdock"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_clear()
+            .output()
+            .expect("run certdock")
+    };
+    assert!(run(&["init"]).status.success());
+    let out = run(&["token", "create", "--kind", "agent", "--name", "../../etc"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--name") && err.contains("agent"), "{err}");
+    assert!(
+        !state.join("tokens.log").exists()
+            || std::fs::read_to_string(state.join("tokens.log"))
+                .unwrap()
+                .is_empty()
+    );
+    let out = run(&[
+        "token",
+        "create",
+        "--kind",
+        "agent",
+        "--name",
+        "host1.agents",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

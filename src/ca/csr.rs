@@ -67,13 +67,18 @@ impl Csr {
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_string);
-        if let Some(cn) = &cn {
-            // The CN is a name too: it must be among the SANs, so that policy sees it.
-            let as_san = San::parse(cn).map_err(|e| bad(format!("subject CN: {e}")))?;
-            if !sans.contains(&as_san) {
-                sans.insert(0, as_san);
+        // The CN is a name too: it must be among the SANs, so that policy sees it, and it is
+        // written in the same normal form (lower case, no trailing dot) as its SAN.
+        let cn = match &cn {
+            Some(cn) => {
+                let as_san = San::parse(cn).map_err(|e| bad(format!("subject CN: {e}")))?;
+                if !sans.contains(&as_san) {
+                    sans.insert(0, as_san.clone());
+                }
+                Some(as_san.to_string())
             }
-        }
+            None => None,
+        };
         let first = sans
             .first()
             .ok_or_else(|| bad("no names: give a CN or SANs"))?;
@@ -106,5 +111,24 @@ pub fn ip_of(octets: &[u8]) -> Option<std::net::IpAddr> {
             .ok()
             .map(std::net::IpAddr::from),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn a_cn_is_normalised_like_its_san() {
+        let c = Csr::parse(&csr("Web.Internal.")).unwrap();
+        assert_eq!(c.name.as_str(), "web.internal");
+        assert_eq!(c.sans, vec![San::parse("web.internal").unwrap()]);
     }
 }

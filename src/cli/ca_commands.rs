@@ -149,6 +149,14 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
         "admin" => TokenKind::Admin,
         other => return Err(format!("--kind {other:?} is not `sign`, `agent` or `admin`").into()),
     };
+    // Checked now, not when the token is used: an agent is named after its token, so the name
+    // must be a valid certificate name; other names are labels, but still printable and short.
+    if kind == TokenKind::Agent {
+        CertName::parse(name)
+            .map_err(|e| format!("--name: an agent token names the agent's certificate: {e}"))?;
+    } else if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err("--name: give 1 to 64 printable characters (who the token is for)".into());
+    }
     let allow = s.names.allow.clone();
     let ca = open_existing(s)?;
     let expires = OffsetDateTime::now_utc() + ttl;
