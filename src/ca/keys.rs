@@ -81,7 +81,7 @@ pub struct LeafKeyPair {
 impl LeafKeyPair {
     /// The private key as `-----BEGIN PRIVATE KEY-----` (PKCS#8), as rcgen would write it.
     pub fn secret_pem(&self) -> SecretPem {
-        SecretPem(super::pem::pem_block("PRIVATE KEY", &self.pkcs8))
+        SecretPem::new(super::pem::pem_block("PRIVATE KEY", &self.pkcs8))
     }
 }
 
@@ -123,29 +123,11 @@ impl fmt::Display for KeyType {
     }
 }
 
-/// A PEM-encoded private key. Its `Debug` is redacted and its bytes are reachable only through
-/// [`SecretPem::secret_pem`], so it cannot end up in a log by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretPem(String);
+pub use crate::core::secret::SecretPem;
 
-impl SecretPem {
-    pub fn new(pem: String) -> Self {
-        Self(pem)
-    }
-
-    pub fn secret_pem(&self) -> &str {
-        &self.0
-    }
-
-    pub fn from_key(key: &KeyPair) -> Self {
-        Self(key.serialize_pem())
-    }
-}
-
-impl fmt::Debug for SecretPem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretPem([secret key elided])")
-    }
+/// The PEM of a key certdock made.
+pub fn secret_pem_of(key: &KeyPair) -> SecretPem {
+    SecretPem::new(key.serialize_pem())
 }
 
 #[cfg(test)]

@@ -111,7 +111,13 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
             OffsetDateTime::now_utc(),
         )?
         .wait()?;
-    let bundle = Bundle::from_issued(&issued);
+    let bundle = Bundle {
+        version: issued.serial.clone(),
+        cert_pem: issued.cert_pem.clone(),
+        key: issued.key.clone(),
+        chain_pem: issued.chain_pem.clone(),
+        ca_pem: issued.ca_pem.clone(),
+    };
     if let Some(dir) = &a.out {
         publish_dir(dir, &bundle, None).map_err(|e| format!("--out {}: {e}", dir.display()))?;
     }

@@ -9,4 +9,5 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod renew;
+pub mod secret;
 pub mod wire;

@@ -5,11 +5,10 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use crate::ca::issue::Issued;
-use crate::ca::keys::SecretPem;
 use crate::core::atomic_dir::{
     DATA_LINK, SLOT_PREFIX, Step, VERSION_FILE, file_link_target, slot_of, swap_steps,
 };
+use crate::core::secret::SecretPem;
 use crate::store::atomic::{Mode, create_dir, sync_dir, write_atomic};
 
 /// Everything a service needs: its certificate, key, chain and the CA bundle.
@@ -33,16 +32,6 @@ pub const FILES: [(&str, Mode); 5] = [
 ];
 
 impl Bundle {
-    pub fn from_issued(issued: &Issued) -> Self {
-        Self {
-            version: issued.serial.clone(),
-            cert_pem: issued.cert_pem.clone(),
-            key: issued.key.clone(),
-            chain_pem: issued.chain_pem.clone(),
-            ca_pem: issued.ca_pem.clone(),
-        }
-    }
-
     pub fn fullchain_pem(&self) -> String {
         format!("{}{}", self.cert_pem, self.chain_pem)
     }

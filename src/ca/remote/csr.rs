@@ -36,7 +36,7 @@ pub fn key_and_csr(cn: &str, sans: &[San]) -> Result<(SecretPem, String), Remote
         .serialize_request(&key)
         .and_then(|c| c.pem())
         .map_err(|e| RemoteError::Key(e.to_string()))?;
-    Ok((SecretPem::from_key(&key), csr))
+    Ok((crate::ca::keys::secret_pem_of(&key), csr))
 }
 
 /// The CA's answer as an [`Issued`], after checking that it certifies our key.
