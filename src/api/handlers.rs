@@ -38,6 +38,8 @@ pub struct AppState {
     pub ca: Arc<LocalCa>,
     pub metrics: Arc<Metrics>,
     pub api_cert: watch::Receiver<Option<ApiCert>>,
+    /// The ACME server (`/acme/…`), sharing the CA, the metrics and the port.
+    pub acme: Arc<crate::acme::Acme>,
 }
 
 const ENDPOINTS: [&str; 7] = [
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/revoke", post(revoke))
         .route("/crl", get(crl))
         .route("/metrics", get(metrics))
+        .merge(crate::acme::router(state.acme.clone()))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), track))
@@ -72,6 +75,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         .iter()
         .find(|e| **e == req.uri().path())
         .copied()
+        .or_else(|| crate::acme::endpoint_label(req.uri().path()))
         .unwrap_or("other");
     let method = req.method().clone();
     let resp = next.run(req).await;

@@ -39,6 +39,11 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("ACME state (STATE/acme/): {source}")]
+    Acme {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A bound, ready API: its certificate is issued and the socket is listening.
@@ -73,10 +78,13 @@ impl ApiServer {
             addr: settings.listen,
             source,
         })?;
+        let acme = crate::acme::Acme::open(ca.clone(), metrics.clone(), settings.acme())
+            .map_err(|source| ServeError::Acme { source })?;
         let router = router(AppState {
             ca,
             metrics,
             api_cert: tls.cert.clone(),
+            acme,
         });
         Ok(Self {
             listener,
