@@ -190,3 +190,52 @@ fn a_name_outside_allow_domain_is_a_rejected_identifier_and_nothing_is_issued() 
         "nothing issued to ACME: {inventory}"
     );
 }
+
+#[test]
+fn with_acme_eab_an_account_needs_a_single_use_acme_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let http_arg = http.to_string();
+    let serve = Serve::start_at(
+        dir.path(),
+        &dir.path().join("state"),
+        free_port(),
+        &["--acme-http-port", &http_arg, "--acme-eab", "true"],
+    );
+    let http_port = format!(":{http}");
+    let (good, out) = lego(
+        &serve,
+        &dir.path().join("none"),
+        &["--http", "--http.port", &http_port, "run"],
+    );
+    assert!(!good, "no binding, no account: {out}");
+    // lego reads `externalAccountRequired` from the directory and stops before asking.
+    assert!(out.contains("requires External Account Binding"), "{out}");
+
+    let printed = serve.token("acme", "web-1", &[]);
+    let field = |k: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in {printed}"))
+            .to_string()
+    };
+    let (kid, hmac) = (field("kid="), field("hmac="));
+    let eab = [
+        "--eab",
+        "--kid",
+        &kid,
+        "--hmac",
+        &hmac,
+        "--http",
+        "--http.port",
+        &http_port,
+        "run",
+    ];
+    let (good, out) = lego(&serve, &dir.path().join("bound"), &eab);
+    assert!(good, "lego with EAB: {out}\n{}", serve.log());
+    // The token is spent: a second account cannot use it.
+    let (good, out) = lego(&serve, &dir.path().join("again"), &eab);
+    assert!(!good, "a spent binding: {out}");
+    assert!(out.contains("already been used"), "{out}");
+}
