@@ -4,6 +4,7 @@ pub mod account;
 pub mod directory;
 pub mod eab;
 pub mod finalize;
+pub mod fuzz;
 pub mod issue;
 pub mod jws;
 pub mod model;
