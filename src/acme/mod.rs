@@ -99,3 +99,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(acme: Arc<Acme>) -> Router<S> {
         ))
         .with_state(acme)
 }
+
+#[cfg(test)]
+mod tests;

@@ -108,7 +108,7 @@ impl IntoResponse for Problem {
 
 /// A `'static` metrics label for an ACME error type (a closed set, so labels cannot grow).
 fn acme_code(short: &str) -> &'static str {
-    const KNOWN: [&str; 14] = [
+    const KNOWN: [&str; 18] = [
         "accountDoesNotExist",
         "alreadyRevoked",
         "badCSR",
@@ -119,10 +119,14 @@ fn acme_code(short: &str) -> &'static str {
         "connection",
         "externalAccountRequired",
         "incorrectResponse",
+        "invalidContact",
         "malformed",
         "orderNotReady",
         "rejectedIdentifier",
+        "serverInternal",
+        "tls",
         "unauthorized",
+        "unsupportedIdentifier",
     ];
     KNOWN
         .iter()
