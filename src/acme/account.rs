@@ -1,5 +1,4 @@
-//! Accounts (RFC 8555 §7.3): creation, lookup by key, contact update, deactivation, the orders
-//! list, and key rollover (§7.3.5).
+//! Accounts (RFC 8555 §7.3): creation, update, deactivation, the orders list, key rollover.
 
 use std::sync::Arc;
 

@@ -1,5 +1,4 @@
-//! External Account Binding (RFC 8555 §7.3.4): a new account proves it holds an `acme` token's
-//! HMAC key; the token is spent by the account it creates.
+//! External Account Binding (RFC 8555 §7.3.4) with single-use `acme` tokens.
 
 use axum::http::StatusCode;
 

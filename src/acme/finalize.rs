@@ -1,5 +1,4 @@
-//! Finalize (RFC 8555 §7.4) with a CSR whose names must be the order's, and the certificate
-//! download as `application/pem-certificate-chain`.
+//! Finalize with a CSR naming exactly the order's identifiers, and the certificate download.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,5 +1,4 @@
-//! What the `acme_jws` fuzz target runs (and `tests/fuzz_corpus.rs` replays): any bytes through
-//! the JWS parser and everything a request handler then does with a parsed JWS.
+//! What the `acme_jws` fuzz target and `tests/fuzz_corpus.rs` run: any bytes through the JWS parser.
 
 use super::jws::{Jwk, Jws, Signer, key_authorization};
 

@@ -1,5 +1,4 @@
-//! The one call from ACME into the CA, and crash recovery for finalize. Kept small on purpose:
-//! at the merge this is rewired to the CA's authorize → sign API.
+//! The one call from ACME into the CA, and finalize's crash recovery (rewired at the merge).
 
 use std::time::Duration;
 

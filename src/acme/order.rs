@@ -1,5 +1,4 @@
-//! Orders and authorizations (RFC 8555 §7.4, §7.5): creation under the CA's name policy,
-//! reading them, and starting a challenge's validation.
+//! Orders, authorizations and challenges (RFC 8555 §7.4, §7.5): creation, reading, starting validation.
 
 use std::sync::Arc;
 use std::time::Duration;

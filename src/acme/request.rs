@@ -1,5 +1,4 @@
-//! One JWS-signed ACME request, checked in RFC 8555 §6 order: size, media type, JWS shape, URL,
-//! key (new `jwk` or known account `kid`), signature, then the nonce.
+//! One JWS-signed ACME request checked in RFC 8555 §6 order, and the helpers every handler shares.
 
 use std::time::Instant;
 

@@ -1,5 +1,4 @@
-//! revokeCert (RFC 8555 §7.6), by the ordering account or by the certificate's own key, and
-//! renewalInfo (ARI, RFC 9773): when a client should renew.
+//! revokeCert (RFC 8555 §7.6) and renewalInfo (ARI, RFC 9773).
 
 use std::sync::Arc;
 

@@ -1,5 +1,4 @@
-//! ACME state in `STATE/acme/journal.log`: every account, order and authorization as JSON lines
-//! through the shared append-only [`Journal`]; the last record of an object wins.
+//! ACME objects in `STATE/acme/journal.log` (the shared [`Journal`]); the last record of an object wins.
 
 use std::collections::HashMap;
 use std::io;

@@ -1,5 +1,4 @@
-//! Unit tests across the ACME modules: crash recovery of finalize, and the tls-alpn-01
-//! certificate rules.
+//! Unit tests across the ACME modules: finalize crash recovery, the tls-alpn-01 certificate rules.
 
 use std::sync::Arc;
 

@@ -1,5 +1,4 @@
-//! The CA's side of http-01 (RFC 8555 §8.3) and tls-alpn-01 (RFC 8737): fetch or handshake
-//! with the name being validated, compare with the key authorization, record the outcome.
+//! The CA's side of http-01 (RFC 8555 §8.3) and tls-alpn-01 (RFC 8737), run in the background.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
