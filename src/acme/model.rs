@@ -39,27 +39,37 @@ pub struct Identifier {
 impl Identifier {
     /// The SAN it stands for, or why it is not one certdock can certify.
     pub fn to_san(&self) -> Result<San, Problem> {
-        let refuse = |why: String| {
-            Problem::new(
-                "rejectedIdentifier",
-                axum::http::StatusCode::BAD_REQUEST,
-                why,
-            )
-        };
-        let san = San::parse(&self.value)
-            .map_err(|e| refuse(format!("identifier {:?}: {e}", self.value)))?;
-        match (self.kind.as_str(), &san) {
-            ("dns", San::Dns(d)) if d.is_wildcard() => Err(refuse(format!(
-                "identifier {:?}: a wildcard needs dns-01, which certdock does not offer",
-                self.value
-            ))),
-            ("dns", San::Dns(_)) | ("ip", San::Ip(_)) => Ok(san),
-            _ => Err(Problem::new(
+        let refuse =
+            |kind: &str, why: String| Problem::new(kind, axum::http::StatusCode::BAD_REQUEST, why);
+        if self.kind != "dns" && self.kind != "ip" {
+            return Err(refuse(
                 "unsupportedIdentifier",
-                axum::http::StatusCode::BAD_REQUEST,
                 format!(
-                    "identifier type {:?} with value {:?}: use `dns` for names, `ip` for addresses",
-                    self.kind, self.value
+                    "identifier type {:?}: certdock certifies `dns` names and `ip` addresses",
+                    self.kind.chars().take(32).collect::<String>()
+                ),
+            ));
+        }
+        let san = San::parse(&self.value).map_err(|e| {
+            refuse(
+                "rejectedIdentifier",
+                format!("identifier {:?}: {e}", self.value),
+            )
+        })?;
+        match (self.kind.as_str(), &san) {
+            ("dns", San::Dns(d)) if d.is_wildcard() => Err(refuse(
+                "rejectedIdentifier",
+                format!(
+                    "identifier {:?}: a wildcard needs dns-01, which certdock does not offer",
+                    self.value
+                ),
+            )),
+            ("dns", San::Dns(_)) | ("ip", San::Ip(_)) => Ok(san),
+            _ => Err(refuse(
+                "rejectedIdentifier",
+                format!(
+                    "identifier {:?} is not of type {:?} (`dns` for names, `ip` for addresses)",
+                    self.value, self.kind
                 ),
             )),
         }

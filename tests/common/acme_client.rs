@@ -163,9 +163,12 @@ pub type Tokens = Arc<std::sync::Mutex<std::collections::HashMap<String, String>
 
 /// An http-01 responder on 127.0.0.1:`port`, answering the tokens put into the returned map.
 pub async fn responder(port: u16) -> Tokens {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    responder_on("127.0.0.1", port).await
+}
+
+/// [`responder`] on another local address (an `ip` identifier's).
+pub async fn responder_on(host: &str, port: u16) -> Tokens {
+    let listener = tokio::net::TcpListener::bind((host, port)).await.unwrap();
     let tokens: Tokens = Arc::default();
     let t = tokens.clone();
     tokio::spawn(async move {
@@ -273,17 +276,20 @@ pub fn csr(names: &[&str]) -> String {
 }
 
 pub async fn start() -> (tempfile::TempDir, Serve, u16) {
+    start_with(&[]).await
+}
+
+/// A fresh `serve` with `--acme-http-port` on a free port and `extra` flags.
+pub async fn start_with(extra: &[&str]) -> (tempfile::TempDir, Serve, u16) {
     let dir = tempfile::tempdir().unwrap();
     let http = free_port();
     let d = dir.path().to_path_buf();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let serve = tokio::task::spawn_blocking(move || {
         let port = http.to_string();
-        Serve::start_at(
-            &d,
-            &d.join("state"),
-            free_port(),
-            &["--acme-http-port", &port],
-        )
+        let mut args = vec!["--acme-http-port", port.as_str()];
+        args.extend(extra.iter().map(String::as_str));
+        Serve::start_at(&d, &d.join("state"), free_port(), &args)
     })
     .await
     .unwrap();
