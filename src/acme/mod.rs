@@ -56,7 +56,8 @@ impl Acme {
         metrics: Arc<Metrics>,
         config: AcmeConfig,
     ) -> std::io::Result<Arc<Self>> {
-        let store = store::Store::open(ca.state_dir())?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let store = store::Store::open(ca.state_dir(), now)?;
         let acme = Arc::new(Self {
             ca,
             metrics,

@@ -26,7 +26,35 @@ struct Maps {
     authzs: HashMap<String, Authz>,
 }
 
+/// How long an order that never produced a certificate is kept after it expired.
+pub const FORGET_AFTER: i64 = 7 * 24 * 3600;
+
 impl Maps {
+    fn forget_stale(&mut self, now: i64) {
+        let stale: Vec<String> = self
+            .orders
+            .values()
+            .filter(|o| o.cert.is_none() && o.expires + FORGET_AFTER < now)
+            .map(|o| o.id.clone())
+            .collect();
+        for id in stale {
+            if let Some(o) = self.orders.remove(&id) {
+                for z in o.authzs {
+                    self.authzs.remove(&z);
+                }
+            }
+        }
+    }
+
+    /// Every live object as one record each: what a compacted journal holds.
+    fn records(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = Vec::new();
+        out.extend(self.accounts.values().cloned().map(Record::Account));
+        out.extend(self.authzs.values().cloned().map(Record::Authz));
+        out.extend(self.orders.values().cloned().map(Record::Order));
+        out
+    }
+
     fn apply(&mut self, r: Record) {
         match r {
             Record::Account(a) => {
@@ -75,13 +103,22 @@ impl Batch {
 }
 
 impl Store {
-    pub fn open(state_dir: &Path) -> io::Result<Self> {
+    /// Opens the journal and, when superseded records outnumber live objects, compacts it to
+    /// the live objects, leaving out orders (and their authorizations) that expired more than
+    /// [`FORGET_AFTER`] seconds before `now` without a certificate.
+    pub fn open(state_dir: &Path, now: i64) -> io::Result<Self> {
         let dir = state_dir.join("acme");
         std::fs::create_dir_all(&dir)?;
-        let (journal, records) = Journal::open(&dir.join("journal.log"))?;
+        let (mut journal, records) = Journal::open(&dir.join("journal.log"))?;
+        let written = records.len();
         let mut maps = Maps::default();
         for r in records {
             maps.apply(r);
+        }
+        maps.forget_stale(now);
+        let live = maps.records();
+        if written > 2 * live.len() + 64 {
+            journal.compact(&live)?;
         }
         Ok(Self {
             inner: Mutex::new((journal, maps)),
@@ -207,7 +244,7 @@ mod tests {
     #[test]
     fn objects_survive_a_reopen_and_the_last_record_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
         let acct = Account {
             id: "a1".into(),
             jwk: crate::acme::jws::RawJwk {
@@ -235,12 +272,52 @@ mod tests {
         });
         store.write(Batch::default().order(done.clone())).unwrap();
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
         store
             .read(|s| {
                 assert_eq!(s.account_by_thumbprint("tp"), Some(&acct));
                 assert_eq!(s.order("o1"), Some(&done));
                 assert_eq!(s.order_by_serial("0a").map(|o| o.id.as_str()), Some("o1"));
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn reopening_compacts_superseded_records_and_forgets_long_expired_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        for _ in 0..100 {
+            store.write(Batch::default().order(order("kept"))).unwrap();
+        }
+        let mut done = order("valid");
+        done.cert = Some(OrderCert {
+            serial: "0b".into(),
+            chain_pem: "PEM".into(),
+        });
+        store
+            .write(Batch::default().order(order("stale")).order(done))
+            .unwrap();
+        drop(store);
+        let log = dir.path().join("acme/journal.log");
+        let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+        assert_eq!(lines(&log), 102);
+        // 102 records for 3 objects: compacted to one record each.
+        let store = Store::open(dir.path(), 10).unwrap();
+        store
+            .read(|s| assert!(s.order("kept").is_some() && s.order("stale").is_some()))
+            .unwrap();
+        drop(store);
+        assert_eq!(lines(&log), 3, "compacted to the live objects");
+        // A week after they expired, orders without a certificate are forgotten.
+        let store = Store::open(dir.path(), 10 + FORGET_AFTER + 1).unwrap();
+        store
+            .read(|s| {
+                assert!(s.order("stale").is_none());
+                assert!(s.order("kept").is_none());
+                assert!(
+                    s.order("valid").is_some(),
+                    "an order with a certificate stays"
+                );
             })
             .unwrap();
     }
