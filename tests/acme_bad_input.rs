@@ -72,6 +72,14 @@ async fn broken_requests_get_their_problem_type_and_a_fresh_nonce() {
         a.text
     );
 
+    let got = c.http_get(&new_account).await;
+    assert_eq!(
+        (got.status, got.problem()),
+        (405, "malformed"),
+        "{}",
+        got.text
+    );
+
     let huge = vec![b'a'; 100 * 1024];
     let a = c.raw(&new_account, huge, "application/jose+json").await;
     assert_eq!((a.status, a.problem()), (413, "malformed"), "{}", a.text);

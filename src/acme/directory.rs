@@ -48,6 +48,14 @@ pub async fn new_nonce_get() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        "malformed",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed here: the directory, newNonce and renewalInfo are read with GET (newNonce also HEAD); every other ACME resource takes a signed POST (reads are POST-as-GET)",
+    )
+}
+
 pub async fn unknown() -> Problem {
     Problem::not_found("ACME resource")
 }

@@ -19,7 +19,8 @@ pub mod validate;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::routing::{MethodRouter, get, post};
 
 use crate::ca::local::LocalCa;
 use crate::metrics::Metrics;
@@ -70,26 +71,44 @@ impl Acme {
     }
 }
 
+/// A resource read and changed only by signed POSTs (RFC 8555 §6.3: no GET, POST-as-GET);
+/// another method gets a problem document too.
+fn signed<H, T>(handler: H) -> MethodRouter<Arc<Acme>>
+where
+    H: Handler<T, Arc<Acme>>,
+    T: 'static,
+{
+    post(handler).fallback(directory::method_not_allowed)
+}
+
 /// Every ACME route, with the headers every answer carries; merged into the API's router.
 pub fn router<S: Clone + Send + Sync + 'static>(acme: Arc<Acme>) -> Router<S> {
     Router::new()
-        .route("/acme/directory", get(directory::directory))
+        .route(
+            "/acme/directory",
+            get(directory::directory).fallback(directory::method_not_allowed),
+        )
         .route(
             "/acme/new-nonce",
-            get(directory::new_nonce_get).head(directory::new_nonce_head),
+            get(directory::new_nonce_get)
+                .head(directory::new_nonce_head)
+                .fallback(directory::method_not_allowed),
         )
-        .route("/acme/new-account", post(account::new_account))
-        .route("/acme/account/{id}", post(account::account))
-        .route("/acme/account/{id}/orders", post(account::orders))
-        .route("/acme/key-change", post(account::key_change))
-        .route("/acme/new-order", post(order::new_order))
-        .route("/acme/order/{id}", post(order::get_order))
-        .route("/acme/order/{id}/finalize", post(finalize::finalize))
-        .route("/acme/authz/{id}", post(order::get_authz))
-        .route("/acme/chall/{id}/{kind}", post(order::challenge))
-        .route("/acme/cert/{id}", post(finalize::certificate))
-        .route("/acme/revoke-cert", post(revoke::revoke_cert))
-        .route("/acme/renewal-info/{id}", get(revoke::renewal_info))
+        .route("/acme/new-account", signed(account::new_account))
+        .route("/acme/account/{id}", signed(account::account))
+        .route("/acme/account/{id}/orders", signed(account::orders))
+        .route("/acme/key-change", signed(account::key_change))
+        .route("/acme/new-order", signed(order::new_order))
+        .route("/acme/order/{id}", signed(order::get_order))
+        .route("/acme/order/{id}/finalize", signed(finalize::finalize))
+        .route("/acme/authz/{id}", signed(order::get_authz))
+        .route("/acme/chall/{id}/{kind}", signed(order::challenge))
+        .route("/acme/cert/{id}", signed(finalize::certificate))
+        .route("/acme/revoke-cert", signed(revoke::revoke_cert))
+        .route(
+            "/acme/renewal-info/{id}",
+            get(revoke::renewal_info).fallback(directory::method_not_allowed),
+        )
         .route(
             "/acme/{*rest}",
             get(directory::unknown).post(directory::unknown),

@@ -124,14 +124,17 @@ impl Client {
     }
 
     pub async fn raw(&self, url: &str, body: Vec<u8>, media: &str) -> Answer {
-        let r = self
-            .http
-            .post(url)
-            .header("content-type", media)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let req = self.http.post(url).header("content-type", media).body(body);
+        Self::answer(req).await
+    }
+
+    /// A plain GET (which signed resources refuse).
+    pub async fn http_get(&self, url: &str) -> Answer {
+        Self::answer(self.http.get(url)).await
+    }
+
+    async fn answer(req: reqwest::RequestBuilder) -> Answer {
+        let r = req.send().await.unwrap();
         let h = |n: &str| {
             r.headers()
                 .get(n)
