@@ -86,23 +86,25 @@ print(f"{name:<22} issuance {med/1e6:7.1f} ms median ({min(t)/1e6:.1f}-{max(t)/1
 ' "$name" "$STARTUP"
 }
 
-{
-    echo "machine: nproc=$(nproc) kernel=$(uname -r) loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
-    echo "lego $(lego --version | cut -d' ' -f3-), caddy $(caddy version | cut -d' ' -f1), pebble (Debian $(dpkg-query -W -f='${Version}' pebble)), $N issuances each"
-    STARTUP=$(startup_ns)
-    echo "lego start-up (lego list): $((STARTUP / 1000000)) ms"
+# Output to the terminal and the results file; not a `{ …; } | tee` pipeline, whose subshell
+# would keep the servers' PIDs from the EXIT trap above.
+exec > >(tee "$OUT")
+echo "machine: nproc=$(nproc) kernel=$(uname -r) loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+echo "lego $(lego --version | cut -d' ' -f3-), caddy $(caddy version | cut -d' ' -f1), pebble (Debian $(dpkg-query -W -f='${Version}' pebble)), $N issuances each"
+STARTUP=$(startup_ns)
+echo "lego start-up (lego list): $((STARTUP / 1000000)) ms"
 
-    # certdock serve (release build)
-    cport=$(port); chttp=$(port)
-    "$BIN" serve --state-dir "$WORK/certdock" --listen "127.0.0.1:$cport" --api-name 127.0.0.1 \
-        --acme-http-port "$chttp" >"$WORK/certdock.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 1 100); do curl -sfk -o "$WORK/certdock-roots.pem" "https://127.0.0.1:$cport/roots.pem" && break; sleep 0.1; done
-    bench certdock "https://127.0.0.1:$cport/acme/directory" "$WORK/certdock-roots.pem" "$chttp"
+# certdock serve (release build)
+cport=$(port); chttp=$(port)
+"$BIN" serve --state-dir "$WORK/certdock" --listen "127.0.0.1:$cport" --api-name 127.0.0.1 \
+    --acme-http-port "$chttp" >"$WORK/certdock.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -sfk -o "$WORK/certdock-roots.pem" "https://127.0.0.1:$cport/roots.pem" && break; sleep 0.1; done
+bench certdock "https://127.0.0.1:$cport/acme/directory" "$WORK/certdock-roots.pem" "$chttp"
 
-    # Caddy's acme_server (its internal CA), http-01 on :80
-    kport=$(port); khttp=$(port)
-    cat >"$WORK/Caddyfile" <<CADDY
+# Caddy's acme_server (its internal CA), http-01 on :80
+kport=$(port); khttp=$(port)
+cat >"$WORK/Caddyfile" <<CADDY
 {
 	admin off
 	storage file_system $WORK/caddy
@@ -115,26 +117,25 @@ https://127.0.0.1:$kport {
 	acme_server
 }
 CADDY
-    XDG_CONFIG_HOME=$WORK/xdg XDG_DATA_HOME=$WORK/xdg caddy run --config "$WORK/Caddyfile" \
-        --adapter caddyfile >"$WORK/caddy.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 1 100); do [ -s "$WORK/caddy/pki/authorities/local/root.crt" ] && break; sleep 0.1; done
-    wait_for "https://127.0.0.1:$kport/acme/local/directory" "$WORK/caddy/pki/authorities/local/root.crt"
-    bench caddy-acme_server "https://127.0.0.1:$kport/acme/local/directory" \
-        "$WORK/caddy/pki/authorities/local/root.crt" 80
+XDG_CONFIG_HOME=$WORK/xdg XDG_DATA_HOME=$WORK/xdg caddy run --config "$WORK/Caddyfile" \
+    --adapter caddyfile >"$WORK/caddy.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$WORK/caddy/pki/authorities/local/root.crt" ] && break; sleep 0.1; done
+wait_for "https://127.0.0.1:$kport/acme/local/directory" "$WORK/caddy/pki/authorities/local/root.crt"
+bench caddy-acme_server "https://127.0.0.1:$kport/acme/local/directory" \
+    "$WORK/caddy/pki/authorities/local/root.crt" 80
 
-    # pebble (no artificial validation sleep, no random nonce rejection)
-    pport=$(port); phttp=$(port); pmgmt=$(port)
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble \
-        -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/pebble.key" -out "$WORK/pebble.pem" 2>/dev/null
-    cat >"$WORK/pebble.json" <<PEBBLE
+# pebble (no artificial validation sleep, no random nonce rejection)
+pport=$(port); phttp=$(port); pmgmt=$(port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/pebble.key" -out "$WORK/pebble.pem" 2>/dev/null
+cat >"$WORK/pebble.json" <<PEBBLE
 {"pebble": {"listenAddress": "127.0.0.1:$pport", "managementListenAddress": "127.0.0.1:$pmgmt",
   "certificate": "$WORK/pebble.pem", "privateKey": "$WORK/pebble.key",
   "httpPort": $phttp, "tlsPort": $(port), "ocspResponderURL": "", "externalAccountBindingRequired": false}}
 PEBBLE
-    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
-        pebble -config "$WORK/pebble.json" >"$WORK/pebble.log" 2>&1 &
-    PIDS+=($!)
-    wait_for "https://127.0.0.1:$pport/dir" "$WORK/pebble.pem"
-    bench pebble "https://127.0.0.1:$pport/dir" "$WORK/pebble.pem" "$phttp"
-} | tee "$OUT"
+PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+    pebble -config "$WORK/pebble.json" >"$WORK/pebble.log" 2>&1 &
+PIDS+=($!)
+wait_for "https://127.0.0.1:$pport/dir" "$WORK/pebble.pem"
+bench pebble "https://127.0.0.1:$pport/dir" "$WORK/pebble.pem" "$phttp"
