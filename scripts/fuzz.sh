@@ -13,15 +13,16 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(labels csr names api_body)
+    targets=(labels csr names api_body acme_jws)
 fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 target_dir=${CARGO_TARGET_DIR:-$PWD/fuzz/target}/fuzz
 
-# Longest input each target reads: a few containers of labels, one CSR, a list of names, a body.
-declare -A max_len=([labels]=8192 [csr]=8192 [names]=4096 [api_body]=16384)
+# Longest input each target reads: a few containers of labels, one CSR, a list of names, a body,
+# an ACME JWS.
+declare -A max_len=([labels]=8192 [csr]=8192 [names]=4096 [api_body]=16384 [acme_jws]=16384)
 
 for t in "${targets[@]}"; do
     cargo fuzz build --target-dir "$target_dir" "$t"

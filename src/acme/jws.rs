@@ -78,7 +78,7 @@ pub enum Jwk {
 }
 
 /// The JWK as it arrives; [`Jwk::from_raw`] validates it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct RawJwk {
     pub kty: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -47,6 +47,8 @@ pub struct AppState {
     pub api_cert: watch::Receiver<Option<ApiCert>>,
     /// The forward-auth decider and the allow lists it reads (published by `run`'s controller).
     pub forward_auth: ForwardAuthState,
+    /// The ACME server (`/acme/…`), sharing the CA, the metrics and the port.
+    pub acme: Arc<crate::acme::Acme>,
 }
 
 const ENDPOINTS: [&str; 7] = [
@@ -70,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(forward_auth::router(state.forward_auth.clone()))
+        .merge(crate::acme::router(state.acme.clone()))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state, track))
@@ -87,6 +90,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         .find(|e| **e == path)
         .copied()
         .or_else(|| path.starts_with(FORWARD_AUTH).then_some(FORWARD_AUTH))
+        .or_else(|| crate::acme::endpoint_label(path))
         .unwrap_or("other");
     let method = req.method().clone();
     let resp = next.run(req).await;

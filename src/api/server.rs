@@ -35,6 +35,8 @@ pub struct ApiConfig {
     pub names: Vec<San>,
     /// The key type of the API's own certificate.
     pub key_type: KeyType,
+    /// The ACME server on the same port.
+    pub acme: crate::acme::AcmeConfig,
 }
 
 /// A client that has not finished its handshake by then is dropped (slowloris, port scanners).
@@ -54,6 +56,11 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("ACME state (STATE/acme/): {source}")]
+    Acme {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A bound, ready API: its certificate is issued and the socket is listening.
@@ -95,6 +102,8 @@ impl ApiServer {
         // The first decision already has the trust and revocations: fed before serving.
         follow_local_ca_once(&ca, &decider).await;
         let decider_feed = tokio::spawn(follow_local_ca(ca.clone(), decider.clone()));
+        let acme = crate::acme::Acme::open(ca.clone(), metrics.clone(), config.acme.clone())
+            .map_err(|source| ServeError::Acme { source })?;
         let router = router(AppState {
             forward_auth: ForwardAuthState {
                 decider,
@@ -104,6 +113,7 @@ impl ApiServer {
             ca,
             metrics,
             api_cert: tls.cert.clone(),
+            acme,
         });
         Ok(Self {
             listener,

@@ -288,6 +288,12 @@ mod tests {
                 San::parse("127.0.0.1").unwrap(),
             ],
             key_type: KeyType::EcdsaP256,
+            acme: crate::acme::AcmeConfig {
+                http_port: 80,
+                tls_port: 443,
+                eab: false,
+                fallback_authority: "ca.test:8443".into(),
+            },
         };
         let ca = LocalCa::open(
             dir.path(),

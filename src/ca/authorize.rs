@@ -96,6 +96,15 @@ pub enum Remote<'a> {
         presented: &'a [u8],
         csr_pem: Option<&'a str>,
     },
+    /// The finalize of an ACME order whose every identifier this account proved control of
+    /// (`acme` checks the challenges and that the CSR names exactly the order's identifiers);
+    /// the names still pass the CA's policy, like every other path.
+    AcmeOrder {
+        account: &'a str,
+        order: &'a str,
+        csr: Csr,
+        ttl: Option<Duration>,
+    },
 }
 
 /// Who may revoke a certificate.
@@ -141,6 +150,7 @@ fn kind_name(kind: TokenKind) -> &'static str {
         TokenKind::Sign => "sign",
         TokenKind::Agent => "agent",
         TokenKind::Admin => "admin",
+        TokenKind::Acme => "acme",
     }
 }
 
@@ -229,6 +239,28 @@ impl LocalCa {
                 Ok(self.within(ask, ttl, &grant.allow, requester))
             }
             Remote::Renewal { presented, csr_pem } => Ok(self.renewal(presented, csr_pem, now)?),
+            Remote::AcmeOrder {
+                account,
+                order,
+                csr,
+                ttl,
+            } => {
+                let ttl = self.policy.ttls.resolve(ttl).map_err(CaError::from)?;
+                let requester = Requester::Acme {
+                    account: account.to_string(),
+                    order: order.to_string(),
+                };
+                // Server and client use, like a label's default: ACME clients mostly serve
+                // TLS, and certdock's mTLS peers may present the same certificate as clients.
+                let ask = CsrAsk {
+                    csr,
+                    ttl: None,
+                    usage: Some(Usage::BOTH),
+                    enrol: false,
+                    groups: BTreeSet::new(),
+                };
+                Ok(self.within(ask, ttl, &[], requester))
+            }
         }
     }
 

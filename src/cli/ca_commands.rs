@@ -153,7 +153,12 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
         "sign" => TokenKind::Sign,
         "agent" => TokenKind::Agent,
         "admin" => TokenKind::Admin,
-        other => return Err(format!("--kind {other:?} is not `sign`, `agent` or `admin`").into()),
+        "acme" => TokenKind::Acme,
+        other => {
+            return Err(
+                format!("--kind {other:?} is not `sign`, `agent`, `admin` or `acme`").into(),
+            );
+        }
     };
     // Checked now, not when the token is used: an agent is named after its token, so the name
     // must be a valid certificate name; other names are labels, but still printable and short.
@@ -166,9 +171,21 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
     let allow = s.names.allow.clone();
     let ca = open_existing(s)?;
     let expires = OffsetDateTime::now_utc() + ttl;
-    let (_, secret) = ca
+    let (grant, secret) = ca
         .with_tokens(|t| t.create(name, kind, allow, expires.unix_timestamp()))?
         .map_err(|e| format!("token store: {e}"))?;
+    if kind == TokenKind::Acme {
+        // An ACME client takes the binding as two values (lego `--kid`/`--hmac`, certbot
+        // `--eab-kid`/`--eab-hmac-key`).
+        let prefix = format!("cdt_{}_", grant.id);
+        let hmac = secret
+            .secret_str()
+            .strip_prefix(&prefix)
+            .unwrap_or_default()
+            .to_string();
+        println!("kid={}\nhmac={hmac}", grant.id);
+        return Ok(());
+    }
     println!("{}", secret.secret_str());
     Ok(())
 }

@@ -106,7 +106,8 @@ pub enum TokenCommand {
         /// How long the token stays valid. The global `--allow-domain` scopes the token's names.
         #[arg(long, default_value = "1h")]
         ttl: String,
-        /// `sign` (one CSR), `agent` (enrol an agent) or `admin` (one revocation).
+        /// `sign` (one CSR), `agent` (enrol an agent), `admin` (one revocation) or `acme` (one
+        /// ACME External Account Binding: prints `kid=` and `hmac=`).
         #[arg(long, default_value = "sign")]
         kind: String,
     },

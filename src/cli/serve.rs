@@ -18,6 +18,7 @@ pub fn api_config(s: &Settings) -> ApiConfig {
         listen: s.listen,
         names: s.api_names.clone(),
         key_type: s.key_type,
+        acme: s.acme(),
     }
 }
 

@@ -94,6 +94,15 @@ pub struct RawSettings {
     #[arg(long, env = "CERTDOCK_KEY_TYPE", global = true, value_name = "TYPE",
         help = help("Key algorithm for new keys: `ecdsa-p256` or `ed25519`", defaults::KEY_TYPE))]
     pub key_type: Option<String>,
+    #[arg(long, env = "CERTDOCK_ACME_HTTP_PORT", global = true, value_name = "PORT",
+        help = help("Port the CA connects to on a name being validated with ACME http-01", "80"))]
+    pub acme_http_port: Option<u16>,
+    #[arg(long, env = "CERTDOCK_ACME_TLS_PORT", global = true, value_name = "PORT",
+        help = help("Port the CA connects to on a name being validated with ACME tls-alpn-01", "443"))]
+    pub acme_tls_port: Option<u16>,
+    #[arg(long, env = "CERTDOCK_ACME_EAB", global = true, value_name = "BOOL",
+        help = help("New ACME accounts need an External Account Binding (`certdock token create --kind acme`): true or false", "false"))]
+    pub acme_eab: Option<bool>,
     /// `[traefik.options]` in the TOML file: TLS options merged into every option certdock writes.
     #[arg(skip)]
     pub traefik: Option<toml::Table>,
@@ -154,6 +163,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub key_type: KeyType,
     pub traefik_options: toml::Table,
+    pub acme_http_port: u16,
+    pub acme_tls_port: u16,
+    pub acme_eab: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +226,9 @@ impl RawSettings {
             log_format: self.log_format.or(file.log_format),
             key_type: self.key_type.or(file.key_type),
             traefik: self.traefik.or(file.traefik),
+            acme_http_port: self.acme_http_port.or(file.acme_http_port),
+            acme_tls_port: self.acme_tls_port.or(file.acme_tls_port),
+            acme_eab: self.acme_eab.or(file.acme_eab),
         }
     }
 }
@@ -355,6 +370,9 @@ impl Settings {
             log_format,
             key_type,
             traefik_options,
+            acme_http_port: raw.acme_http_port.unwrap_or(80),
+            acme_tls_port: raw.acme_tls_port.unwrap_or(443),
+            acme_eab: raw.acme_eab.unwrap_or(false),
         })
     }
 
@@ -362,6 +380,21 @@ impl Settings {
         Policy {
             names: self.names.clone(),
             ttls: self.ttls,
+        }
+    }
+
+    /// The ACME server's settings; URLs fall back to the first API name and the listen port.
+    pub fn acme(&self) -> crate::acme::AcmeConfig {
+        let host = match self.api_names.first() {
+            Some(San::Ip(std::net::IpAddr::V6(ip))) => format!("[{ip}]"),
+            Some(n) => n.to_string(),
+            None => "localhost".into(),
+        };
+        crate::acme::AcmeConfig {
+            http_port: self.acme_http_port,
+            tls_port: self.acme_tls_port,
+            eab: self.acme_eab,
+            fallback_authority: format!("{host}:{}", self.listen.port()),
         }
     }
 

@@ -21,6 +21,8 @@ pub enum Requester {
     Agent(String),
     /// Renewal over mTLS of the certificate with this serial.
     Renewal(String),
+    /// The finalize of an ACME order: (account id, order id).
+    Acme { account: String, order: String },
     /// Anything else a state directory holds (tests, benchmarks, older spellings): kept verbatim.
     Other(String),
 }
@@ -38,6 +40,13 @@ impl Requester {
                 .or_else(|| tagged("api:agent-token:").map(Requester::AgentToken))
                 .or_else(|| tagged("agent:").map(Requester::Agent))
                 .or_else(|| tagged("renew:").map(Requester::Renewal))
+                .or_else(|| {
+                    let (account, order) = s.strip_prefix("acme:")?.split_once(":order:")?;
+                    Some(Requester::Acme {
+                        account: account.to_string(),
+                        order: order.to_string(),
+                    })
+                })
                 .unwrap_or_else(|| Requester::Other(s.to_string())),
         }
     }
@@ -54,6 +63,7 @@ impl fmt::Display for Requester {
             Requester::AgentToken(id) => write!(f, "api:agent-token:{id}"),
             Requester::Agent(name) => write!(f, "agent:{name}"),
             Requester::Renewal(serial) => write!(f, "renew:{serial}"),
+            Requester::Acme { account, order } => write!(f, "acme:{account}:order:{order}"),
             Requester::Other(s) => f.write_str(s),
         }
     }

@@ -20,6 +20,8 @@ pub enum TokenKind {
     Agent,
     /// One `POST /v1/revoke` of any certificate.
     Admin,
+    /// One ACME External Account Binding (RFC 8555 §7.3.4): its id is the EAB key id.
+    Acme,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,10 @@ enum Record {
         token_kind: TokenKind,
         allow: Vec<NameRule>,
         expires_at: i64,
+        /// `acme` tokens only: the HMAC key itself (base64url), which verifying a binding
+        /// needs; the journal is mode 0600 like the CA keys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac_key: Option<String>,
     },
     Used {
         id: String,
@@ -53,6 +59,7 @@ pub struct TokenGrant {
 struct Stored {
     grant: TokenGrant,
     hash: String,
+    mac_key: Option<String>,
     used: bool,
 }
 
@@ -121,6 +128,7 @@ impl Tokens {
                     token_kind,
                     allow,
                     expires_at,
+                    mac_key,
                 } => {
                     self.by_id.insert(
                         id.clone(),
@@ -133,6 +141,7 @@ impl Tokens {
                                 expires_at,
                             },
                             hash,
+                            mac_key,
                             used: false,
                         },
                     );
@@ -179,6 +188,7 @@ impl Tokens {
             token_kind: kind,
             allow,
             expires_at,
+            mac_key: (kind == TokenKind::Acme).then(|| secret.clone()),
         };
         self.journal.append(std::slice::from_ref(&rec))?;
         self.apply(vec![rec]);
@@ -223,6 +233,54 @@ impl Tokens {
         let grant = stored.grant.clone();
         let rec = Record::Used {
             id: id.to_string(),
+            at: now,
+        };
+        self.journal.append(std::slice::from_ref(&rec))?;
+        self.apply(vec![rec]);
+        Ok(grant)
+    }
+}
+
+impl Tokens {
+    /// Spends an `acme` token for an External Account Binding: `verify` gets its HMAC key and
+    /// says whether the binding's MAC is right. Spent only when it is.
+    pub fn redeem_eab(
+        &mut self,
+        key_id: &str,
+        verify: impl FnOnce(&[u8]) -> bool,
+        now: i64,
+    ) -> Result<TokenGrant, RedeemError> {
+        use base64::Engine;
+        self.refresh()?;
+        let stored = self.by_id.get(key_id).ok_or(TokenError::Unknown)?;
+        if stored.grant.kind != TokenKind::Acme {
+            return Err(TokenError::WrongKind {
+                wanted: TokenKind::Acme,
+                actual: stored.grant.kind,
+            }
+            .into());
+        }
+        let mac = stored
+            .mac_key
+            .as_deref()
+            .and_then(|k| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(k)
+                    .ok()
+            })
+            .ok_or(TokenError::Unknown)?;
+        if !verify(&mac) {
+            return Err(TokenError::Unknown.into());
+        }
+        if stored.used {
+            return Err(TokenError::Used.into());
+        }
+        if stored.grant.expires_at <= now {
+            return Err(TokenError::Expired.into());
+        }
+        let grant = stored.grant.clone();
+        let rec = Record::Used {
+            id: key_id.to_string(),
             at: now,
         };
         self.journal.append(std::slice::from_ref(&rec))?;

@@ -6,6 +6,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod acme_client;
 pub mod image;
 pub mod mtls_client;
 pub mod peers;

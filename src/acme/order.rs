@@ -1,0 +1,362 @@
+//! Orders, authorizations and challenges (RFC 8555 §7.4, §7.5): creation, reading, starting validation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Acme;
+use super::model::{Authz, Challenge, ChallengeType, Identifier, Order, Status, new_id};
+use super::problem::{Problem, Result};
+use super::request::{
+    KeyFrom, Signed, blocking, json_answer, rfc3339, store_err, unix_now, verify,
+};
+use super::store::{Batch, Snapshot};
+use crate::core::names::San;
+
+/// How long a client has to validate and finalize an order.
+pub const ORDER_LIFETIME: i64 = 3600;
+/// How long a challenge POST waits for its validation before answering `processing`.
+const INLINE_VALIDATION: Duration = Duration::from_secs(3);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewOrder {
+    identifiers: Vec<Identifier>,
+    #[serde(default)]
+    not_before: Option<String>,
+    #[serde(default)]
+    not_after: Option<String>,
+}
+
+/// The order's status now: while authorizing it follows its authorizations (RFC 8555 §7.1.6).
+pub fn order_status(o: &Order, s: &Snapshot<'_>, now: i64) -> Status {
+    if let Some(done) = o.finalized {
+        return done;
+    }
+    let statuses: Vec<Status> = o
+        .authzs
+        .iter()
+        .map(|id| {
+            s.authz(id)
+                .map_or(Status::Invalid, |z| authz_status(z, now))
+        })
+        .collect();
+    if statuses.contains(&Status::Invalid) {
+        Status::Invalid
+    } else if statuses.iter().all(|st| *st == Status::Valid) {
+        if o.expires < now {
+            Status::Invalid
+        } else {
+            Status::Ready
+        }
+    } else if o.expires < now {
+        Status::Invalid
+    } else {
+        Status::Pending
+    }
+}
+
+/// A pending authorization past its expiry is invalid (RFC 8555 §7.1.6).
+pub fn authz_status(z: &Authz, now: i64) -> Status {
+    if z.status == Status::Pending && z.expires < now {
+        Status::Invalid
+    } else {
+        z.status
+    }
+}
+
+pub fn order_url(base: &str, id: &str) -> String {
+    format!("{base}/acme/order/{id}")
+}
+
+pub fn order_json(base: &str, o: &Order, s: &Snapshot<'_>, now: i64) -> serde_json::Value {
+    let status = order_status(o, s, now);
+    let mut v = json!({
+        "status": status,
+        "expires": rfc3339(o.expires),
+        "identifiers": o.identifiers,
+        "authorizations": o.authzs.iter().map(|z| format!("{base}/acme/authz/{z}")).collect::<Vec<_>>(),
+        "finalize": format!("{}/finalize", order_url(base, &o.id)),
+    });
+    if status == Status::Valid && o.cert.is_some() {
+        v["certificate"] = format!("{base}/acme/cert/{}", o.id).into();
+    }
+    if let Some(e) = &o.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+fn challenge_json(base: &str, authz: &str, c: &Challenge) -> serde_json::Value {
+    let mut v = json!({
+        "type": c.kind.as_str(),
+        "url": format!("{base}/acme/chall/{authz}/{}", c.kind.as_str()),
+        "status": c.status,
+        "token": c.token,
+    });
+    if let Some(t) = c.validated {
+        v["validated"] = rfc3339(t).into();
+    }
+    if let Some(e) = &c.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+fn authz_json(base: &str, z: &Authz, now: i64) -> serde_json::Value {
+    json!({
+        "identifier": z.identifier,
+        "status": authz_status(z, now),
+        "expires": rfc3339(z.expires),
+        "challenges": z.challenges.iter().map(|c| challenge_json(base, &z.id, c)).collect::<Vec<_>>(),
+    })
+}
+
+/// The requested lifetime from `notAfter`, within the CA's bounds; none means the default.
+fn requested_ttl(acme: &Acme, req: &NewOrder, now: i64) -> Result<Option<u64>> {
+    if req.not_before.is_some() {
+        return Err(Problem::malformed(
+            "notBefore is not supported: certificates start now (backdated one minute)",
+        ));
+    }
+    let Some(not_after) = req.not_after.as_deref() else {
+        return Ok(None);
+    };
+    let t = time::OffsetDateTime::parse(not_after, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| Problem::malformed(format!("notAfter {not_after:?}: {e}")))?;
+    let secs = u64::try_from(t.unix_timestamp() - now)
+        .map_err(|_| Problem::malformed(format!("notAfter {not_after:?} is in the past")))?;
+    acme.ca
+        .policy()
+        .ttls
+        .resolve(Some(Duration::from_secs(secs)))
+        .map_err(|e| Problem::malformed(format!("notAfter {not_after:?}: {e}")))?;
+    Ok(Some(secs))
+}
+
+pub async fn new_order(
+    State(acme): State<Arc<Acme>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let signed = verify(&acme, &headers, "/acme/new-order", body, KeyFrom::Kid)?;
+    let account = signed.account()?.clone();
+    let req: NewOrder = signed.payload()?;
+    let now = unix_now();
+    let mut sans: Vec<San> = Vec::new();
+    for id in &req.identifiers {
+        let san = id.to_san()?;
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    // The same allow/deny/reserved policy as labels and tokens, before anything is stored.
+    acme.ca
+        .policy()
+        .names
+        .check(&sans)
+        .map_err(|e| Problem::new("rejectedIdentifier", StatusCode::BAD_REQUEST, e.to_string()))?;
+    let ttl_secs = requested_ttl(&acme, &req, now)?;
+    let expires = now + ORDER_LIFETIME;
+    let authzs: Vec<Authz> = sans
+        .iter()
+        .map(|san| {
+            // tls-alpn-01 for IP addresses needs a reverse-DNS SNI (RFC 8738 §6); certdock offers
+            // http-01 only for them.
+            let kinds: &[ChallengeType] = match san {
+                San::Dns(_) => &[ChallengeType::Http01, ChallengeType::TlsAlpn01],
+                San::Ip(_) => &[ChallengeType::Http01],
+            };
+            Authz {
+                id: new_id(),
+                account: account.id.clone(),
+                identifier: Identifier::from_san(san),
+                status: Status::Pending,
+                expires,
+                challenges: kinds
+                    .iter()
+                    .map(|k| Challenge {
+                        kind: *k,
+                        token: new_id(),
+                        status: Status::Pending,
+                        validated: None,
+                        error: None,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let order = Order {
+        id: new_id(),
+        account: account.id.clone(),
+        identifiers: sans.iter().map(Identifier::from_san).collect(),
+        authzs: authzs.iter().map(|z| z.id.clone()).collect(),
+        expires,
+        ttl_secs,
+        finalized: None,
+        cert: None,
+        error: None,
+    };
+    let mut batch = Batch::default().order(order.clone());
+    for z in authzs {
+        batch = batch.authz(z);
+    }
+    let acme2 = acme.clone();
+    blocking(move || acme2.store.write(batch).map_err(store_err)).await?;
+    let url = order_url(&signed.base, &order.id);
+    let body = acme
+        .store
+        .read(|s| order_json(&signed.base, &order, s, now))
+        .map_err(store_err)?;
+    Ok(json_answer(StatusCode::CREATED, &body, Some(&url), &[]))
+}
+
+/// The order of `id` if the signing account owns it.
+pub fn owned_order(acme: &Acme, signed: &Signed, id: &str) -> Result<Order> {
+    let account = signed.account()?;
+    let order = acme
+        .store
+        .read(|s| s.order(id).cloned())
+        .map_err(store_err)?
+        .ok_or_else(|| Problem::not_found("order"))?;
+    if order.account != account.id {
+        return Err(Problem::unauthorized(
+            "this order belongs to another account",
+        ));
+    }
+    Ok(order)
+}
+
+pub async fn get_order(
+    State(acme): State<Arc<Acme>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let signed = verify(
+        &acme,
+        &headers,
+        &format!("/acme/order/{id}"),
+        body,
+        KeyFrom::Kid,
+    )?;
+    signed.expect_post_as_get()?;
+    let order = owned_order(&acme, &signed, &id)?;
+    let body = acme
+        .store
+        .read(|s| order_json(&signed.base, &order, s, unix_now()))
+        .map_err(store_err)?;
+    Ok(json_answer(StatusCode::OK, &body, None, &[]))
+}
+
+fn owned_authz(acme: &Acme, signed: &Signed, id: &str) -> Result<Authz> {
+    let account = signed.account()?;
+    let z = acme
+        .store
+        .read(|s| s.authz(id).cloned())
+        .map_err(store_err)?
+        .ok_or_else(|| Problem::not_found("authorization"))?;
+    if z.account != account.id {
+        return Err(Problem::unauthorized(
+            "this authorization belongs to another account",
+        ));
+    }
+    Ok(z)
+}
+
+/// POST-as-GET reads it; `{"status": "deactivated"}` is not offered (RFC 8555 §7.5.2 MAY).
+pub async fn get_authz(
+    State(acme): State<Arc<Acme>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let signed = verify(
+        &acme,
+        &headers,
+        &format!("/acme/authz/{id}"),
+        body,
+        KeyFrom::Kid,
+    )?;
+    signed.expect_post_as_get()?;
+    let z = owned_authz(&acme, &signed, &id)?;
+    let now = unix_now();
+    let body = authz_json(&signed.base, &z, now);
+    let mut resp = json_answer(StatusCode::OK, &body, None, &[]);
+    if authz_status(&z, now) == Status::Pending {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    Ok(resp)
+}
+
+/// `{}` asks the CA to validate (RFC 8555 §7.5.1); POST-as-GET reads the challenge. Validation
+/// runs in the background: the answer says `processing`, the client polls the authorization.
+pub async fn challenge(
+    State(acme): State<Arc<Acme>>,
+    Path((id, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let path = format!("/acme/chall/{id}/{kind}");
+    let signed = verify(&acme, &headers, &path, body, KeyFrom::Kid)?;
+    let kind = ChallengeType::parse(&kind).ok_or_else(|| Problem::not_found("challenge"))?;
+    let mut z = owned_authz(&acme, &signed, &id)?;
+    let now = unix_now();
+    let idx = z
+        .challenges
+        .iter()
+        .position(|c| c.kind == kind)
+        .ok_or_else(|| Problem::not_found("challenge"))?;
+    let respond = !signed.jws.payload.is_empty();
+    if respond {
+        let _: serde_json::Value = signed.payload()?;
+    }
+    let startable = authz_status(&z, now) == Status::Pending
+        && z.challenges.iter().all(|c| c.status == Status::Pending);
+    if respond && startable {
+        z.challenges[idx].status = Status::Processing;
+        let (z2, acme2) = (z.clone(), acme.clone());
+        blocking(move || {
+            acme2
+                .store
+                .write(Batch::default().authz(z2))
+                .map_err(store_err)
+        })
+        .await?;
+        let account = signed.account()?.clone();
+        let task = tokio::spawn(super::validate::run(
+            acme.clone(),
+            z.id.clone(),
+            kind,
+            account.id,
+        ));
+        // Most validations take milliseconds: answering with the outcome spares the client a
+        // polling round (lego waits the Retry-After, 5 s by default, before its first poll).
+        // A slow one goes on in the background (dropping the handle detaches the task).
+        if tokio::time::timeout(INLINE_VALIDATION, task).await.is_ok()
+            && let Ok(Some(done)) = acme.store.read(|s| s.authz(&z.id).cloned())
+        {
+            z = done;
+        }
+    }
+    let up = format!("<{}/acme/authz/{}>;rel=\"up\"", signed.base, z.id);
+    let body = challenge_json(&signed.base, &z.id, &z.challenges[idx]);
+    let mut resp = json_answer(StatusCode::OK, &body, None, &[up]);
+    if z.challenges[idx].status == Status::Processing {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    Ok(resp)
+}
