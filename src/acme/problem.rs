@@ -101,7 +101,7 @@ impl IntoResponse for Problem {
             .into_response();
         // `track` in api::handlers counts refusals by this code.
         resp.extensions_mut()
-            .insert(crate::api::error::ErrorCode(acme_code(self.short())));
+            .insert(crate::metrics::ErrorCode(acme_code(self.short())));
         resp
     }
 }

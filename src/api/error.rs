@@ -98,9 +98,7 @@ impl ApiError {
     }
 }
 
-/// Put on every error response so the request metrics can count errors by code.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub use crate::metrics::ErrorCode;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
