@@ -6,6 +6,7 @@
 //! names in the enrolment CSR are ignored. Keys are made here and never leave the host.
 
 mod bootstrap;
+mod crl;
 mod csr;
 mod http;
 mod store;
