@@ -147,7 +147,7 @@ impl Metrics {
         );
         registry.register(
             "forward_auth_stale",
-            "1 when the decider has had no revocations from the CA for 30 s (the CA is unreachable; it decides from the last ones)",
+            "Whether (1) the decider has had no revocations from the CA for 30 s: the CA is unreachable and it decides from the last ones",
             m.forward_auth_stale.clone(),
         );
         Self {
