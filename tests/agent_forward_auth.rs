@@ -51,6 +51,36 @@ impl Agent {
         )
     }
 
+    /// [`Agent::ask`] while the listener may still be starting: `None` when curl gets no answer.
+    fn ask_quietly(&self, client: &str) -> Option<u16> {
+        let proxy = self.cd.out.join("traefik-client");
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(self.cd.out.join("ca.pem"))
+            .arg("--resolve")
+            .arg(format!("{AGENT_NAME}:{}:127.0.0.1", self.port))
+            .arg("--cert")
+            .arg(proxy.join("fullchain.pem"))
+            .arg("--key")
+            .arg(proxy.join("key.pem"))
+            .arg("-H")
+            .arg(format!(
+                "X-Forwarded-Tls-Client-Cert: {}",
+                traefik_header(&self.cd.out, client)
+            ))
+            .arg(format!(
+                "https://{AGENT_NAME}:{}/v1/forward-auth/api",
+                self.port
+            ))
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| *c != 0)
+    }
+
     fn serial(&self, name: &str) -> String {
         let cert = self.cd.out.join("certs").join(name).join("cert.pem");
         let out = common::process::openssl(&["x509", "-in", path_str(&cert), "-noout", "-serial"]);
@@ -224,4 +254,22 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
     assert_eq!(agent.ask("reporter").0, 200);
     assert_eq!(agent.ask("frontend").0, 403);
     assert_eq!(agent.ask("batch").0, 403);
+
+    // Restarted while the CA is still away: the kept CRL and listener certificate stand.
+    let mut agent = agent;
+    agent.cd.restart();
+    eventually(
+        "the restarted agent admits reporter",
+        Duration::from_secs(30),
+        || async { (agent.ask_quietly("reporter") == Some(200)).then_some(()) },
+    )
+    .await;
+    assert_eq!(agent.ask("frontend").0, 403, "the kept CRL still revokes");
+    let (_, metrics) = agent.curl("/metrics", &[]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "certdock_forward_auth_stale 1"),
+        "{metrics}"
+    );
 }

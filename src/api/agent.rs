@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use rustls::ServerConfig;
+use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
@@ -27,6 +28,7 @@ use crate::ca::source::{CertSource, LeafOrder, SourceError};
 use crate::core::names::Usage;
 use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
 use crate::metrics::Metrics;
+use crate::tls::{private_key_from_pem, provider};
 
 /// The metrics label of the agent's own HTTPS certificate.
 pub const METRICS_NAME: &str = "certdock/agent-api";
@@ -139,14 +141,55 @@ impl AgentTls {
             ),
             other => other.to_string(),
         })?;
+        if let Err(e) = self.remote.keep_listener_cert(&issued) {
+            tracing::warn!(error = %e, "cannot keep the agent HTTPS certificate on disk");
+        }
         api_cert(&issued).map_err(|e: TlsError| e.to_string())
+    }
+
+    /// The certificate kept by the last run, if it still fits and is valid: a restart while the
+    /// CA is away keeps serving.
+    fn restore(&self) -> Option<ApiCert> {
+        let id = match self.remote.kept_listener_cert(&self.order.sans) {
+            Ok(Some(id)) if id.is_valid_at(OffsetDateTime::now_utc()) => id,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the kept agent HTTPS certificate is unusable");
+                return None;
+            }
+        };
+        let mut chain = vec![id.cert.clone()];
+        chain.extend(id.chain.iter().cloned());
+        let key = private_key_from_pem(id.key.secret_pem()).ok()?;
+        let certified = CertifiedKey::from_der(chain, key, &provider()).ok()?;
+        Some(ApiCert {
+            key: Arc::new(certified),
+            serial: id.serial,
+            not_before: id.not_before,
+            not_after: id.not_after,
+        })
+    }
+
+    /// Serves `cert` from the next handshake on; returns when it is due for renewal.
+    fn publish(&self, cert: ApiCert) -> SystemTime {
+        tracing::info!(serial = %cert.serial, not_after = %cert.not_after, names = %names(&self.order), "agent HTTPS certificate in use");
+        self.metrics.set_certificate(METRICS_NAME, cert.not_after);
+        let due = renew_issued_at(
+            cert.not_before.into(),
+            cert.not_after.into(),
+            jitter_from_serial(&cert.serial),
+        );
+        self.cert_tx.send_replace(Some(cert));
+        due
     }
 
     /// The one schedule: renew at two thirds of the life (`renew_issued_at`), retry with
     /// `retry_after` on failure. Without a certificate the listener stays closed.
     async fn upkeep(mut self) {
         let mut failures = 0u32;
-        let mut due = SystemTime::now();
+        let mut due = self
+            .restore()
+            .map_or_else(SystemTime::now, |cert| self.publish(cert));
         loop {
             let now = SystemTime::now();
             let wake = due.min(now + BUNDLE_CHECK);
@@ -157,14 +200,7 @@ impl AgentTls {
             }
             match self.issue().await {
                 Ok(cert) => {
-                    tracing::info!(serial = %cert.serial, not_after = %cert.not_after, names = %names(&self.order), "agent HTTPS certificate in use");
-                    self.metrics.set_certificate(METRICS_NAME, cert.not_after);
-                    due = renew_issued_at(
-                        cert.not_before.into(),
-                        cert.not_after.into(),
-                        jitter_from_serial(&cert.serial),
-                    );
-                    self.cert_tx.send_replace(Some(cert));
+                    due = self.publish(cert);
                     failures = 0;
                 }
                 Err(e) => {

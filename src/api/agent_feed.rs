@@ -109,7 +109,7 @@ impl RemoteFeed {
         let mut n = 0u32;
         loop {
             tick.tick().await;
-            let result = self.refresh(n % BUNDLE_EVERY == 0).await;
+            let result = self.refresh(n.is_multiple_of(BUNDLE_EVERY)).await;
             n = n.wrapping_add(1);
             match result {
                 Ok(()) if self.failing => {

@@ -9,6 +9,7 @@ mod bootstrap;
 mod crl;
 mod csr;
 mod http;
+mod listener;
 mod store;
 
 use std::path::Path;
