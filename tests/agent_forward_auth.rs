@@ -133,7 +133,7 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
             .label("certdock.usage", "client")
             .label("certdock.delivery", "volume")
     };
-    let _containers = vec![
+    let _containers = [
         ContainerSpec::default()
             .label("certdock.enable", "true")
             .label("certdock.name", "api")
