@@ -273,3 +273,78 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
         "{metrics}"
     );
 }
+
+/// The feed itself, without Docker: a CRL pull applies a CLI revocation, an outage keeps it,
+/// and a fresh decider on the same agent state starts from the kept CRL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crl_feed_applies_revocations_keeps_them_through_an_outage_and_restores_them() {
+    use std::sync::Arc;
+
+    use certdock::api::agent_feed::RemoteFeed;
+    use certdock::authz::decider::{Decider, Refusal};
+    use certdock::ca::remote::RemoteSource;
+    use certdock::ca::source::{CertSource, LeafOrder};
+    use certdock::core::names::{CertName, San, Usage};
+    use certdock::metrics::Metrics;
+    use time::OffsetDateTime;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path());
+    let token = dir.path().join("agent.token");
+    std::fs::write(&token, serve.token("agent", "host2.agents.test", &[])).unwrap();
+    let state = dir.path().join("agent-state");
+    let remote = Arc::new(
+        RemoteSource::bootstrap(&serve.url_ip(), &token, &serve.fingerprint(), &state)
+            .await
+            .unwrap(),
+    );
+    let client = remote
+        .issue(&LeafOrder {
+            name: CertName::parse("feed-client.test").unwrap(),
+            sans: vec![San::parse("feed-client.test").unwrap()],
+            usage: Usage::CLIENT,
+            groups: Default::default(),
+            ttl: Duration::from_secs(3600),
+            internal: false,
+        })
+        .await
+        .unwrap();
+    let decider = Arc::new(Decider::new());
+    let now = OffsetDateTime::now_utc;
+    assert_eq!(
+        decider.verify(&client.cert_der, now()).unwrap_err(),
+        Refusal::NoTrust,
+        "no trust before the first CRL: closed"
+    );
+    let metrics = Arc::new(Metrics::new());
+    let mut feed = RemoteFeed::new(remote.clone(), decider.clone(), metrics);
+    feed.refresh(true).await.unwrap();
+    assert!(decider.verify(&client.cert_der, now()).is_ok());
+
+    ok(&common::certdock(&[
+        "revoke",
+        "--state-dir",
+        s(&serve.state),
+        &client.serial,
+    ]));
+    feed.refresh(false).await.unwrap();
+    assert!(matches!(
+        decider.verify(&client.cert_der, now()),
+        Err(Refusal::Revoked { .. })
+    ));
+
+    serve.stop();
+    assert!(feed.refresh(true).await.is_err(), "the CA is away");
+    assert!(matches!(
+        decider.verify(&client.cert_der, now()),
+        Err(Refusal::Revoked { .. })
+    ));
+    let restarted = Arc::new(Decider::new());
+    let mut feed = RemoteFeed::new(remote, restarted.clone(), Arc::new(Metrics::new()));
+    feed.restore();
+    assert!(matches!(
+        restarted.verify(&client.cert_der, now()),
+        Err(Refusal::Revoked { .. })
+    ));
+}
