@@ -208,12 +208,9 @@ pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
         let allow = Arc::new(AllowTable::new());
         let decider = Arc::new(Decider::new());
         let mut feed = RemoteFeed::new(remote.clone(), decider.clone(), metrics.clone());
+        // Until the first pull (at once, in the feed) the kept CRL stands, or nothing: every
+        // request refused. Not awaited here, so a CA that does not answer delays nothing.
         feed.restore();
-        // The first pull before serving; if the CA is away, the kept CRL (or nothing: every
-        // request refused) stands until the feed reaches it.
-        if let Err(e) = feed.refresh(true).await {
-            tracing::warn!(error = %e, "no CRL from the CA yet; forward-auth decides from the kept one, if any");
-        }
         let feed_task = tokio::spawn(feed.run());
         let listener = AgentListener::bind(
             remote.clone(),
