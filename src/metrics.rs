@@ -51,6 +51,9 @@ pub struct Metrics {
     registry: Registry,
     /// Not-after (Unix seconds) of each managed certificate, by name.
     not_after: Mutex<BTreeMap<String, i64>>,
+    /// When the decider's feed started and last got revocations (Unix seconds); `None` while
+    /// nothing feeds a decider.
+    revocations: Mutex<Option<RevocationsSeen>>,
     pub certificates_managed: Gauge,
     pub earliest_expiry_seconds: Gauge,
     pub expiry_seconds: Family<NameLabel, Gauge>,
@@ -62,6 +65,17 @@ pub struct Metrics {
     pub proxy_config_writes: Family<ProxyLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub forward_auth: Family<OutcomeLabel, Counter>,
+    pub revocations_age_seconds: Gauge,
+    pub forward_auth_stale: Gauge,
+}
+
+/// Past this age the decider's revocations are called stale (`certdock_forward_auth_stale`).
+pub const STALE_AFTER_SECONDS: i64 = 30;
+
+#[derive(Debug, Clone, Copy)]
+struct RevocationsSeen {
+    started: i64,
+    fetched: Option<i64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,9 +145,20 @@ impl Metrics {
             "Forward-auth decisions, by outcome (allowed, or the refusal's code)",
             m.forward_auth.clone(),
         );
+        registry.register(
+            "forward_auth_revocations_age_seconds",
+            "Seconds since the forward-auth decider last got the CA's revocations (an agent: its CRL)",
+            m.revocations_age_seconds.clone(),
+        );
+        registry.register(
+            "forward_auth_stale",
+            "Whether (1) the decider has had no revocations from the CA for 30 s: the CA is unreachable and it decides from the last ones",
+            m.forward_auth_stale.clone(),
+        );
         Self {
             registry,
             not_after: Mutex::new(BTreeMap::new()),
+            revocations: Mutex::new(None),
             certificates_managed: m.certificates_managed,
             earliest_expiry_seconds: m.earliest_expiry_seconds,
             expiry_seconds: m.expiry_seconds,
@@ -145,6 +170,8 @@ impl Metrics {
             proxy_config_writes: m.proxy_config_writes,
             http_requests: m.http_requests,
             forward_auth: m.forward_auth,
+            revocations_age_seconds: m.revocations_age_seconds,
+            forward_auth_stale: m.forward_auth_stale,
         }
     }
 
@@ -203,6 +230,27 @@ impl Metrics {
             .inc();
     }
 
+    /// A decider feed starts at `now`: until its first revocations arrive it counts as stale.
+    pub fn revocations_followed(&self, now: OffsetDateTime) {
+        if let Ok(mut r) = self.revocations.lock() {
+            r.get_or_insert(RevocationsSeen {
+                started: now.unix_timestamp(),
+                fetched: None,
+            });
+        }
+    }
+
+    /// The decider got the CA's current revocations at `at`.
+    pub fn revocations_fetched(&self, at: OffsetDateTime) {
+        if let Ok(mut r) = self.revocations.lock() {
+            let seen = r.get_or_insert(RevocationsSeen {
+                started: at.unix_timestamp(),
+                fetched: None,
+            });
+            seen.fetched = Some(at.unix_timestamp());
+        }
+    }
+
     /// The exposition in the OpenMetrics text format (which Prometheus reads), expiry gauges
     /// computed for `now`.
     pub fn encode(&self, now: OffsetDateTime) -> String {
@@ -220,6 +268,14 @@ impl Metrics {
                 Some(at) => self.earliest_expiry_seconds.set(at - now),
                 None => self.earliest_expiry_seconds.set(i64::MAX),
             };
+        }
+        if let Ok(r) = self.revocations.lock()
+            && let Some(seen) = *r
+        {
+            let age = now - seen.fetched.unwrap_or(seen.started);
+            self.revocations_age_seconds.set(age);
+            let stale = seen.fetched.is_none() || age > STALE_AFTER_SECONDS;
+            self.forward_auth_stale.set(i64::from(stale));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -242,6 +298,8 @@ struct MetricsParts {
     proxy_config_writes: Family<ProxyLabel, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     forward_auth: Family<OutcomeLabel, Counter>,
+    revocations_age_seconds: Gauge,
+    forward_auth_stale: Gauge,
 }
 
 fn kind_label(kind: &str) -> KindLabel {
@@ -281,5 +339,23 @@ mod tests {
         let text = m.encode(t0);
         assert!(!text.contains("name=\"web\""), "{text}");
         assert!(text.contains("certdock_certificates_managed 1"), "{text}");
+    }
+
+    #[test]
+    fn the_decider_is_stale_before_its_first_revocations_and_thirty_seconds_after_its_last() {
+        let m = Metrics::new();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        m.revocations_followed(t0);
+        let text = m.encode(t0 + time::Duration::seconds(5));
+        assert!(text.contains("certdock_forward_auth_stale 1"), "{text}");
+        m.revocations_fetched(t0 + time::Duration::seconds(6));
+        let text = m.encode(t0 + time::Duration::seconds(16));
+        assert!(text.contains("certdock_forward_auth_stale 0"), "{text}");
+        assert!(
+            text.contains("certdock_forward_auth_revocations_age_seconds 10"),
+            "{text}"
+        );
+        let text = m.encode(t0 + time::Duration::seconds(37));
+        assert!(text.contains("certdock_forward_auth_stale 1"), "{text}");
     }
 }

@@ -1,5 +1,7 @@
-//! The HTTPS API on `--listen` (SPEC.md "HTTPS API on :8443"), used by `serve` and `run`.
+//! The HTTPS API on `--listen` (SPEC.md "HTTPS API on :8443"), used by `serve` and `run`; an agent's forward-auth listener.
 
+pub mod agent;
+pub mod agent_feed;
 pub mod error;
 pub mod forward_auth;
 pub mod handlers;

@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -133,40 +135,52 @@ impl ApiServer {
     /// Serves until `shutdown` completes, then lets requests in flight finish (bounded).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr, "HTTPS API listening");
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((tcp, remote)) => {
-                        let config = self.tls.config.borrow().clone();
-                        tokio::spawn(connection(
-                            tcp,
-                            remote,
-                            TlsAcceptor::from(config),
-                            self.router.clone(),
-                            graceful.watcher(),
-                        ));
-                    }
-                    Err(e) => {
-                        // Usually EMFILE: pause rather than spin, and keep serving.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
+        serve_tls(self.listener, self.tls.config, self.router, shutdown).await;
         self.upkeep.abort();
         self.decider_feed.abort();
-        drop(self.listener);
-        tracing::info!("HTTPS API stopping; draining connections");
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not finish in time and were dropped");
+    }
+}
+
+/// The one accept loop (the API of `run`/`serve` and an agent's forward-auth listener): each
+/// connection takes the TLS config current when it arrives, so a renewed certificate or a new
+/// CA bundle needs no restart. Returns after `shutdown` and a bounded drain.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: watch::Receiver<Arc<ServerConfig>>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let config = config.borrow().clone();
+                    tokio::spawn(connection(
+                        tcp,
+                        remote,
+                        TlsAcceptor::from(config),
+                        router.clone(),
+                        graceful.watcher(),
+                    ));
+                }
+                Err(e) => {
+                    // Usually EMFILE: pause rather than spin, and keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
         }
+    }
+    drop(listener);
+    tracing::info!("HTTPS listener stopping; draining connections");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish in time and were dropped");
     }
 }
 

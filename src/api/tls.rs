@@ -62,7 +62,7 @@ impl std::fmt::Debug for ApiCert {
 /// Answers every handshake, whatever its SNI (none, unknown, an API name), with the current
 /// certificate; fails closed (no certificate, handshake aborted) before the first one exists.
 #[derive(Debug)]
-struct CurrentCert(watch::Receiver<Option<ApiCert>>);
+pub(crate) struct CurrentCert(pub(crate) watch::Receiver<Option<ApiCert>>);
 
 impl ResolvesServerCert for CurrentCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -123,19 +123,7 @@ impl TlsState {
     }
 
     async fn issue(&self) -> Result<ApiCert, TlsError> {
-        if self.names.is_empty() {
-            return Err(TlsError::Name("no --api-name".into()));
-        }
-        // The CN: the first DNS name, else the first name that is a valid certificate name
-        // (an IPv6 address is not), else a fixed one; the SANs carry every name anyway.
-        let name = self
-            .names
-            .iter()
-            .filter(|n| matches!(n, San::Dns(_)))
-            .chain(self.names.iter())
-            .find_map(|n| CertName::parse(&n.to_string()).ok())
-            .map_or_else(|| CertName::parse("certdock-api"), Ok)
-            .map_err(|e| TlsError::Name(e.to_string()))?;
+        let name = api_cert_name(&self.names)?;
         let order = Order {
             name,
             sans: self.names.clone(),
@@ -230,7 +218,22 @@ impl TlsState {
     }
 }
 
-fn api_cert(issued: &Issued) -> Result<ApiCert, TlsError> {
+/// The CN of an API certificate: the first DNS name, else the first name that is a valid
+/// certificate name (an IPv6 address is not), else a fixed one; the SANs carry every name anyway.
+pub(crate) fn api_cert_name(names: &[San]) -> Result<CertName, TlsError> {
+    if names.is_empty() {
+        return Err(TlsError::Name("no --api-name".into()));
+    }
+    names
+        .iter()
+        .filter(|n| matches!(n, San::Dns(_)))
+        .chain(names.iter())
+        .find_map(|n| CertName::parse(&n.to_string()).ok())
+        .map_or_else(|| CertName::parse("certdock-api"), Ok)
+        .map_err(|e| TlsError::Name(e.to_string()))
+}
+
+pub(crate) fn api_cert(issued: &Issued) -> Result<ApiCert, TlsError> {
     // Leaf, then the intermediate: clients usually trust only the root.
     let mut chain = vec![issued.cert_der.clone()];
     chain.extend(certs_from_pem("API chain", &issued.chain_pem).map_err(TlsError::Issue)?);
@@ -249,7 +252,7 @@ fn api_cert(issued: &Issued) -> Result<ApiCert, TlsError> {
 
 /// TLS 1.2/1.3; client certificates requested, never required; anchors are the root and every
 /// intermediate of the bundle, because a client usually sends only its leaf.
-fn server_config(
+pub(crate) fn server_config(
     resolver: Arc<CurrentCert>,
     bundle_pem: &str,
 ) -> Result<Arc<ServerConfig>, TlsError> {

@@ -16,7 +16,7 @@ use super::keys::KeyType;
 use super::local::LocalCa;
 use super::locks::read;
 use crate::core::authz::GroupName;
-use crate::core::names::{CertName, San, Usage};
+use crate::core::names::{CertName, San, Usage, traefik_client};
 use crate::core::policy::{NamePolicy, NameRule};
 use crate::store::requester::Requester;
 use crate::store::tokens::{RedeemError, TokenError, TokenGrant, TokenKind};
@@ -207,8 +207,14 @@ impl LocalCa {
                 let agent = self.verify_presented(presented, now)?;
                 let scope = agent.agent_scope.ok_or(AuthError::NotAnAgent)?;
                 let groups = ask.groups.clone();
+                let proxy_client = is_proxy_client(&ask);
                 let mut auth = self.within(ask, ttl, &scope, Requester::Agent(agent.name));
                 auth.groups = groups;
+                if proxy_client {
+                    // The agent's own Traefik client certificate (what its forward-auth
+                    // decider answers): certdock's internal name, outside any token scope.
+                    auth.names = self.policy.names.for_ca_itself();
+                }
                 Ok(auth)
             }
             Remote::Token { secret, ask } => {
@@ -373,4 +379,15 @@ impl LocalCa {
             agent_scope: entry.agent_scope,
         })
     }
+}
+
+/// An agent's controller asking for certdock's Traefik client certificate: exactly its one
+/// internal name, client usage only, no groups.
+fn is_proxy_client(ask: &CsrAsk) -> bool {
+    let internal = San::parse(traefik_client::CN).ok();
+    ask.usage == Some(Usage::CLIENT)
+        && ask.groups.is_empty()
+        && ask.csr.name.as_str() == traefik_client::CN
+        && ask.csr.sans.len() == 1
+        && ask.csr.sans.first() == internal.as_ref()
 }

@@ -6,8 +6,10 @@
 //! names in the enrolment CSR are ignored. Keys are made here and never leave the host.
 
 mod bootstrap;
+mod crl;
 mod csr;
 mod http;
+mod listener;
 mod store;
 
 use std::path::Path;

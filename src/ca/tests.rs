@@ -569,3 +569,39 @@ fn an_agent_binds_the_groups_its_labels_ask_for() {
     let facts = super::facts::CertFacts::from_der("leaf", &signed.cert_der).unwrap();
     assert_eq!(facts.groups, groups(&["ops"]));
 }
+
+#[test]
+fn an_agent_gets_the_traefik_client_certificate_outside_its_scope_but_only_for_client_use() {
+    let (_dir, ca) = local(Policy::default());
+    let secret = token(&ca, "agent-1.internal", TokenKind::Agent, "internal");
+    let agent = with_token(&ca, &secret, &csr_pem("agent"), true).unwrap();
+    let ask = |usage: Usage, cn: &str| CsrAsk {
+        csr: Csr::parse(&csr_pem(cn)).unwrap(),
+        ttl: None,
+        usage: Some(usage),
+        enrol: false,
+        groups: Default::default(),
+    };
+    let ask_as_agent = |ask: CsrAsk| {
+        ca.authorize_remote(
+            Remote::Agent {
+                presented: &agent.cert_der,
+                ask,
+            },
+            now(),
+        )
+    };
+    let cn = crate::core::names::traefik_client::CN;
+    let auth = ask_as_agent(ask(Usage::CLIENT, cn)).expect("the proxy's client certificate");
+    assert!(ca.sign(auth, now()).unwrap().wait().is_ok());
+    for refused in [ask(Usage::SERVER, cn), ask(Usage::BOTH, cn)] {
+        let auth = ask_as_agent(refused).expect("authorised within the scope");
+        assert!(
+            ca.sign(auth, now()).is_err(),
+            "the internal name as a server is refused"
+        );
+    }
+    // Anything else stays within the token's scope.
+    let auth = ask_as_agent(ask(Usage::CLIENT, "web.example")).unwrap();
+    assert!(ca.sign(auth, now()).is_err());
+}

@@ -13,6 +13,10 @@ use super::CmdResult;
 use super::serve::{api_config, open_service_ca, shutdown_signal};
 use super::settings::{RawSettings, Settings};
 use crate::api::ApiServer;
+use crate::api::agent::AgentListener;
+use crate::api::agent_feed::RemoteFeed;
+use crate::api::forward_auth::ForwardAuthState;
+use crate::authz::decider::Decider;
 use crate::authz::table::AllowTable;
 use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::ca::remote::RemoteSource;
@@ -42,7 +46,7 @@ pub fn forward_auth_base(s: &Settings) -> String {
     format!("https://{host}:{}", s.listen.port())
 }
 
-/// The controller's settings; `decider` when this process serves forward-auth (`run`).
+/// The controller's settings; `decider` when this process serves forward-auth (`run`, `agent`).
 pub fn controller_config(s: &Settings, decider: bool) -> Result<ControllerConfig, String> {
     Ok(ControllerConfig {
         state_dir: s.state_dir.clone(),
@@ -182,8 +186,9 @@ async fn bootstrap(
 }
 
 pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
-    // An agent serves no forward-auth decider yet: `certdock.allow` is refused on its host.
-    let cfg = controller_config(s, false)?;
+    // The agent answers forward-auth for the Traefik beside it, so `certdock.allow` works on
+    // its host and the middleware points at its own --listen, never at the central CA.
+    let cfg = controller_config(s, true)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -199,16 +204,39 @@ pub fn agent(s: &Settings, raw: RawSettings, a: AgentArgs) -> CmdResult {
             let remote = remote.clone();
             tokio::spawn(async move { remote.keep_identity_fresh().await })
         };
+        let metrics = Arc::new(Metrics::new());
+        let allow = Arc::new(AllowTable::new());
+        let decider = Arc::new(Decider::new());
+        let mut feed = RemoteFeed::new(remote.clone(), decider.clone(), metrics.clone());
+        // Until the first pull (at once, in the feed) the kept CRL stands, or nothing: every
+        // request refused. Not awaited here, so a CA that does not answer delays nothing.
+        feed.restore();
+        let feed_task = tokio::spawn(feed.run());
+        let listener = AgentListener::bind(
+            remote.clone(),
+            &api_config(s),
+            s.ttls.default,
+            metrics.clone(),
+            ForwardAuthState {
+                decider,
+                allow: allow.clone(),
+                metrics: metrics.clone(),
+            },
+        )
+        .await?;
+        let listener_task = tokio::spawn(listener.serve(shutdown()));
         let result = run_controller(
             cfg,
             remote,
-            Arc::new(Metrics::new()),
-            reloadable(raw, false),
-            Arc::new(AllowTable::new()),
+            metrics,
+            reloadable(raw, true),
+            allow,
             shutdown(),
         )
         .await;
         keeper.abort();
+        feed_task.abort();
+        let _ = listener_task.await;
         waiter.abort();
         result?;
         Ok::<(), Box<dyn std::error::Error>>(())

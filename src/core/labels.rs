@@ -206,7 +206,7 @@ pub fn parse(
         return Err(labels.err(
             "allow",
             labels.get("allow").unwrap_or_default(),
-            "this certdock serves no forward-auth decider, so an allow list cannot be enforced here; run `certdock run` on this host",
+            "this certdock serves no forward-auth decider, so an allow list cannot be enforced here; run `certdock run` or `certdock agent` on this host",
         ));
     }
     if let (Some(_), false) = (&allow, usage.server) {

@@ -171,3 +171,12 @@ impl ServerCertVerifier for AnyServerCert {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A 2xx binary answer (the DER CRL).
+pub async fn call_bytes(req: reqwest::RequestBuilder) -> Result<Vec<u8>, RemoteError> {
+    let resp = send(req).await?;
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| RemoteError::Unreachable(error_chain(&e)))
+}
