@@ -104,6 +104,7 @@ impl ApiServer {
             ca,
             metrics,
             api_cert: tls.cert.clone(),
+            sessions: Default::default(),
         });
         Ok(Self {
             listener,
