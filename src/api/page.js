@@ -13,6 +13,8 @@
         var stamp = doc.getElementById('generated');
         if (fresh) { document.querySelector('main').replaceWith(fresh); }
         if (stamp) { document.getElementById('generated').textContent = stamp.textContent; }
+        // How many refreshes landed: the browser test waits for one.
+        document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
       })
       .catch(function () { /* offline for a moment: try again next time */ });
   }
