@@ -128,6 +128,8 @@ fn time_left(view: &StatusView, e: &StatusEntry, now: OffsetDateTime) -> String 
             (left.max(0) * 100 / total).min(100)
         })
         .unwrap_or(if left > 0 { 100 } else { 0 });
+    // Renewal is due with a third of the lifetime left: above that the bar is green, below
+    // it amber (renewal is late), under a fifth red.
     format!(
         "<meter min=\"0\" max=\"100\" low=\"20\" high=\"34\" optimum=\"100\" value=\"{percent}\" \
          aria-label=\"{percent}% of the lifetime left\"></meter> <span class=\"left\">{}</span>",
@@ -338,3 +340,6 @@ pub fn status(
     );
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! `GET /ui`, its login and logout, and `GET /v1/status`: who is let in is `ca::authorize`'s call.
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -113,8 +114,12 @@ struct LoginForm {
 async fn login_form(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => return login_page(&ApiError::BadRequest(e.body_text())),
+    };
     if !same_origin(&headers) {
         return login_page(&ApiError::BadRequest("cross-site form".into()));
     }
@@ -151,13 +156,15 @@ struct LogoutForm {
 async fn logout(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
+    form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
     let now = OffsetDateTime::now_utc();
-    let valid = st
-        .sessions
-        .find(&headers, now)
-        .is_some_and(|s| session::same_secret(&s.csrf, &form.csrf));
+    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    let valid = !csrf.is_empty()
+        && st
+            .sessions
+            .find(&headers, now)
+            .is_some_and(|s| session::same_secret(&s.csrf, &csrf));
     if !valid || !same_origin(&headers) {
         let mut resp = (
             StatusCode::FORBIDDEN,
