@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Real peers the tests talk to (Debian packages); installed only when missing.
 need=()
-for pkg in openssl curl caddy haproxy busybox-static faketime lego certbot; do
+# chromium: tests/ui_browser.rs renders the status page headless; lego and certbot: ACME clients.
+for pkg in openssl curl caddy haproxy busybox-static faketime lego certbot chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Compose for tests/compose_files.rs: the v2 plugin when present, else Debian's docker-compose.

@@ -71,6 +71,7 @@ impl ApiError {
                 | AuthError::NotAnAgentToken { .. } => (S::FORBIDDEN, "token_wrong_kind"),
                 AuthError::NotAnAgent => (S::FORBIDDEN, "not_an_agent"),
                 AuthError::NotYourCertificate => (S::FORBIDDEN, "not_your_certificate"),
+                AuthError::NotAnAdmin => (S::FORBIDDEN, "not_an_admin"),
                 AuthError::BadAgentName { .. } => (S::FORBIDDEN, "bad_agent_name"),
                 AuthError::GroupsNeedAnAgent => (S::FORBIDDEN, "groups_need_an_agent"),
                 AuthError::TokenStore(_) | AuthError::Ca(_) => {

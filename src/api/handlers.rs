@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::error::{ApiError, ErrorCode};
 use super::forward_auth::{self, ForwardAuthState};
+use super::session::Sessions;
 use super::tls::ApiCert;
 use crate::ca::authorize::{CsrAsk, Remote, Revoker};
 use crate::ca::csr::Csr;
@@ -49,10 +50,16 @@ pub struct AppState {
     pub forward_auth: ForwardAuthState,
     /// The ACME server (`/acme/…`), sharing the CA, the metrics and the port.
     pub acme: Arc<crate::acme::Acme>,
+    /// The UI's logged-in admins.
+    pub sessions: Arc<Sessions>,
 }
 
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 11] = [
     "/health",
+    "/v1/status",
+    "/ui",
+    "/ui/login",
+    "/ui/logout",
     "/roots.pem",
     "/v1/sign",
     "/v1/renew",
@@ -73,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(forward_auth::router(state.forward_auth.clone()))
         .merge(crate::acme::router(state.acme.clone()))
+        .merge(super::ui::router(state.clone()))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state, track))
@@ -80,6 +88,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Every server name shares one label: names must not grow the label set.
 const FORWARD_AUTH: &str = "/v1/forward-auth/";
+const LOGIN_LINK: &str = "/ui/login/";
 
 /// Counts every request by endpoint and status (unknown paths as `other`, so a scanner cannot
 /// grow the label set), errors by code, and logs one line without bodies or credentials.
@@ -91,6 +100,8 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         .copied()
         .or_else(|| path.starts_with(FORWARD_AUTH).then_some(FORWARD_AUTH))
         .or_else(|| crate::acme::endpoint_label(path))
+        // The one-time login link carries a token: never a label, never logged.
+        .or_else(|| path.starts_with(LOGIN_LINK).then_some(LOGIN_LINK))
         .unwrap_or("other");
     let method = req.method().clone();
     let resp = next.run(req).await;
@@ -127,7 +138,7 @@ fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The bearer token, if an Authorization header is present.
-fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -5,8 +5,12 @@ pub mod agent_feed;
 pub mod error;
 pub mod forward_auth;
 pub mod handlers;
+mod page;
 pub mod server;
+pub mod session;
+pub mod status;
 pub mod tls;
+mod ui;
 
 pub use error::ApiError;
 pub use handlers::{BODY_LIMIT, PeerCert};

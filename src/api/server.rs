@@ -116,6 +116,7 @@ impl ApiServer {
             metrics,
             api_cert: tls.cert.clone(),
             acme,
+            sessions: Default::default(),
         });
         Ok(Self {
             listener,

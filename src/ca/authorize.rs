@@ -21,6 +21,9 @@ use crate::core::policy::{NamePolicy, NameRule};
 use crate::store::requester::Requester;
 use crate::store::tokens::{RedeemError, TokenError, TokenGrant, TokenKind};
 
+mod view;
+pub use view::{ADMIN_GROUP, Viewer};
+
 /// A request the CA has agreed to sign, pending only the name policy it carries (checked
 /// by `sign`, so that a refused name spends a token exactly as before). Built only here.
 pub struct Authorized<K> {
@@ -133,6 +136,10 @@ pub enum AuthError {
         "the client certificate is not an enrolled agent's; it may only renew or revoke itself"
     )]
     NotAnAgent,
+    #[error(
+        "this client certificate is not an admin's (`certdock issue NAME --usage client --admin`)"
+    )]
+    NotAnAdmin,
     #[error("a certificate may only revoke itself; use an admin token for others")]
     NotYourCertificate,
     #[error(

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::CaError;
 use super::authority::{self, Authority, CaLifetimes};
+use super::facts::CertFacts;
 use super::keys::KeyType;
 use super::ledger::Ledger;
 use super::locks::{lock, read, write};
@@ -114,6 +115,16 @@ impl LocalCa {
             .read()
             .map(|a| a.bundle_pem())
             .unwrap_or_default()
+    }
+
+    /// The CA certificates peers trust now, read through [`CertFacts`]: the root first, then
+    /// the intermediates, the one signing now last.
+    pub fn chain_facts(&self) -> Result<Vec<CertFacts>, CaError> {
+        let ca = read(&self.authority, "authority")?;
+        ca.bundle_certs()
+            .into_iter()
+            .map(|c| CertFacts::from_der("CA certificate", &c.der))
+            .collect()
     }
 
     pub fn root_fingerprint(&self) -> String {

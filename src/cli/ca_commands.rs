@@ -8,10 +8,11 @@ use time::OffsetDateTime;
 use super::CmdResult;
 use super::settings::Settings;
 use crate::ca::authority::Authority;
-use crate::ca::authorize::{Local, Order};
+use crate::ca::authorize::{ADMIN_GROUP, Local, Order};
 use crate::ca::keys::SecretPem;
 use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::p12::build_p12;
+use crate::core::authz::GroupName;
 use crate::core::names::{CertName, San, Usage};
 use crate::core::policy::{fmt_duration, parse_duration};
 use crate::delivery::bundle::{Bundle, publish_dir};
@@ -63,6 +64,8 @@ pub struct IssueArgs {
     pub out: Option<PathBuf>,
     pub p12: Option<PathBuf>,
     pub p12_password_file: Option<PathBuf>,
+    /// Bind [`ADMIN_GROUP`]: an admin's client certificate for the UI.
+    pub admin: bool,
 }
 
 pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
@@ -96,12 +99,20 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
         ),
         None => None,
     };
+    if a.admin && !usage.client {
+        return Err("--admin needs client usage (--usage client)".into());
+    }
+    let groups = if a.admin {
+        std::iter::once(GroupName::parse(ADMIN_GROUP).map_err(|e| e.to_string())?).collect()
+    } else {
+        Default::default()
+    };
     let ca = open_existing(s)?;
     let order = Order {
         name: name.clone(),
         sans,
         usage,
-        groups: Default::default(),
+        groups,
         ttl,
         key_type: s.key_type,
     };

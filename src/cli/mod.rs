@@ -73,6 +73,10 @@ pub enum Command {
         /// File whose first line is the PKCS#12 password.
         #[arg(long, requires = "p12")]
         p12_password_file: Option<PathBuf>,
+        /// Bind the `certdock-admin` group: with client usage, this certificate may read
+        /// `GET /ui` and `GET /v1/status` (only certificates issued here count as admins).
+        #[arg(long)]
+        admin: bool,
     },
     /// Every managed certificate: name, container, SANs, usage, not-after, next renewal, last error.
     Status {
@@ -149,6 +153,7 @@ pub fn main() -> ExitCode {
             out,
             p12,
             p12_password_file,
+            admin,
         } => ca_commands::issue(
             &settings,
             ca_commands::IssueArgs {
@@ -159,6 +164,7 @@ pub fn main() -> ExitCode {
                 out,
                 p12,
                 p12_password_file,
+                admin,
             },
         ),
         Command::Run => run::run(&settings, raw),

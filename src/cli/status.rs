@@ -1,14 +1,11 @@
 //! `certdock status`: what the controller manages (from `STATE/status.json`) and the
 //! certificates issued on demand that are still valid (from the inventory).
 
-use std::collections::HashSet;
-
 use time::OffsetDateTime;
 
 use super::CmdResult;
 use super::settings::Settings;
 use crate::store::inventory::Inventory;
-use crate::store::requester::Requester;
 use crate::store::status::{self, StatusEntry};
 
 pub fn run(s: &Settings, json: bool) -> CmdResult {
@@ -18,31 +15,7 @@ pub fn run(s: &Settings, json: bool) -> CmdResult {
     if s.state_dir.join("inventory.log").exists() {
         let inv = Inventory::open(&s.state_dir).map_err(|e| format!("inventory: {e}"))?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let shown: HashSet<String> = entries.iter().filter_map(|e| e.serial.clone()).collect();
-        let mut extra: Vec<StatusEntry> = inv
-            .entries()
-            .filter(|e| {
-                e.record.requester == Requester::Cli
-                    && e.revoked_at.is_none()
-                    && e.record.not_after > now
-            })
-            .filter(|e| !shown.contains(&e.record.serial))
-            .map(|e| StatusEntry {
-                name: e.record.name.clone(),
-                container: None,
-                sans: e.record.sans.clone(),
-                usage: Some(e.record.usage),
-                serial: Some(e.record.serial.clone()),
-                not_after: OffsetDateTime::from_unix_timestamp(e.record.not_after).ok(),
-                next_renewal: None,
-                error: None,
-                groups: e.record.groups.iter().map(ToString::to_string).collect(),
-                allow: None,
-                middleware: None,
-            })
-            .collect();
-        extra.sort_by(|a, b| (&a.name, &a.not_after).cmp(&(&b.name, &b.not_after)));
-        entries.extend(extra);
+        entries = status::with_cli_issued(entries, &inv, now);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);

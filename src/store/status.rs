@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::atomic::{Mode, write_if_changed};
+use super::inventory::Inventory;
+use super::requester::Requester;
 use crate::core::names::{San, Usage};
 
 /// One managed certificate (or one container whose labels were refused). The JSON field names
@@ -89,6 +91,43 @@ pub fn read(state_dir: &Path) -> io::Result<Option<Vec<StatusEntry>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// What `certdock status --json` prints (and `GET /v1/status` carries): the controller's
+/// entries, then the still-valid certificates `certdock issue` made that no entry shows, by
+/// name and expiry.
+pub fn with_cli_issued(
+    mut entries: Vec<StatusEntry>,
+    inv: &Inventory,
+    now: i64,
+) -> Vec<StatusEntry> {
+    let shown: std::collections::HashSet<String> =
+        entries.iter().filter_map(|e| e.serial.clone()).collect();
+    let mut extra: Vec<StatusEntry> = inv
+        .entries()
+        .filter(|e| {
+            e.record.requester == Requester::Cli
+                && e.revoked_at.is_none()
+                && e.record.not_after > now
+        })
+        .filter(|e| !shown.contains(&e.record.serial))
+        .map(|e| StatusEntry {
+            name: e.record.name.clone(),
+            container: None,
+            sans: e.record.sans.clone(),
+            usage: Some(e.record.usage),
+            serial: Some(e.record.serial.clone()),
+            not_after: OffsetDateTime::from_unix_timestamp(e.record.not_after).ok(),
+            next_renewal: None,
+            error: None,
+            groups: e.record.groups.iter().map(ToString::to_string).collect(),
+            allow: None,
+            middleware: None,
+        })
+        .collect();
+    extra.sort_by(|a, b| (&a.name, &a.not_after).cmp(&(&b.name, &b.not_after)));
+    entries.extend(extra);
+    entries
 }
 
 mod usage_or_empty {

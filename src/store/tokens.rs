@@ -205,6 +205,31 @@ impl Tokens {
         wanted: &[TokenKind],
         now: i64,
     ) -> Result<TokenGrant, RedeemError> {
+        let (id, grant) = self.verify(presented, wanted, now)?;
+        let rec = Record::Used { id, at: now };
+        self.journal.append(std::slice::from_ref(&rec))?;
+        self.apply(vec![rec]);
+        Ok(grant)
+    }
+
+    /// Checks a presented token without spending it: for reading (an admin viewing status),
+    /// where nothing changes. Refused exactly when [`Tokens::redeem`] would refuse it.
+    pub fn check(
+        &mut self,
+        presented: &str,
+        wanted: &[TokenKind],
+        now: i64,
+    ) -> Result<TokenGrant, RedeemError> {
+        Ok(self.verify(presented, wanted, now)?.1)
+    }
+
+    /// The id and grant of a usable token of one of the `wanted` kinds.
+    fn verify(
+        &mut self,
+        presented: &str,
+        wanted: &[TokenKind],
+        now: i64,
+    ) -> Result<(String, TokenGrant), RedeemError> {
         let rest = presented
             .trim()
             .strip_prefix("cdt_")
@@ -230,14 +255,7 @@ impl Tokens {
             }
             .into());
         }
-        let grant = stored.grant.clone();
-        let rec = Record::Used {
-            id: id.to_string(),
-            at: now,
-        };
-        self.journal.append(std::slice::from_ref(&rec))?;
-        self.apply(vec![rec]);
-        Ok(grant)
+        Ok((id.to_string(), stored.grant.clone()))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod peers;
 pub mod process;
 pub mod serve;
 pub mod sockproxy;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
