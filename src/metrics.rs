@@ -54,19 +54,7 @@ pub struct Metrics {
     /// When the decider's feed started and last got revocations (Unix seconds); `None` while
     /// nothing feeds a decider.
     revocations: Mutex<Option<RevocationsSeen>>,
-    pub certificates_managed: Gauge,
-    pub earliest_expiry_seconds: Gauge,
-    pub expiry_seconds: Family<NameLabel, Gauge>,
-    pub issuances: Family<KindLabel, Counter>,
-    pub renewals: Family<KindLabel, Counter>,
-    pub errors: Family<KindLabel, Counter>,
-    pub docker_events: Counter,
-    pub resyncs: Counter,
-    pub proxy_config_writes: Family<ProxyLabel, Counter>,
-    pub http_requests: Family<HttpLabels, Counter>,
-    pub forward_auth: Family<OutcomeLabel, Counter>,
-    pub revocations_age_seconds: Gauge,
-    pub forward_auth_stale: Gauge,
+    families: Families,
 }
 
 /// Past this age the decider's revocations are called stale (`certdock_forward_auth_stale`).
@@ -93,85 +81,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("certdock");
-        let m = MetricsParts::default();
-        registry.register(
-            "certificates_managed",
-            "Certificates certdock currently manages",
-            m.certificates_managed.clone(),
-        );
-        registry.register(
-            "earliest_expiry_seconds",
-            "Seconds until the earliest managed certificate expires (negative: expired)",
-            m.earliest_expiry_seconds.clone(),
-        );
-        registry.register(
-            "certificate_expiry_seconds",
-            "Seconds until each managed certificate expires (negative: expired)",
-            m.expiry_seconds.clone(),
-        );
-        registry.register(
-            "issuances",
-            "Certificates issued, by kind",
-            m.issuances.clone(),
-        );
-        registry.register(
-            "renewals",
-            "Certificates renewed, by kind",
-            m.renewals.clone(),
-        );
-        registry.register("errors", "Errors, by kind", m.errors.clone());
-        registry.register(
-            "docker_events",
-            "Docker events seen",
-            m.docker_events.clone(),
-        );
-        registry.register(
-            "resyncs",
-            "Full re-lists of Docker containers",
-            m.resyncs.clone(),
-        );
-        registry.register(
-            "proxy_config_writes",
-            "Proxy configuration files written, by proxy",
-            m.proxy_config_writes.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTPS API requests, by endpoint and status code",
-            m.http_requests.clone(),
-        );
-        registry.register(
-            "forward_auth_decisions",
-            "Forward-auth decisions, by outcome (allowed, or the refusal's code)",
-            m.forward_auth.clone(),
-        );
-        registry.register(
-            "forward_auth_revocations_age_seconds",
-            "Seconds since the forward-auth decider last got the CA's revocations (an agent: its CRL)",
-            m.revocations_age_seconds.clone(),
-        );
-        registry.register(
-            "forward_auth_stale",
-            "Whether (1) the decider has had no revocations from the CA for 30 s: the CA is unreachable and it decides from the last ones",
-            m.forward_auth_stale.clone(),
-        );
+        let families = Families::register(&mut registry);
         Self {
             registry,
             not_after: Mutex::new(BTreeMap::new()),
             revocations: Mutex::new(None),
-            certificates_managed: m.certificates_managed,
-            earliest_expiry_seconds: m.earliest_expiry_seconds,
-            expiry_seconds: m.expiry_seconds,
-            issuances: m.issuances,
-            renewals: m.renewals,
-            errors: m.errors,
-            docker_events: m.docker_events,
-            resyncs: m.resyncs,
-            proxy_config_writes: m.proxy_config_writes,
-            http_requests: m.http_requests,
-            forward_auth: m.forward_auth,
-            revocations_age_seconds: m.revocations_age_seconds,
-            forward_auth_stale: m.forward_auth_stale,
+            families,
         }
     }
 
@@ -284,22 +199,53 @@ impl Metrics {
     }
 }
 
-/// The families, made once and then both registered and kept.
-#[derive(Default)]
-struct MetricsParts {
-    certificates_managed: Gauge,
-    earliest_expiry_seconds: Gauge,
-    expiry_seconds: Family<NameLabel, Gauge>,
-    issuances: Family<KindLabel, Counter>,
-    renewals: Family<KindLabel, Counter>,
-    errors: Family<KindLabel, Counter>,
-    docker_events: Counter,
-    resyncs: Counter,
-    proxy_config_writes: Family<ProxyLabel, Counter>,
-    http_requests: Family<HttpLabels, Counter>,
-    forward_auth: Family<OutcomeLabel, Counter>,
-    revocations_age_seconds: Gauge,
-    forward_auth_stale: Gauge,
+/// Declares every family once: its field, type, exported name (after `certdock_`) and help.
+macro_rules! families {
+    ($( $field:ident: $ty:ty = $name:literal, $help:literal; )*) => {
+        /// The families, each registered once and kept for updates.
+        pub struct Families {
+            $( pub $field: $ty, )*
+        }
+
+        impl Families {
+            fn register(registry: &mut Registry) -> Self {
+                let f = Families { $( $field: <$ty>::default(), )* };
+                $( registry.register($name, $help, f.$field.clone()); )*
+                f
+            }
+        }
+    };
+}
+
+families! {
+    certificates_managed: Gauge = "certificates_managed", "Certificates certdock currently manages";
+    earliest_expiry_seconds: Gauge = "earliest_expiry_seconds",
+        "Seconds until the earliest managed certificate expires (negative: expired)";
+    expiry_seconds: Family<NameLabel, Gauge> = "certificate_expiry_seconds",
+        "Seconds until each managed certificate expires (negative: expired)";
+    issuances: Family<KindLabel, Counter> = "issuances", "Certificates issued, by kind";
+    renewals: Family<KindLabel, Counter> = "renewals", "Certificates renewed, by kind";
+    errors: Family<KindLabel, Counter> = "errors", "Errors, by kind";
+    docker_events: Counter = "docker_events", "Docker events seen";
+    resyncs: Counter = "resyncs", "Full re-lists of Docker containers";
+    proxy_config_writes: Family<ProxyLabel, Counter> = "proxy_config_writes",
+        "Proxy configuration files written, by proxy";
+    http_requests: Family<HttpLabels, Counter> = "http_requests",
+        "HTTPS API requests, by endpoint and status code";
+    forward_auth: Family<OutcomeLabel, Counter> = "forward_auth_decisions",
+        "Forward-auth decisions, by outcome (allowed, or the refusal's code)";
+    revocations_age_seconds: Gauge = "forward_auth_revocations_age_seconds",
+        "Seconds since the forward-auth decider last got the CA's revocations (an agent: its CRL)";
+    forward_auth_stale: Gauge = "forward_auth_stale",
+        "Whether (1) the decider has had no revocations from the CA for 30 s: the CA is unreachable and it decides from the last ones";
+}
+
+/// `metrics.resyncs.inc()` and the like read through to the families.
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+    fn deref(&self) -> &Families {
+        &self.families
+    }
 }
 
 fn kind_label(kind: &str) -> KindLabel {

@@ -14,7 +14,9 @@ use super::Acme;
 use super::jws::{Jwk, Jws, Signer};
 use super::model::{Account, AccountStatus, new_id};
 use super::problem::{Problem, Result};
-use super::request::{KeyFrom, Signed, blocking, json_answer, store_err, unix_now, verify};
+use super::request::{
+    KeyFrom, Signed, blocking, json_answer, read_as_account, store_err, unix_now, verify,
+};
 use super::store::Batch;
 
 /// Most contacts an account may list, and the longest one: bounds what a client can store.
@@ -215,8 +217,7 @@ pub async fn orders(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let path = format!("/acme/account/{id}/orders");
-    let signed = verify(&acme, &headers, &path, body, KeyFrom::Kid)?;
-    signed.expect_post_as_get()?;
+    let signed = read_as_account(&acme, &headers, &path, body)?;
     own_account(&signed, &id)?;
     let urls: Vec<String> = acme
         .store

@@ -17,7 +17,9 @@ use super::Acme;
 use super::model::{Order, OrderCert, Status};
 use super::order::{order_json, order_status, order_url, owned_order};
 use super::problem::{Problem, Result};
-use super::request::{KeyFrom, Signed, blocking, json_answer, store_err, unix_now, verify};
+use super::request::{
+    KeyFrom, Signed, blocking, json_answer, read_as_account, store_err, unix_now, verify,
+};
 use super::store::Batch;
 use crate::ca::csr::Csr;
 
@@ -149,14 +151,7 @@ pub async fn certificate(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let signed = verify(
-        &acme,
-        &headers,
-        &format!("/acme/cert/{id}"),
-        body,
-        KeyFrom::Kid,
-    )?;
-    signed.expect_post_as_get()?;
+    let signed = read_as_account(&acme, &headers, &format!("/acme/cert/{id}"), body)?;
     let order = owned_order(&acme, &signed, &id)?;
     let cert = order
         .cert

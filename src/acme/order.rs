@@ -15,7 +15,7 @@ use super::Acme;
 use super::model::{Authz, Challenge, ChallengeType, Identifier, Order, Status, new_id};
 use super::problem::{Problem, Result};
 use super::request::{
-    KeyFrom, Signed, blocking, json_answer, rfc3339, store_err, unix_now, verify,
+    KeyFrom, Signed, blocking, json_answer, read_as_account, rfc3339, store_err, unix_now, verify,
 };
 use super::store::{Batch, Snapshot};
 use crate::core::names::San;
@@ -218,20 +218,37 @@ pub async fn new_order(
     Ok(json_answer(StatusCode::CREATED, &body, Some(&url), &[]))
 }
 
+/// An object `find` reads from the store, if it exists and the signing account owns it.
+fn owned<T>(
+    acme: &Acme,
+    signed: &Signed,
+    what: &str,
+    find: impl FnOnce(&Snapshot<'_>) -> Option<T>,
+    owner: impl FnOnce(&T) -> &str,
+) -> Result<T> {
+    let account = signed.account()?;
+    let found = acme
+        .store
+        .read(find)
+        .map_err(store_err)?
+        .ok_or_else(|| Problem::not_found(what))?;
+    if owner(&found) != account.id {
+        return Err(Problem::unauthorized(format!(
+            "this {what} belongs to another account"
+        )));
+    }
+    Ok(found)
+}
+
 /// The order of `id` if the signing account owns it.
 pub fn owned_order(acme: &Acme, signed: &Signed, id: &str) -> Result<Order> {
-    let account = signed.account()?;
-    let order = acme
-        .store
-        .read(|s| s.order(id).cloned())
-        .map_err(store_err)?
-        .ok_or_else(|| Problem::not_found("order"))?;
-    if order.account != account.id {
-        return Err(Problem::unauthorized(
-            "this order belongs to another account",
-        ));
-    }
-    Ok(order)
+    owned(
+        acme,
+        signed,
+        "order",
+        |s| s.order(id).cloned(),
+        |o| &o.account,
+    )
 }
 
 pub async fn get_order(
@@ -240,14 +257,7 @@ pub async fn get_order(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let signed = verify(
-        &acme,
-        &headers,
-        &format!("/acme/order/{id}"),
-        body,
-        KeyFrom::Kid,
-    )?;
-    signed.expect_post_as_get()?;
+    let signed = read_as_account(&acme, &headers, &format!("/acme/order/{id}"), body)?;
     let order = owned_order(&acme, &signed, &id)?;
     let body = acme
         .store
@@ -257,18 +267,13 @@ pub async fn get_order(
 }
 
 fn owned_authz(acme: &Acme, signed: &Signed, id: &str) -> Result<Authz> {
-    let account = signed.account()?;
-    let z = acme
-        .store
-        .read(|s| s.authz(id).cloned())
-        .map_err(store_err)?
-        .ok_or_else(|| Problem::not_found("authorization"))?;
-    if z.account != account.id {
-        return Err(Problem::unauthorized(
-            "this authorization belongs to another account",
-        ));
-    }
-    Ok(z)
+    owned(
+        acme,
+        signed,
+        "authorization",
+        |s| s.authz(id).cloned(),
+        |z| &z.account,
+    )
 }
 
 /// POST-as-GET reads it; `{"status": "deactivated"}` is not offered (RFC 8555 §7.5.2 MAY).
@@ -278,14 +283,7 @@ pub async fn get_authz(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let signed = verify(
-        &acme,
-        &headers,
-        &format!("/acme/authz/{id}"),
-        body,
-        KeyFrom::Kid,
-    )?;
-    signed.expect_post_as_get()?;
+    let signed = read_as_account(&acme, &headers, &format!("/acme/authz/{id}"), body)?;
     let z = owned_authz(&acme, &signed, &id)?;
     let now = unix_now();
     let body = authz_json(&signed.base, &z, now);

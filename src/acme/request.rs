@@ -76,6 +76,19 @@ impl Signed {
     }
 }
 
+/// A POST-as-GET by an existing account (orders, authorizations, certificates, order lists):
+/// signature, URL and nonce checked, `kid` an account, and an empty payload.
+pub fn read_as_account(
+    acme: &Acme,
+    headers: &HeaderMap,
+    path: &str,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Signed> {
+    let signed = verify(acme, headers, path, body, KeyFrom::Kid)?;
+    signed.expect_post_as_get()?;
+    Ok(signed)
+}
+
 pub fn account_id_from_kid<'a>(base: &str, kid: &'a str) -> Option<&'a str> {
     kid.strip_prefix(base)?
         .strip_prefix("/acme/account/")

@@ -15,6 +15,7 @@ use super::problem::Problem;
 use super::request::unix_now;
 use super::store::Batch;
 use crate::core::names::San;
+use crate::tls::danger::{AnyServerCert, Use};
 
 /// A validation that has not finished by then fails (`connection`); the client may order again.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,7 +206,10 @@ async fn tls_alpn_01(name: &str, port: u16, key_auth: &str) -> Result<(), Proble
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Problem::server(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(any_cert::AnyCert(crate::tls::provider())))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(
+            crate::tls::provider(),
+            Use::AcmeValidation,
+        )))
         .with_no_client_auth();
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     let addr = format!("{name}:{port}");
@@ -263,69 +267,4 @@ pub fn check_alpn_cert(der: &[u8], name: &str, key_auth: &str) -> Result<(), Str
         return Err("acmeIdentifier is not SHA-256 of the key authorization".into());
     }
     Ok(())
-}
-
-mod any_cert {
-    //! The validation certificate is self-signed by design: it is checked by
-    //! [`super::check_alpn_cert`], not by a chain; the handshake signature still is.
-    use std::sync::Arc;
-
-    use rustls::DigitallySignedStruct;
-    use rustls::SignatureScheme;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{CryptoProvider, verify_tls13_signature_with_raw_key};
-    use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
-
-    #[derive(Debug)]
-    pub struct AnyCert(pub Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        /// TLS 1.3 only (below): TLS 1.2's signature check goes through webpki's certificate
-        /// parser, which refuses the critical acmeIdentifier extension.
-        fn verify_tls12_signature(
-            &self,
-            _message: &[u8],
-            _cert: &CertificateDer<'_>,
-            _dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Err(rustls::Error::General(
-                "tls-alpn-01 validation uses TLS 1.3".into(),
-            ))
-        }
-
-        /// The handshake signature, checked with the certificate's public key alone (webpki
-        /// would refuse the certificate for its critical acmeIdentifier extension).
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            use x509_parser::prelude::{FromDer, X509Certificate};
-            let (_, parsed) = X509Certificate::from_der(cert.as_ref())
-                .map_err(|e| rustls::Error::General(format!("certificate: {e}")))?;
-            let spki = SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
-            verify_tls13_signature_with_raw_key(
-                message,
-                &spki,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
-use super::server::{ApiConfig, ServeError, serve_tls};
+use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
 use super::tls::{ApiCert, CurrentCert, TlsError, api_cert, api_cert_name, server_config};
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
@@ -56,17 +56,7 @@ impl AgentListener {
         metrics: Arc<Metrics>,
         forward_auth: ForwardAuthState,
     ) -> Result<Self, ServeError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) = bind_listener(config.listen).await?;
         let (cert_tx, cert_rx) = watch::channel(None);
         let resolver = Arc::new(CurrentCert(cert_rx.clone()));
         let bundle = bundle_pem(&remote);

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -169,6 +168,25 @@ fn credential(headers: &HeaderMap, peer: PeerCert) -> Result<Credential, ApiErro
     }
 }
 
+/// A JSON request body with the credential it came with. The credential is read first, so a
+/// request without one is refused before its body is read.
+struct Credentialed<T>(Credential, T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Credentialed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let peer = req
+            .extensions()
+            .get::<PeerCert>()
+            .cloned()
+            .unwrap_or_default();
+        let credential = credential(req.headers(), peer)?;
+        let body = json(&body_bytes(Bytes::from_request(req, state).await)?)?;
+        Ok(Self(credential, body))
+    }
+}
+
 async fn health(State(st): State<AppState>) -> Result<Response, ApiError> {
     let ca = st.ca.clone();
     let status = blocking(move || Ok(ca.signer_status(OffsetDateTime::now_utc())?)).await?;
@@ -221,31 +239,16 @@ async fn metrics(State(st): State<AppState>) -> Response {
 /// certificate (names within the agent's scope). `ca::authorize` decides which.
 async fn sign(
     State(st): State<AppState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Credentialed(credential, req): Credentialed<SignRequest>,
 ) -> Result<Json<CertResponse>, ApiError> {
-    let credential = credential(&headers, peer)?;
-    let req: SignRequest = json(&body_bytes(body)?)?;
-    let ttl = req.ttl.as_deref().map(parse_duration).transpose()?;
-    let usage = req.usage.as_deref().map(Usage::parse).transpose()?;
-    let groups = groups_of(&req)?;
+    let ask = ask_of(&req)?;
     let token = match credential {
         Credential::Token(token) => token,
-        Credential::Certificate(der) => {
-            return sign_for_agent(&st, &der, req, ttl, usage, groups).await;
-        }
+        Credential::Certificate(der) => return sign_for_agent(&st, &der, ask).await,
     };
     let (ca, metrics) = (st.ca.clone(), st.metrics.clone());
     let signed = blocking(move || {
         let now = OffsetDateTime::now_utc();
-        let ask = CsrAsk {
-            csr: Csr::parse(&req.csr)?,
-            ttl,
-            usage,
-            enrol: req.enrol,
-            groups,
-        };
         let secret = token.as_str();
         let auth = ca.authorize_remote(Remote::Token { secret, ask }, now)?;
         let requester = auth.requester().clone();
@@ -262,22 +265,24 @@ async fn sign(
     Ok(Json(cert_response(&signed)))
 }
 
+/// What a sign request asks, every field checked (ttl, usage, groups, then the CSR) before
+/// any credential is used, so a malformed request never spends a token.
+fn ask_of(req: &SignRequest) -> Result<CsrAsk, ApiError> {
+    Ok(CsrAsk {
+        ttl: req.ttl.as_deref().map(parse_duration).transpose()?,
+        usage: req.usage.as_deref().map(Usage::parse).transpose()?,
+        groups: groups_of(req)?,
+        csr: Csr::parse(&req.csr)?,
+        enrol: req.enrol,
+    })
+}
+
 /// The agent path of [`sign`]: no token store, no file lock (see [`sign_presented`]).
 async fn sign_for_agent(
     st: &AppState,
     presented: &[u8],
-    req: SignRequest,
-    ttl: Option<Duration>,
-    usage: Option<Usage>,
-    groups: BTreeSet<GroupName>,
+    ask: CsrAsk,
 ) -> Result<Json<CertResponse>, ApiError> {
-    let ask = CsrAsk {
-        csr: Csr::parse(&req.csr)?,
-        ttl,
-        usage,
-        enrol: req.enrol,
-        groups,
-    };
     let signed = sign_presented(st, Remote::Agent { presented, ask }).await?;
     st.metrics.issued("agent");
     Ok(Json(cert_response(&signed)))
@@ -327,12 +332,8 @@ async fn renew(
 /// revoked (on this connection).
 async fn revoke(
     State(st): State<AppState>,
-    Extension(peer): Extension<PeerCert>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Credentialed(credential, req): Credentialed<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let credential = credential(&headers, peer)?;
-    let req: RevokeRequest = json(&body_bytes(body)?)?;
     let serial = normalize_serial(&req.serial)
         .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?;
     let ca = st.ca.clone();

@@ -41,6 +41,14 @@ pub struct ApiConfig {
     pub acme: crate::acme::AcmeConfig,
 }
 
+/// Binds `addr` (a taken port is an error at start, not a surprise later) and says where.
+pub async fn bind_listener(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bind = |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    Ok((listener, local))
+}
+
 /// A client that has not finished its handshake by then is dropped (slowloris, port scanners).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Same for a client that opened a connection but sends no request headers.
@@ -89,17 +97,7 @@ impl ApiServer {
         allow: Arc<AllowTable>,
     ) -> Result<Self, ServeError> {
         let (state, tls) = TlsState::start(ca.clone(), config, metrics.clone()).await?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) = bind_listener(config.listen).await?;
         let decider = Arc::new(Decider::new());
         // The first decision already has the trust and revocations: fed before serving.
         follow_local_ca_once(&ca, &decider).await;

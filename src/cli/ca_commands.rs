@@ -56,15 +56,32 @@ pub fn init(s: &Settings, import_root: Option<PathBuf>, import_key: Option<PathB
     Ok(())
 }
 
+/// `certdock issue NAME …`.
+#[derive(Debug, clap::Args)]
 pub struct IssueArgs {
+    /// Identity: subject CN and first DNS SAN.
     pub name: String,
+    /// Extra DNS names or IP addresses (repeat, or comma separated).
+    #[arg(long = "san", value_delimiter = ',')]
     pub sans: Vec<String>,
+    /// `server`, `client` or `server,client`.
+    #[arg(long, default_value = "server,client")]
     pub usage: String,
+    /// Lifetime, e.g. 90m, 24h, 7d (default: --default-ttl).
+    #[arg(long)]
     pub ttl: Option<String>,
+    /// Write cert.pem, key.pem, chain.pem, fullchain.pem and ca.pem into this directory.
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write a PKCS#12 file (for browsers and phones); needs --p12-password-file.
+    #[arg(long, requires = "p12_password_file")]
     pub p12: Option<PathBuf>,
+    /// File whose first line is the PKCS#12 password.
+    #[arg(long, requires = "p12")]
     pub p12_password_file: Option<PathBuf>,
-    /// Bind [`ADMIN_GROUP`]: an admin's client certificate for the UI.
+    /// Bind the `certdock-admin` group: with client usage, this certificate may read
+    /// `GET /ui` and `GET /v1/status` (only certificates issued here count as admins).
+    #[arg(long)]
     pub admin: bool,
 }
 

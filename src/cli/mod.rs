@@ -1,6 +1,6 @@
 //! The command line: parse, resolve settings, dispatch to one command module.
 
-mod ca_commands;
+pub mod ca_commands;
 pub mod run;
 pub mod serve;
 pub mod settings;
@@ -52,32 +52,7 @@ pub enum Command {
         import_key: Option<PathBuf>,
     },
     /// Issue one certificate on demand.
-    Issue {
-        /// Identity: subject CN and first DNS SAN.
-        name: String,
-        /// Extra DNS names or IP addresses (repeat, or comma separated).
-        #[arg(long = "san", value_delimiter = ',')]
-        sans: Vec<String>,
-        /// `server`, `client` or `server,client`.
-        #[arg(long, default_value = "server,client")]
-        usage: String,
-        /// Lifetime, e.g. 90m, 24h, 7d (default: --default-ttl).
-        #[arg(long)]
-        ttl: Option<String>,
-        /// Write cert.pem, key.pem, chain.pem, fullchain.pem and ca.pem into this directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Also write a PKCS#12 file (for browsers and phones); needs --p12-password-file.
-        #[arg(long, requires = "p12_password_file")]
-        p12: Option<PathBuf>,
-        /// File whose first line is the PKCS#12 password.
-        #[arg(long, requires = "p12")]
-        p12_password_file: Option<PathBuf>,
-        /// Bind the `certdock-admin` group: with client usage, this certificate may read
-        /// `GET /ui` and `GET /v1/status` (only certificates issued here count as admins).
-        #[arg(long)]
-        admin: bool,
-    },
+    Issue(ca_commands::IssueArgs),
     /// Every managed certificate: name, container, SANs, usage, not-after, next renewal, last error.
     Status {
         /// Print a JSON array (one object per certificate) instead of a table.
@@ -145,28 +120,7 @@ pub fn main() -> ExitCode {
             import_root,
             import_key,
         } => ca_commands::init(&settings, import_root, import_key),
-        Command::Issue {
-            name,
-            sans,
-            usage,
-            ttl,
-            out,
-            p12,
-            p12_password_file,
-            admin,
-        } => ca_commands::issue(
-            &settings,
-            ca_commands::IssueArgs {
-                name,
-                sans,
-                usage,
-                ttl,
-                out,
-                p12,
-                p12_password_file,
-                admin,
-            },
-        ),
+        Command::Issue(args) => ca_commands::issue(&settings, args),
         Command::Run => run::run(&settings, raw),
         Command::Agent {
             ca_url,

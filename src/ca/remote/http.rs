@@ -4,15 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 
 use super::RemoteError;
 use super::store::{Identity, TrustedBundle};
 use crate::core::wire::ErrorBody;
+use crate::tls::danger::{AnyServerCert, Use};
 use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +37,10 @@ fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier
 pub fn first_contact_client() -> Result<reqwest::Client, RemoteError> {
     let config = builder()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider())))
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(
+            provider(),
+            Use::PinnedContent,
+        )))
         .with_no_client_auth();
     client(config)
 }
@@ -120,56 +121,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// Accepts any server certificate but still checks the handshake signatures. Used only for
-/// the first `/roots.pem`, whose content is then checked against the pinned fingerprint.
-#[derive(Debug)]
-struct AnyServerCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// A 2xx binary answer (the DER CRL).

@@ -1,5 +1,7 @@
 //! rustls plumbing shared by the API server and the remote CA client: one provider, one policy.
 
+pub mod danger;
+
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
