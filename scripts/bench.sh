@@ -140,15 +140,21 @@ load() {
     local out
     out=$("$OHA" --no-tui --output-format json -z "${API_SECONDS}s" -c "$CONNS" -m POST \
         -H 'content-type: application/json' -D "$3" --cert "$4" --key "$5" --insecure "$2")
-    python3 - "$out" <<'PY'
+    oha_summary "$out" 2
+}
+
+# oha_summary JSON DIGITS: "requests/s p50_ms p99_ms ok_ratio {codes}" from oha's JSON output
+oha_summary() {
+    python3 - "$1" "$2" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
+d = int(sys.argv[2])
 s = r["summary"]
 p = r["latencyPercentiles"]
 codes = r.get("statusCodeDistribution", {})
 ok = sum(v for k, v in codes.items() if k.startswith("2"))
 total = sum(codes.values()) or 1
-print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1e3:.2f} {p["p99"]*1e3:.2f} {ok/total:.3f} {dict(codes)}')
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1e3:.{d}f} {p["p99"]*1e3:.{d}f} {ok/total:.3f} {dict(codes)}')
 PY
 }
 
@@ -237,16 +243,7 @@ load_get() {
     [ -n "${5:-}" ] && hdr=(-H "$5")
     out=$("$OHA" --no-tui --output-format json -z "${API_SECONDS}s" -c "$CONNS" "${hdr[@]}" \
         --cert "$3" --key "$4" --insecure "$2")
-    python3 - "$out" <<'PY'
-import json, sys
-r = json.loads(sys.argv[1])
-s = r["summary"]
-p = r["latencyPercentiles"]
-codes = r.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-total = sum(codes.values()) or 1
-print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1e3:.3f} {p["p99"]*1e3:.3f} {ok/total:.3f} {dict(codes)}')
-PY
+    oha_summary "$out" 3
 }
 
 group_forwardauth() {
