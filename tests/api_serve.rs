@@ -236,6 +236,19 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
         (404, "not_found".into()),
         "{body}"
     );
+    // A known endpoint with another method: the same JSON error shape, never an empty 405.
+    for (method, path) in [
+        ("GET", "/v1/sign"),
+        ("DELETE", "/health"),
+        ("PUT", "/v1/revoke"),
+    ] {
+        let (code, body) = serve.curl(&[path, "-X", method], &[]);
+        assert_eq!(
+            (code, error_code(&body)),
+            (405, "method_not_allowed".into()),
+            "{method} {path}: {body}"
+        );
+    }
 }
 
 /// Signs `name` with a fresh token; returns the stems of the key and certificate files.

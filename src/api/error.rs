@@ -34,6 +34,8 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("no such endpoint")]
     NotFound,
+    #[error("this endpoint does not answer that method")]
+    MethodNotAllowed,
     #[error("the CA cannot sign now: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -84,6 +86,7 @@ impl ApiError {
             ApiError::Usage(_) => (S::BAD_REQUEST, "bad_usage"),
             ApiError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "ca_unavailable"),
             ApiError::Ca(e) => match e {
                 CaError::BadCsr { .. } | CaError::BadPem { .. } => (S::BAD_REQUEST, "bad_csr"),

@@ -81,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::acme::router(state.acme.clone()))
         .merge(super::ui::router(state.clone()))
         .fallback(|| async { ApiError::NotFound })
+        // A known path with another method gets the same JSON error shape as everything else.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state, track))
 }
