@@ -21,12 +21,12 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
 use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
-use super::tls::{ApiCert, CurrentCert, TlsError, api_cert, api_cert_name, server_config};
+use super::tls::{ApiCert, ServedCert, TlsError, api_cert, api_cert_name};
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
 use crate::core::names::Usage;
-use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
+use crate::core::renew::retry_after;
 use crate::metrics::Metrics;
 use crate::tls::{private_key_from_pem, provider};
 
@@ -57,11 +57,8 @@ impl AgentListener {
         forward_auth: ForwardAuthState,
     ) -> Result<Self, ServeError> {
         let (listener, local_addr) = bind_listener(config.listen).await?;
-        let (cert_tx, cert_rx) = watch::channel(None);
-        let resolver = Arc::new(CurrentCert(cert_rx.clone()));
-        let bundle = bundle_pem(&remote);
-        let (config_tx, config_rx) = watch::channel(server_config(resolver.clone(), &bundle)?);
-        let router = router(forward_auth, cert_rx);
+        let (served, handles) = ServedCert::new(bundle_pem(&remote))?;
+        let router = router(forward_auth, handles.cert);
         let tls = AgentTls {
             remote,
             metrics,
@@ -73,15 +70,12 @@ impl AgentListener {
                 ttl,
                 internal: true,
             },
-            cert_tx,
-            config_tx,
-            resolver,
-            bundle,
+            served,
         };
         Ok(Self {
             listener,
             local_addr,
-            config: config_rx,
+            config: handles.config,
             router,
             tls,
         })
@@ -114,10 +108,7 @@ struct AgentTls {
     remote: Arc<RemoteSource>,
     metrics: Arc<Metrics>,
     order: LeafOrder,
-    cert_tx: watch::Sender<Option<ApiCert>>,
-    config_tx: watch::Sender<Arc<ServerConfig>>,
-    resolver: Arc<CurrentCert>,
-    bundle: String,
+    served: ServedCert,
 }
 
 impl AgentTls {
@@ -164,13 +155,7 @@ impl AgentTls {
     fn publish(&self, cert: ApiCert) -> SystemTime {
         tracing::info!(serial = %cert.serial, not_after = %cert.not_after, names = %names(&self.order), "agent HTTPS certificate in use");
         self.metrics.set_certificate(METRICS_NAME, cert.not_after);
-        let due = renew_issued_at(
-            cert.not_before.into(),
-            cert.not_after.into(),
-            jitter_from_serial(&cert.serial),
-        );
-        self.cert_tx.send_replace(Some(cert));
-        due
+        self.served.publish(cert)
     }
 
     /// The one schedule: renew at two thirds of the life (`renew_issued_at`), retry with
@@ -194,7 +179,7 @@ impl AgentTls {
                     failures = 0;
                 }
                 Err(e) => {
-                    let held = self.cert_tx.borrow().as_ref().map(|c| c.not_after);
+                    let held = self.served.not_after();
                     match held {
                         Some(_) => {
                             tracing::warn!(error = %e, "renewing the agent HTTPS certificate failed; keeping the current one")
@@ -206,7 +191,7 @@ impl AgentTls {
                     self.metrics.error("agent_api_certificate");
                     let now = SystemTime::now();
                     // With no certificate there is no expiry to beat: plain backoff.
-                    let not_after = held.map_or(now, Into::into);
+                    let not_after = held.unwrap_or(now);
                     due = retry_after(failures, now, not_after);
                     failures = failures.saturating_add(1);
                 }
@@ -215,19 +200,9 @@ impl AgentTls {
     }
 
     fn refresh_verifier(&mut self) {
-        let bundle = bundle_pem(&self.remote);
-        if bundle == self.bundle {
-            return;
-        }
-        match server_config(self.resolver.clone(), &bundle) {
-            Ok(config) => {
-                self.config_tx.send_replace(config);
-                self.bundle = bundle;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "rebuilding the agent's client verifier failed");
-                self.metrics.error("agent_tls_config");
-            }
+        if let Err(e) = self.served.follow_bundle(bundle_pem(&self.remote)) {
+            tracing::error!(error = %e, "rebuilding the agent's client verifier failed");
+            self.metrics.error("agent_tls_config");
         }
     }
 }

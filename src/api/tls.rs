@@ -77,16 +77,77 @@ pub struct TlsHandles {
     pub cert: watch::Receiver<Option<ApiCert>>,
 }
 
-/// Owns the senders; driven by [`TlsState::upkeep`].
+/// The certificate a listener presents and the client verifier it uses, each published on a
+/// `watch`: the one mechanism behind the API (local CA) and an agent's listener (remote CA).
+pub(crate) struct ServedCert {
+    cert_tx: watch::Sender<Option<ApiCert>>,
+    config_tx: watch::Sender<Arc<ServerConfig>>,
+    resolver: Arc<CurrentCert>,
+    /// The CA bundle the verifier was built from.
+    bundle: String,
+}
+
+impl ServedCert {
+    /// No certificate yet (handshakes fail closed); client certificates verified against `bundle`.
+    pub(crate) fn new(bundle: String) -> Result<(Self, TlsHandles), TlsError> {
+        let (cert_tx, cert_rx) = watch::channel(None);
+        let resolver = Arc::new(CurrentCert(cert_rx.clone()));
+        let (config_tx, config_rx) = watch::channel(server_config(resolver.clone(), &bundle)?);
+        let served = Self {
+            cert_tx,
+            config_tx,
+            resolver,
+            bundle,
+        };
+        let handles = TlsHandles {
+            config: config_rx,
+            cert: cert_rx,
+        };
+        Ok((served, handles))
+    }
+
+    /// Serves `cert` from the next handshake on; returns when it is due for renewal.
+    pub(crate) fn publish(&self, cert: ApiCert) -> SystemTime {
+        self.cert_tx.send_replace(Some(cert));
+        self.renewal_due().unwrap_or_else(SystemTime::now)
+    }
+
+    /// When the certificate served now is due for renewal (the one schedule), if there is one.
+    pub(crate) fn renewal_due(&self) -> Option<SystemTime> {
+        self.cert_tx.borrow().as_ref().map(|c| {
+            renew_issued_at(
+                c.not_before.into(),
+                c.not_after.into(),
+                jitter_from_serial(&c.serial),
+            )
+        })
+    }
+
+    /// The expiry of the certificate served now, if there is one.
+    pub(crate) fn not_after(&self) -> Option<SystemTime> {
+        self.cert_tx.borrow().as_ref().map(|c| c.not_after.into())
+    }
+
+    /// Rebuilds the client verifier when `bundle` differs from the one it trusts; says whether
+    /// it changed.
+    pub(crate) fn follow_bundle(&mut self, bundle: String) -> Result<bool, TlsError> {
+        if bundle == self.bundle {
+            return Ok(false);
+        }
+        self.config_tx
+            .send_replace(server_config(self.resolver.clone(), &bundle)?);
+        self.bundle = bundle;
+        Ok(true)
+    }
+}
+
+/// Owns the API's [`ServedCert`]; driven by [`TlsState::upkeep`].
 pub struct TlsState {
     ca: Arc<LocalCa>,
     metrics: Arc<Metrics>,
     names: Vec<San>,
     key_type: KeyType,
-    cert_tx: watch::Sender<Option<ApiCert>>,
-    config_tx: watch::Sender<Arc<ServerConfig>>,
-    resolver: Arc<CurrentCert>,
-    bundle: String,
+    served: ServedCert,
 }
 
 impl TlsState {
@@ -96,30 +157,17 @@ impl TlsState {
         api: &ApiConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, TlsHandles), TlsError> {
-        let (cert_tx, cert_rx) = watch::channel(None);
-        let resolver = Arc::new(CurrentCert(cert_rx.clone()));
-        let bundle = ca.bundle_pem();
-        let config = server_config(resolver.clone(), &bundle)?;
-        let (config_tx, config_rx) = watch::channel(config);
+        let (served, handles) = ServedCert::new(ca.bundle_pem())?;
         let state = Self {
             ca,
             metrics,
             names: api.names.clone(),
             key_type: api.key_type,
-            cert_tx,
-            config_tx,
-            resolver,
-            bundle,
+            served,
         };
         let cert = state.issue().await?;
         state.publish(cert);
-        Ok((
-            state,
-            TlsHandles {
-                config: config_rx,
-                cert: cert_rx,
-            },
-        ))
+        Ok((state, handles))
     }
 
     async fn issue(&self) -> Result<ApiCert, TlsError> {
@@ -144,10 +192,10 @@ impl TlsState {
         api_cert(&issued)
     }
 
-    fn publish(&self, cert: ApiCert) {
+    fn publish(&self, cert: ApiCert) -> SystemTime {
         tracing::info!(serial = %cert.serial, not_after = %cert.not_after, "API certificate in use");
         self.metrics.set_certificate(METRICS_NAME, cert.not_after);
-        self.cert_tx.send_replace(Some(cert));
+        self.served.publish(cert)
     }
 
     /// Renews the API certificate at two thirds of its life (with jitter; failures retried
@@ -155,7 +203,7 @@ impl TlsState {
     /// bundle changes (intermediate rollover). Runs until dropped.
     pub async fn upkeep(mut self) {
         let mut failures = 0u32;
-        let mut due = self.renewal_due();
+        let mut due = self.served.renewal_due().unwrap_or_else(SystemTime::now);
         loop {
             let now = SystemTime::now();
             let wake = due.min(now + BUNDLE_CHECK);
@@ -166,19 +214,14 @@ impl TlsState {
             }
             match self.issue().await {
                 Ok(cert) => {
-                    self.publish(cert);
+                    due = self.publish(cert);
                     self.metrics.renewed("api_certificate");
                     failures = 0;
-                    due = self.renewal_due();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "renewing the API certificate failed; keeping the current one");
                     self.metrics.error("api_certificate");
-                    let not_after = self
-                        .cert_tx
-                        .borrow()
-                        .as_ref()
-                        .map_or(SystemTime::now(), |c| c.not_after.into());
+                    let not_after = self.served.not_after().unwrap_or_else(SystemTime::now);
                     due = retry_after(failures, SystemTime::now(), not_after);
                     failures = failures.saturating_add(1);
                 }
@@ -186,30 +229,12 @@ impl TlsState {
         }
     }
 
-    fn renewal_due(&self) -> SystemTime {
-        match self.cert_tx.borrow().as_ref() {
-            Some(c) => renew_issued_at(
-                c.not_before.into(),
-                c.not_after.into(),
-                jitter_from_serial(&c.serial),
-            ),
-            None => SystemTime::now(),
-        }
-    }
-
     fn refresh_verifier(&mut self) {
-        let bundle = self.ca.bundle_pem();
-        if bundle == self.bundle {
-            return;
-        }
-        match server_config(self.resolver.clone(), &bundle) {
-            Ok(config) => {
-                tracing::info!(
-                    "CA bundle changed; new connections verify client certificates against it"
-                );
-                self.config_tx.send_replace(config);
-                self.bundle = bundle;
-            }
+        match self.served.follow_bundle(self.ca.bundle_pem()) {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
+                "CA bundle changed; new connections verify client certificates against it"
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "rebuilding the client verifier for the new CA bundle failed");
                 self.metrics.error("api_tls_config");
