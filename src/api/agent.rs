@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
 use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
-use super::tls::{ApiCert, ServedCert, TlsError, api_cert, api_cert_name};
+use super::tls::{ApiCert, BUNDLE_CHECK, ServedCert, TlsError, api_cert, api_cert_name};
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
@@ -32,8 +32,6 @@ use crate::tls::{private_key_from_pem, provider};
 
 /// The metrics label of the agent's own HTTPS certificate.
 pub const METRICS_NAME: &str = "certdock/agent-api";
-/// How often the CA bundle the client verifier trusts is compared with the agent's.
-const BUNDLE_CHECK: Duration = Duration::from_secs(60);
 
 /// A bound agent listener. Handshakes fail (closed) until the CA has issued its certificate.
 pub struct AgentListener {

@@ -27,7 +27,7 @@ use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 pub const METRICS_NAME: &str = "certdock/api";
 
 /// How often the CA bundle is compared with the one the client verifier was built from.
-const BUNDLE_CHECK: Duration = Duration::from_secs(60);
+pub(crate) const BUNDLE_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
