@@ -55,28 +55,37 @@ enum Denied {
     Refused(Refusal),
 }
 
+impl Denied {
+    /// The stable `error` code, for the answer and the decision metric alike.
+    fn code(&self) -> &'static str {
+        match self {
+            Denied::NoProxyCertificate => "client_certificate_required",
+            Denied::NotTheProxy(_) => "not_the_proxy",
+            Denied::NoClientCertificate(_) => "no_client_certificate",
+            Denied::UnknownServer(_) => "unknown_server",
+            Denied::Refused(r) => r.code(),
+        }
+    }
+}
+
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        let (status, code, message) = match self {
+        let code = self.code();
+        let (status, message) = match self {
             Denied::NoProxyCertificate => (
                 StatusCode::UNAUTHORIZED,
-                "client_certificate_required",
                 "forward-auth answers only the proxy: present certdock's Traefik client certificate (OUT/traefik-client/)".to_string(),
             ),
             Denied::NotTheProxy(why) => (
                 StatusCode::FORBIDDEN,
-                "not_the_proxy",
                 format!("forward-auth answers only certdock's Traefik client certificate: {why}"),
             ),
-            Denied::NoClientCertificate(why) => {
-                (StatusCode::FORBIDDEN, "no_client_certificate", why)
-            }
+            Denied::NoClientCertificate(why) => (StatusCode::FORBIDDEN, why),
             Denied::UnknownServer(name) => (
                 StatusCode::FORBIDDEN,
-                "unknown_server",
                 format!("{name} has no certdock.allow label on this host: nobody is admitted"),
             ),
-            Denied::Refused(r) => (StatusCode::FORBIDDEN, r.code(), r.to_string()),
+            Denied::Refused(r) => (StatusCode::FORBIDDEN, r.to_string()),
         };
         error_response(status, code, message)
     }
@@ -90,11 +99,8 @@ async fn forward_auth(
 ) -> Response {
     let now = OffsetDateTime::now_utc();
     let result = decide(&st, &name, peer, &headers, now);
-    st.metrics.forward_auth(
-        result
-            .as_ref()
-            .map_or_else(|d| denied_code(d), |_| "allowed"),
-    );
+    st.metrics
+        .forward_auth(result.as_ref().map_or_else(Denied::code, |_| "allowed"));
     match result {
         Ok((client, groups)) => {
             let mut resp = StatusCode::OK.into_response();
@@ -109,16 +115,6 @@ async fn forward_auth(
             resp
         }
         Err(d) => d.into_response(),
-    }
-}
-
-fn denied_code(d: &Denied) -> &'static str {
-    match d {
-        Denied::NoProxyCertificate => "client_certificate_required",
-        Denied::NotTheProxy(_) => "not_the_proxy",
-        Denied::NoClientCertificate(_) => "no_client_certificate",
-        Denied::UnknownServer(_) => "unknown_server",
-        Denied::Refused(r) => r.code(),
     }
 }
 
