@@ -132,7 +132,6 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
         let allow = Arc::new(AllowTable::new());
         let api =
             ApiServer::bind(ca.clone(), &api_config(s), metrics.clone(), allow.clone()).await?;
-        tracing::info!(listen = %api.local_addr(), "HTTPS API listening");
         let (shutdown, waiter) = shutdown_fanout();
         let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
         let api_task = tokio::spawn(api.serve(shutdown()));
