@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -21,17 +21,25 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
 use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
-use super::tls::{ApiCert, BUNDLE_CHECK, ServedCert, TlsError, api_cert, api_cert_name};
+use super::served::{CertOrigin, Listener, ServedCert};
+use super::tls::{ApiCert, TlsError, api_cert, api_cert_name};
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
-use crate::core::names::Usage;
-use crate::core::renew::retry_after;
+use crate::core::names::{San, Usage};
 use crate::metrics::Metrics;
 use crate::tls::{private_key_from_pem, provider};
 
 /// The metrics label of the agent's own HTTPS certificate.
 pub const METRICS_NAME: &str = "certdock/agent-api";
+
+/// How the agent's listener is named in logs and metrics.
+const AGENT_LISTENER: Listener = Listener {
+    what: "agent HTTPS certificate",
+    metrics_name: METRICS_NAME,
+    certificate_kind: "agent_api_certificate",
+    config_kind: "agent_tls_config",
+};
 
 /// A bound agent listener. Handshakes fail (closed) until the CA has issued its certificate.
 pub struct AgentListener {
@@ -39,7 +47,8 @@ pub struct AgentListener {
     local_addr: SocketAddr,
     config: watch::Receiver<Arc<ServerConfig>>,
     router: Router,
-    tls: AgentTls,
+    served: ServedCert,
+    origin: AgentCert,
 }
 
 impl AgentListener {
@@ -55,11 +64,14 @@ impl AgentListener {
         forward_auth: ForwardAuthState,
     ) -> Result<Self, ServeError> {
         let (listener, local_addr) = bind_listener(config.listen).await?;
-        let (served, handles) = ServedCert::new(bundle_pem(&remote))?;
+        let (served, handles) = ServedCert::new(&AGENT_LISTENER, metrics, bundle_pem(&remote))?;
+        if let Some(cert) = restore(&remote, &config.names) {
+            // A restart while the CA is away keeps serving the certificate kept by the last run.
+            served.publish(cert);
+        }
         let router = router(forward_auth, handles.cert);
-        let tls = AgentTls {
+        let origin = AgentCert {
             remote,
-            metrics,
             order: LeafOrder {
                 name: api_cert_name(&config.names)?,
                 sans: config.names.clone(),
@@ -68,14 +80,14 @@ impl AgentListener {
                 ttl,
                 internal: true,
             },
-            served,
         };
         Ok(Self {
             listener,
             local_addr,
             config: handles.config,
             router,
-            tls,
+            served,
+            origin,
         })
     }
 
@@ -86,7 +98,7 @@ impl AgentListener {
     /// Serves until `shutdown`, renewing the certificate in the background.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr, "agent forward-auth listening");
-        let upkeep = tokio::spawn(self.tls.upkeep());
+        let upkeep = tokio::spawn(self.served.upkeep(self.origin));
         serve_tls(self.listener, self.config, self.router, shutdown).await;
         upkeep.abort();
     }
@@ -100,16 +112,13 @@ fn bundle_pem(remote: &RemoteSource) -> String {
         .collect()
 }
 
-/// Issues and renews the listener's certificate through the remote CA, and rebuilds the client
-/// verifier when the agent's CA bundle changes.
-struct AgentTls {
+/// The listener's certificate comes from the remote CA, for `--api-name`.
+struct AgentCert {
     remote: Arc<RemoteSource>,
-    metrics: Arc<Metrics>,
     order: LeafOrder,
-    served: ServedCert,
 }
 
-impl AgentTls {
+impl CertOrigin for AgentCert {
     async fn issue(&self) -> Result<ApiCert, String> {
         let issued = self.remote.issue(&self.order).await.map_err(|e| match e {
             SourceError::Refused(why) => format!(
@@ -126,83 +135,31 @@ impl AgentTls {
         api_cert(&issued).map_err(|e: TlsError| e.to_string())
     }
 
-    /// The certificate kept by the last run, if it still fits and is valid: a restart while the
-    /// CA is away keeps serving.
-    fn restore(&self) -> Option<ApiCert> {
-        let id = match self.remote.kept_listener_cert(&self.order.sans) {
-            Ok(Some(id)) if id.is_valid_at(OffsetDateTime::now_utc()) => id,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "the kept agent HTTPS certificate is unusable");
-                return None;
-            }
-        };
-        let mut chain = vec![id.cert.clone()];
-        chain.extend(id.chain.iter().cloned());
-        let key = private_key_from_pem(id.key.secret_pem()).ok()?;
-        let certified = CertifiedKey::from_der(chain, key, &provider()).ok()?;
-        Some(ApiCert {
-            key: Arc::new(certified),
-            serial: id.serial,
-            not_before: id.not_before,
-            not_after: id.not_after,
-        })
+    fn bundle(&self) -> String {
+        bundle_pem(&self.remote)
     }
+}
 
-    /// Serves `cert` from the next handshake on; returns when it is due for renewal.
-    fn publish(&self, cert: ApiCert) -> SystemTime {
-        tracing::info!(serial = %cert.serial, not_after = %cert.not_after, names = %names(&self.order), "agent HTTPS certificate in use");
-        self.metrics.set_certificate(METRICS_NAME, cert.not_after);
-        self.served.publish(cert)
-    }
-
-    /// The one schedule: renew at two thirds of the life (`renew_issued_at`), retry with
-    /// `retry_after` on failure. Without a certificate the listener stays closed.
-    async fn upkeep(mut self) {
-        let mut failures = 0u32;
-        let mut due = self
-            .restore()
-            .map_or_else(SystemTime::now, |cert| self.publish(cert));
-        loop {
-            let now = SystemTime::now();
-            let wake = due.min(now + BUNDLE_CHECK);
-            tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
-            self.refresh_verifier();
-            if SystemTime::now() < due {
-                continue;
-            }
-            match self.issue().await {
-                Ok(cert) => {
-                    due = self.publish(cert);
-                    failures = 0;
-                }
-                Err(e) => {
-                    let held = self.served.not_after();
-                    match held {
-                        Some(_) => {
-                            tracing::warn!(error = %e, "renewing the agent HTTPS certificate failed; keeping the current one")
-                        }
-                        None => {
-                            tracing::error!(error = %e, listen_fails_closed = true, "no agent HTTPS certificate: forward-auth on --listen refuses every handshake until the CA issues one")
-                        }
-                    }
-                    self.metrics.error("agent_api_certificate");
-                    let now = SystemTime::now();
-                    // With no certificate there is no expiry to beat: plain backoff.
-                    let not_after = held.unwrap_or(now);
-                    due = retry_after(failures, now, not_after);
-                    failures = failures.saturating_add(1);
-                }
-            }
+/// The certificate kept by the last run, if it still fits `names` and is valid.
+fn restore(remote: &RemoteSource, names: &[San]) -> Option<ApiCert> {
+    let id = match remote.kept_listener_cert(names) {
+        Ok(Some(id)) if id.is_valid_at(OffsetDateTime::now_utc()) => id,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "the kept agent HTTPS certificate is unusable");
+            return None;
         }
-    }
-
-    fn refresh_verifier(&mut self) {
-        if let Err(e) = self.served.follow_bundle(bundle_pem(&self.remote)) {
-            tracing::error!(error = %e, "rebuilding the agent's client verifier failed");
-            self.metrics.error("agent_tls_config");
-        }
-    }
+    };
+    let mut chain = vec![id.cert.clone()];
+    chain.extend(id.chain.iter().cloned());
+    let key = private_key_from_pem(id.key.secret_pem()).ok()?;
+    let certified = CertifiedKey::from_der(chain, key, &provider()).ok()?;
+    Some(ApiCert {
+        key: Arc::new(certified),
+        serial: id.serial,
+        not_before: id.not_before,
+        not_after: id.not_after,
+    })
 }
 
 fn names(order: &LeafOrder) -> String {

@@ -9,6 +9,7 @@ mod page;
 pub mod server;
 pub mod session;
 pub mod status;
+pub(crate) mod served;
 pub mod tls;
 mod ui;
 

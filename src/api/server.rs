@@ -20,7 +20,8 @@ use tower::ServiceExt;
 
 use super::forward_auth::{ForwardAuthState, follow_local_ca, follow_local_ca_once};
 use super::handlers::{AppState, PeerCert, router};
-use super::tls::{TlsError, TlsHandles, TlsState};
+use super::served::TlsHandles;
+use super::tls::{TlsError, TlsState};
 use crate::authz::decider::Decider;
 use crate::authz::table::AllowTable;
 use crate::ca::keys::KeyType;
