@@ -20,8 +20,8 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
-use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
 use super::served::{CertOrigin, Listener, ServedCert};
+use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
 use super::tls::{ApiCert, TlsError, api_cert, api_cert_name};
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;

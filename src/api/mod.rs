@@ -6,10 +6,10 @@ pub mod error;
 pub mod forward_auth;
 pub mod handlers;
 mod page;
+pub(crate) mod served;
 pub mod server;
 pub mod session;
 pub mod status;
-pub(crate) mod served;
 pub mod tls;
 mod ui;
 
