@@ -7,6 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::outputs::OutputDirs;
@@ -34,6 +35,32 @@ pub struct Held {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub renew_at: SystemTime,
+    /// The intermediates of `chain_pem`, parsed once (empty when unreadable: not trusted).
+    chain_der: Vec<CertificateDer<'static>>,
+}
+
+/// The CA bundle trusted now, read once per pass: what every held certificate's chain is
+/// checked against and what versions deliveries.
+#[derive(Debug, Clone)]
+pub struct TrustedBundle {
+    /// The first 12 hex digits of the bundle's SHA-256, part of every delivery version.
+    digest: String,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl TrustedBundle {
+    pub fn new(ca_pem: &str) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
+        Self {
+            digest: hex::encode(&digest.as_ref()[..6]),
+            certs: certs_from_pem("bundle", ca_pem).unwrap_or_default(),
+        }
+    }
+
+    /// What deliveries compare: changes with the certificate and with the CA bundle.
+    pub fn version(&self, serial: &str) -> String {
+        format!("{serial}-{}", self.digest)
+    }
 }
 
 impl Held {
@@ -59,19 +86,16 @@ impl Held {
             usage: facts.usage,
             not_before,
             not_after,
+            chain_der: certs_from_pem("chain", chain_pem).unwrap_or_default(),
         })
     }
 
-    /// The plan's view; `ca_pem` is the bundle to trust now, which versions the delivery too.
-    pub fn current(&self, ca_pem: &str) -> Current {
-        let chain_trusted = certs_from_pem("chain", &self.chain_pem)
-            .map(|chain| {
-                let bundle = certs_from_pem("bundle", ca_pem).unwrap_or_default();
-                chain.iter().all(|c| bundle.contains(c))
-            })
-            .unwrap_or(false);
+    /// The plan's view; `bundle` is the CA bundle to trust now, which versions the delivery too.
+    pub fn current(&self, bundle: &TrustedBundle) -> Current {
+        let chain_trusted =
+            !self.chain_der.is_empty() && self.chain_der.iter().all(|c| bundle.certs.contains(c));
         Current {
-            version: version(&self.serial, ca_pem),
+            version: bundle.version(&self.serial),
             sans: self.sans.clone(),
             groups: self.groups.clone(),
             usage: self.usage,
@@ -96,12 +120,11 @@ impl Held {
 /// A delivery's version: the serial plus a digest of the CA bundle, so a CA rollover
 /// redelivers `ca.pem` everywhere even when the leaf stays.
 pub fn version(serial: &str, ca_pem: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
-    format!("{serial}-{}", &hex::encode(digest)[..12])
+    TrustedBundle::new(ca_pem).version(serial)
 }
 
 /// The delivery bookkeeping, persisted as JSON.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Container id → version copied into it.
     pub copied: BTreeMap<String, String>,
@@ -121,6 +144,15 @@ pub struct Holdings {
     pub delivery_errors: BTreeMap<Identity, String>,
     /// (container id, error) refusals already logged.
     pub refusals_logged: std::collections::BTreeSet<(String, String)>,
+    /// The plan's view of `held` (see [`Holdings::refresh_currents`]), kept between passes: a wake-up
+    /// recomputes only what was stored since, or everything when the CA bundle changed.
+    currents: BTreeMap<Identity, Current>,
+    /// The digest of the bundle `currents` was computed against.
+    currents_for: Option<String>,
+    /// Identities stored since `currents` was brought up to date.
+    stale: BTreeSet<Identity>,
+    /// The ledger as last saved, so an unchanged one is neither serialised nor compared on disk.
+    saved_ledger: Option<Ledger>,
 }
 
 const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
@@ -165,6 +197,10 @@ impl Holdings {
             failures: BTreeMap::new(),
             delivery_errors: BTreeMap::new(),
             refusals_logged: Default::default(),
+            currents: BTreeMap::new(),
+            currents_for: None,
+            stale: BTreeSet::new(),
+            saved_ledger: None,
         })
     }
 
@@ -183,11 +219,34 @@ impl Holdings {
             Mode::Secret,
         )?;
         self.held.insert(id.clone(), held);
+        self.stale.insert(id.clone());
         Ok(())
+    }
+
+    /// Brings the plan's view of every held certificate up to date with `bundle`: recomputed
+    /// whole only when the bundle changed, otherwise only for what was stored since.
+    pub fn refresh_currents(&mut self, bundle: &TrustedBundle) {
+        if self.currents_for.as_deref() != Some(bundle.digest.as_str()) {
+            self.stale = self.held.keys().cloned().collect();
+            self.currents.clear();
+            self.currents_for = Some(bundle.digest.clone());
+        }
+        for id in std::mem::take(&mut self.stale) {
+            if let Some(h) = self.held.get(&id) {
+                self.currents.insert(id, h.current(bundle));
+            }
+        }
+    }
+
+    /// The plan's view of every held certificate, as of the last [`Holdings::refresh_currents`].
+    pub fn currents(&self) -> &BTreeMap<Identity, Current> {
+        &self.currents
     }
 
     pub fn forget(&mut self, id: &Identity) -> io::Result<()> {
         self.held.remove(id);
+        self.currents.remove(id);
+        self.stale.remove(id);
         let key = id.file_key();
         self.ledger.published.remove(&key);
         self.ledger.orphaned_since.remove(&key);
@@ -230,10 +289,14 @@ impl Holdings {
         }
     }
 
-    pub fn save_ledger(&self) -> io::Result<()> {
+    pub fn save_ledger(&mut self) -> io::Result<()> {
+        if self.saved_ledger.as_ref() == Some(&self.ledger) {
+            return Ok(());
+        }
         let json = serde_json::to_vec_pretty(&self.ledger).map_err(io::Error::other)?;
-        crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)
-            .map(|_| ())
+        crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)?;
+        self.saved_ledger = Some(self.ledger.clone());
+        Ok(())
     }
 }
 

@@ -122,10 +122,7 @@ pub fn parse(
     container: &ContainerInfo,
     ctx: &LabelContext,
 ) -> Result<Option<CertSpec>, LabelError> {
-    let labels = Labels {
-        container,
-        prefix: ctx.prefix,
-    };
+    let labels = Labels::new(container, ctx.prefix);
     match labels.get("enable") {
         None => return Ok(None),
         Some(v) => {
@@ -283,18 +280,34 @@ impl SanList {
 struct Labels<'a> {
     container: &'a ContainerInfo,
     prefix: &'a str,
+    /// `(suffix, value)` of every `<prefix>.*` label, found in one pass: reading a label then
+    /// costs no allocation (planning reads every container's labels on every wake-up).
+    own: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Labels<'a> {
+    fn new(container: &'a ContainerInfo, prefix: &'a str) -> Self {
+        let own = container
+            .labels
+            .iter()
+            .filter_map(|(k, v)| {
+                let suffix = k.strip_prefix(prefix)?.strip_prefix('.')?;
+                Some((suffix, v.as_str()))
+            })
+            .collect();
+        Self {
+            container,
+            prefix,
+            own,
+        }
+    }
+
     fn key(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }
 
     fn get(&self, suffix: &str) -> Option<&'a str> {
-        self.container
-            .labels
-            .get(&self.key(suffix))
-            .map(String::as_str)
+        self.own.iter().find(|(k, _)| *k == suffix).map(|(_, v)| *v)
     }
 
     fn err(&self, suffix: &str, value: &str, rule: impl Into<String>) -> LabelError {

@@ -240,10 +240,13 @@ fn lite(spec: &CertSpec) -> CertSpecLite {
 
 /// Merges the containers' specs into one desired certificate per identity. A name used by
 /// several containers must be asked for identically; later containers that differ are refused.
-fn desire(
-    world: &World<'_>,
+fn desire<'w>(
+    world: &World<'w>,
     refused: &mut Vec<Refusal>,
-) -> (BTreeMap<Identity, Desired>, Vec<(ContainerInfo, CertSpec)>) {
+) -> (
+    BTreeMap<Identity, Desired>,
+    Vec<(&'w ContainerInfo, CertSpec)>,
+) {
     let mut desired: BTreeMap<Identity, Desired> = BTreeMap::new();
     let mut accepted = Vec::new();
     let mut containers: Vec<&ContainerInfo> = world.containers.iter().collect();
@@ -303,7 +306,7 @@ fn desire(
                 );
             }
         }
-        accepted.push((c.clone(), spec));
+        accepted.push((c, spec));
     }
     if let Some(spec) = world.traefik_client {
         desired.insert(
@@ -370,6 +373,11 @@ fn earliest(a: Option<SystemTime>, b: SystemTime) -> Option<SystemTime> {
 pub fn plan(world: &World<'_>) -> Plan {
     let mut out = Plan::default();
     let (desired, accepted) = desire(world, &mut out.refused);
+    // The containers of each name, found in one pass instead of a search per identity.
+    let mut by_name: BTreeMap<&CertName, Vec<&(&ContainerInfo, CertSpec)>> = BTreeMap::new();
+    for a in &accepted {
+        by_name.entry(&a.1.name).or_default().push(a);
+    }
 
     for (id, d) in &desired {
         let current = world.current.get(id);
@@ -396,10 +404,11 @@ pub fn plan(world: &World<'_>) -> Plan {
                 || (serial.is_some() && world.published.get(id).map(String::as_str) != serial));
         let mut copies = Vec::new();
         let mut publish_reloads = Vec::new();
-        for (c, spec) in accepted
-            .iter()
-            .filter(|(_, s)| Identity::Named(s.name.clone()) == *id)
-        {
+        let of_id = match id {
+            Identity::Named(name) => by_name.get(name).map(Vec::as_slice),
+            Identity::TraefikClient => None,
+        };
+        for (c, spec) in of_id.unwrap_or_default().iter().copied() {
             let running = c.state == ContainerState::Running;
             match spec.delivery {
                 Delivery::Container => {
