@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::CaError;
-use super::authority::{self, Authority, CaLifetimes};
+use super::authority::{self, Authority, CaLifetimes, CaRole};
 use super::facts::CertFacts;
 use super::keys::KeyType;
 use super::ledger::Ledger;
@@ -117,13 +117,13 @@ impl LocalCa {
             .unwrap_or_default()
     }
 
-    /// The CA certificates peers trust now, read through [`CertFacts`]: the root first, then
-    /// the intermediates, the one signing now last.
-    pub fn chain_facts(&self) -> Result<Vec<CertFacts>, CaError> {
+    /// The CA certificates peers trust now, read through [`CertFacts`], with their role: the
+    /// root first, the intermediate signing now last.
+    pub fn chain_facts(&self) -> Result<Vec<(CertFacts, CaRole)>, CaError> {
         let ca = read(&self.authority, "authority")?;
         ca.bundle_certs()
             .into_iter()
-            .map(|c| CertFacts::from_der("CA certificate", &c.der))
+            .map(|(c, role)| Ok((CertFacts::from_der("CA certificate", &c.der)?, role)))
             .collect()
     }
 
