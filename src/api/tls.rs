@@ -13,12 +13,15 @@ use tokio::sync::watch;
 use super::server::ApiConfig;
 use crate::ca::CaError;
 use crate::ca::authorize::{Local, Order};
+use crate::ca::facts::issued_before_rollover;
 use crate::ca::issue::Issued;
 use crate::ca::keys::KeyType;
 use crate::ca::local::LocalCa;
-use crate::ca::pem::certs_from_pem;
+use crate::ca::pem::{cert_to_pem, certs_from_pem};
 use crate::core::names::{CertName, San, Usage};
-use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
+use crate::core::renew::{
+    jitter_from_serial, reissue_after_rollover, renew_issued_at, retry_after,
+};
 use crate::metrics::Metrics;
 use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 
@@ -28,6 +31,8 @@ pub const METRICS_NAME: &str = "certdock/api";
 
 /// How often the CA bundle is compared with the one the client verifier was built from.
 pub(crate) const BUNDLE_CHECK: Duration = Duration::from_secs(60);
+/// After a CA rollover, the API's certificate is re-issued within this.
+const ROLLOVER_SPREAD: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -123,6 +128,26 @@ impl ServedCert {
         })
     }
 
+    /// When the certificate served now is re-issued because it predates a CA rollover (the
+    /// CA `bundle` signs with another intermediate since), if it does: spread over `spread`.
+    pub(crate) fn rollover_due(&self, bundle: &str, spread: Duration) -> Option<SystemTime> {
+        let cert = self.cert_tx.borrow();
+        let c = cert.as_ref()?;
+        let chain: String = c.key.cert.iter().skip(1).map(|d| cert_to_pem(d)).collect();
+        let rolled_at = issued_before_rollover(bundle, &chain, c.not_before)?;
+        let renew = renew_issued_at(
+            c.not_before.into(),
+            c.not_after.into(),
+            jitter_from_serial(&c.serial),
+        );
+        Some(reissue_after_rollover(
+            rolled_at.into(),
+            spread,
+            jitter_from_serial(&c.serial),
+            renew,
+        ))
+    }
+
     /// The expiry of the certificate served now, if there is one.
     pub(crate) fn not_after(&self) -> Option<SystemTime> {
         self.cert_tx.borrow().as_ref().map(|c| c.not_after.into())
@@ -208,7 +233,13 @@ impl TlsState {
             let now = SystemTime::now();
             let wake = due.min(now + BUNDLE_CHECK);
             tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
-            self.refresh_verifier();
+            if self.refresh_verifier()
+                && let Some(at) = self
+                    .served
+                    .rollover_due(&self.ca.bundle_pem(), ROLLOVER_SPREAD)
+            {
+                due = due.min(at);
+            }
             if SystemTime::now() < due {
                 continue;
             }
@@ -229,15 +260,20 @@ impl TlsState {
         }
     }
 
-    fn refresh_verifier(&mut self) {
+    /// Says whether the bundle changed.
+    fn refresh_verifier(&mut self) -> bool {
         match self.served.follow_bundle(self.ca.bundle_pem()) {
-            Ok(false) => {}
-            Ok(true) => tracing::info!(
-                "CA bundle changed; new connections verify client certificates against it"
-            ),
+            Ok(false) => false,
+            Ok(true) => {
+                tracing::info!(
+                    "CA bundle changed; new connections verify client certificates against it"
+                );
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "rebuilding the client verifier for the new CA bundle failed");
                 self.metrics.error("api_tls_config");
+                false
             }
         }
     }

@@ -437,6 +437,10 @@ impl Authority {
         self.key_type
     }
 
+    pub fn lifetimes(&self) -> CaLifetimes {
+        self.lifetimes
+    }
+
     /// The cross-certificates a peer that still trusts only a previous root needs to reach the
     /// current one: one per generation step still in the overlap, newest first.
     pub fn crosses(&self) -> Vec<&CaCert> {

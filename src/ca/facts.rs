@@ -105,6 +105,32 @@ impl CertFacts {
     }
 }
 
+/// When the CA signing now started, if a leaf whose chain (its `chain.pem`) is `chain_pem`,
+/// valid from `leaf_not_before`, was issued before that by another CA certificate: the leaf
+/// is due for re-issue under the new chain. `bundle_pem` is the CA bundle, its signer last.
+/// A leaf issued after the signer started is never flagged, so a CA that orders its bundle
+/// otherwise cannot cause a re-issue loop.
+pub fn issued_before_rollover(
+    bundle_pem: &str,
+    chain_pem: &str,
+    leaf_not_before: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let bundle = certs_from_pem("bundle", bundle_pem).ok()?;
+    let signer = bundle.last()?;
+    let issuer = certs_from_pem("chain", chain_pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    if &issuer == signer {
+        return None;
+    }
+    let signer = parse_cert("signer", signer).ok()?;
+    // CA certificates are backdated a minute; leaves by `BACKDATE`.
+    let rolled_at = signer.validity().not_before.to_datetime() + time::Duration::minutes(1);
+    let issued_at = leaf_not_before + crate::core::renew::BACKDATE;
+    (issued_at < rolled_at).then_some(rolled_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,7 +278,14 @@ pub(super) fn write_intermediate(
         let parsed = parse_cert("intermediate", cert.der())?;
         hex::encode(parsed.raw_serial())
     };
-    let stem = format!("intermediate-{}-{}", now.unix_timestamp(), &serial[..8]);
+    // Seconds then nanoseconds, so that names sort by age even within one second (and after
+    // the `intermediate-SECONDS-…` names of earlier releases made in the same second).
+    let stem = format!(
+        "intermediate-{}{:09}-{}",
+        now.unix_timestamp(),
+        now.nanosecond(),
+        &serial[..8]
+    );
     write_atomic(
         &dir.join(format!("{stem}.key")),
         key.serialize_pem().as_bytes(),

@@ -5,19 +5,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::outputs::OutputDirs;
-use crate::ca::facts::CertFacts;
+use crate::ca::facts::{CertFacts, issued_before_rollover};
 use crate::ca::issue::Issued;
 use crate::ca::keys::SecretPem;
 use crate::ca::pem::certs_from_pem;
 use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 use crate::core::plan::{Current, Failure, Identity};
-use crate::core::renew::{jitter_from_serial, renew_issued_at};
+use crate::core::renew::{jitter_from_serial, reissue_after_rollover, renew_issued_at};
 use crate::delivery::bundle::Bundle;
 use crate::store::atomic::{Mode, create_dir, write_atomic};
 
@@ -63,13 +63,26 @@ impl Held {
     }
 
     /// The plan's view; `ca_pem` is the bundle to trust now, which versions the delivery too.
-    pub fn current(&self, ca_pem: &str) -> Current {
+    /// A certificate issued before a CA rollover is due within `rollover_spread` of it.
+    pub fn current(&self, ca_pem: &str, rollover_spread: Duration) -> Current {
+        // The issuing intermediate must still be trusted; a cross-certificate after it may
+        // leave the bundle (the overlap ended) without making the leaf untrustworthy.
         let chain_trusted = certs_from_pem("chain", &self.chain_pem)
             .map(|chain| {
                 let bundle = certs_from_pem("bundle", ca_pem).unwrap_or_default();
-                chain.iter().all(|c| bundle.contains(c))
+                chain.first().is_some_and(|c| bundle.contains(c))
             })
             .unwrap_or(false);
+        let renew_at = match issued_before_rollover(ca_pem, &self.chain_pem, self.not_before.into())
+        {
+            Some(rolled_at) => reissue_after_rollover(
+                rolled_at.into(),
+                rollover_spread,
+                jitter_from_serial(&self.serial),
+                self.renew_at,
+            ),
+            None => self.renew_at,
+        };
         Current {
             version: version(&self.serial, ca_pem),
             sans: self.sans.clone(),
@@ -77,7 +90,7 @@ impl Held {
             usage: self.usage,
             not_before: self.not_before,
             not_after: self.not_after,
-            renew_at: self.renew_at,
+            renew_at,
             issuer_trusted: chain_trusted,
         }
     }

@@ -54,11 +54,11 @@ struct Derived {
 }
 
 impl Derived {
-    fn of(holdings: &Holdings, bundle: &str) -> Self {
+    fn of(holdings: &Holdings, bundle: &str, rollover_spread: Duration) -> Self {
         let current = holdings
             .held
             .iter()
-            .map(|(id, h)| (id.clone(), h.current(bundle)))
+            .map(|(id, h)| (id.clone(), h.current(bundle, rollover_spread)))
             .collect();
         let published = holdings.published_versions();
         let orphaned = holdings
@@ -177,7 +177,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         bundle: &str,
         now: SystemTime,
     ) -> Plan {
-        let derived = Derived::of(&self.holdings, bundle);
+        let derived = Derived::of(&self.holdings, bundle, cfg.rollover_spread);
         let traefik_client = traefik_client_spec(cfg);
         let world = World {
             containers,
