@@ -65,7 +65,7 @@ pub enum CaRole {
 
 impl std::fmt::Display for CaRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             CaRole::Root => "root",
             CaRole::PreviousRoot => "previous root",
             CaRole::Cross => "cross",
