@@ -152,7 +152,12 @@ fn plan_once(
     let current: BTreeMap<_, _> = holdings
         .held
         .iter()
-        .map(|(id, h)| (id.clone(), h.current(bundle)))
+        .map(|(id, h)| {
+            (
+                id.clone(),
+                h.current(bundle, std::time::Duration::from_secs(900)),
+            )
+        })
         .collect();
     let published = holdings.published_versions();
     let empty = BTreeMap::new();
