@@ -175,6 +175,7 @@ fn plan_once(
         current: &current,
         failures: &holdings.failures,
         copied: &holdings.ledger.copied,
+        ca_version: "ca-test",
         published: &published,
         orphaned_since: &empty,
         first_list_done: true,

@@ -87,6 +87,12 @@ async fn finish(load: &Load, tasks: Vec<tokio::task::JoinHandle<()>>) -> (usize,
     (load.requests.load(Ordering::SeqCst), failures)
 }
 
+/// How many certificates the container's delivered `ca.pem` holds, once it has one.
+async fn certs_in_ca_pem(d: &certdock::docker::Docker, c: &TestContainer) -> Option<usize> {
+    let (code, text) = c.exec(d, &["cat", &format!("{DIR}/ca.pem")]).await;
+    (code == 0).then(|| text.matches("BEGIN CERTIFICATE").count())
+}
+
 fn first_cert(pem_file: &Path, dest: &Path) -> PathBuf {
     let pem = std::fs::read_to_string(pem_file).expect("PEM file");
     let end = pem
@@ -190,6 +196,24 @@ async fn a_root_rotation_under_load_fails_no_request_before_or_after_the_peers_r
     .await;
     let first = Arc::new(first);
     assert_eq!(first.chain.len(), 2, "before: leaf and intermediate");
+    // A container that wants only the trust (`usage=none`): ca.pem, no key, kept current.
+    let trusting = ContainerSpec::default()
+        .label(&format!("{prefix}.enable"), "true")
+        .label(&format!("{prefix}.name"), "rot-trust")
+        .label(&format!("{prefix}.usage"), "none")
+        .run(&d)
+        .await;
+    let before = eventually(
+        "ca.pem in the usage=none container",
+        Duration::from_secs(30),
+        || certs_in_ca_pem(&d, &trusting),
+    )
+    .await;
+    assert_eq!(before, 2, "root and intermediate");
+    let (code, _) = trusting
+        .exec(&d, &["test", "-e", &format!("{DIR}/key.pem")])
+        .await;
+    assert_ne!(code, 0, "no key for usage=none");
 
     // Phase 1: rotate the root while clients call the peers that are not reloaded.
     let current = Arc::new(Mutex::new(first.clone()));
@@ -234,6 +258,12 @@ async fn a_root_rotation_under_load_fails_no_request_before_or_after_the_peers_r
         3,
         "leaf, new intermediate, cross-certificate"
     );
+    eventually(
+        "the usage=none container's ca.pem with both roots",
+        Duration::from_secs(30),
+        || async { (certs_in_ca_pem(&d, &trusting).await == Some(5)).then_some(()) },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (requests, failures) = finish(&load, tasks).await;
     eprintln!(

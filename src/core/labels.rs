@@ -139,7 +139,10 @@ pub fn parse(
     let name = labels.name()?;
     let usage = match labels.get("usage") {
         None => Usage::BOTH,
-        Some(v) => Usage::parse(v).map_err(|e| labels.err("usage", v, e.to_string()))?,
+        // No certificate: only the trust, `ca.pem`, kept current through CA rollovers.
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Usage::NONE,
+        Some(v) => Usage::parse(v)
+            .map_err(|e| labels.err("usage", v, format!("{e}, or `none` (only ca.pem)")))?,
     };
     let ttl = ctx.ttls.resolve_str(labels.get("ttl")).map_err(|e| {
         labels.err(
@@ -194,6 +197,28 @@ pub fn parse(
         ));
     }
 
+    if !usage.wants_certificate() {
+        for (label, rule) in [
+            (
+                "delivery",
+                "usage `none` delivers only ca.pem into the container (`container` delivery); volume users read OUT/ca.pem",
+            ),
+            (
+                "groups",
+                "usage `none` has no certificate to bind groups to",
+            ),
+            (
+                "allow",
+                "usage `none` has no certificate, so no server to guard",
+            ),
+            ("sans", "usage `none` has no certificate to name"),
+        ] {
+            let Some(v) = labels.get(label) else { continue };
+            if label != "delivery" || !v.trim().eq_ignore_ascii_case("container") {
+                return Err(labels.err(label, v, rule));
+            }
+        }
+    }
     let groups = match labels.get("groups") {
         None => BTreeSet::new(),
         Some(v) => parse_groups(v).map_err(|e| labels.err("groups", v, e.to_string()))?,
