@@ -169,6 +169,30 @@ fn intermediate_stems(dir: &Path) -> Result<Vec<String>, CaError> {
     Ok(stems)
 }
 
+/// The time part of a new intermediate's name: nanoseconds since the epoch (19 digits until
+/// 2286), so names sort by age; always after every existing name, so the new one signs even when
+/// made in the same instant, or after a name of an earlier release (`intermediate-SECONDS-…`).
+fn next_stamp(existing: &[String], now: OffsetDateTime) -> i128 {
+    let mut stamp = now.unix_timestamp_nanos();
+    for stem in existing {
+        let Some(digits) = stem
+            .strip_prefix("intermediate-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|d| d.parse::<i128>().ok())
+        else {
+            continue;
+        };
+        // Ten digits: seconds (earlier releases); more: nanoseconds.
+        let nanos = if digits < 10_000_000_000 {
+            digits * 1_000_000_000
+        } else {
+            digits
+        };
+        stamp = stamp.max(nanos + 1);
+    }
+    stamp
+}
+
 pub(super) fn read_key(path: &Path) -> Result<KeyPair, CaError> {
     let pem = fs::read_to_string(path).map_err(|e| CaError::io(path, e))?;
     KeyPair::from_pem(&pem).map_err(|e| CaError::BadKey {
@@ -278,12 +302,9 @@ pub(super) fn write_intermediate(
         let parsed = parse_cert("intermediate", cert.der())?;
         hex::encode(parsed.raw_serial())
     };
-    // Seconds then nanoseconds, so that names sort by age even within one second (and after
-    // the `intermediate-SECONDS-…` names of earlier releases made in the same second).
     let stem = format!(
-        "intermediate-{}{:09}-{}",
-        now.unix_timestamp(),
-        now.nanosecond(),
+        "intermediate-{}-{}",
+        next_stamp(&intermediate_stems(dir)?, now),
         &serial[..8]
     );
     write_atomic(

@@ -202,3 +202,48 @@ fn the_root_warns_in_its_last_tenth() {
     assert!(!ca.root_in_last_tenth(t0 + time::Duration::days(89)));
     assert!(ca.root_in_last_tenth(t0 + time::Duration::days(91)));
 }
+
+/// Copies `tests/fixtures/state-before-rotation` (made by `certdock init` of the release before
+/// root rotation existed, on 2026-11-29) into a fresh state directory.
+fn previous_release_state() -> (tempfile::TempDir, OffsetDateTime) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/state-before-rotation/ca");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), ca.join(e.file_name())).unwrap();
+    }
+    let made = OffsetDateTime::from_unix_timestamp(1_795_990_224).unwrap();
+    (dir, made + time::Duration::days(1))
+}
+
+#[test]
+fn a_state_directory_of_the_previous_release_loads_unchanged_and_rotates() {
+    let (dir, at) = previous_release_state();
+    let life = CaLifetimes::default();
+    let ca = Authority::load(dir.path(), life, at).unwrap();
+    assert_eq!(ca.generation(), 0);
+    assert_eq!(
+        ca.root_fingerprint(),
+        "931e55a084c6c91b8dda48fc02dbf2ba0669bcff07c4ca190c7cfaffad787079"
+    );
+    assert_eq!(roles(&ca), [CaRole::Root, CaRole::Intermediate]);
+    let old_root = ca.root().der.clone();
+    let old_leaf = leaf(&ca, at);
+    assert!(verifies(&old_leaf, &old_root, at));
+    // An intermediate made in the same second as the old-style one still sorts after it.
+    let same_second = OffsetDateTime::from_unix_timestamp(1_795_990_224).unwrap();
+    let rotated = Authority::rotate_intermediate(dir.path(), life, same_second).unwrap();
+    assert_ne!(rotated.current().serial, ca.current().serial);
+    let again = Authority::load(dir.path(), life, at).unwrap();
+    assert_eq!(
+        again.current().serial,
+        rotated.current().serial,
+        "the newest signs"
+    );
+    let new = Authority::rotate_root(dir.path(), life, at).unwrap();
+    assert!(verifies(&leaf(&new, at), &old_root, at));
+    assert!(verifies(&old_leaf, &old_root, at));
+}
