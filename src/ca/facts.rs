@@ -127,8 +127,10 @@ pub fn issued_before_rollover(
     let signer = parse_cert("signer", signer).ok()?;
     // CA certificates are backdated a minute; leaves by `BACKDATE`.
     let rolled_at = signer.validity().not_before.to_datetime() + time::Duration::minutes(1);
+    // Certificates carry whole seconds: a leaf of the rollover's very second counts as before
+    // it (once re-issued, its issuer is the signer, so this cannot repeat).
     let issued_at = leaf_not_before + crate::core::renew::BACKDATE;
-    (issued_at < rolled_at).then_some(rolled_at)
+    (issued_at <= rolled_at).then_some(rolled_at)
 }
 
 #[cfg(test)]

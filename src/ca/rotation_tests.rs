@@ -247,3 +247,27 @@ fn a_state_directory_of_the_previous_release_loads_unchanged_and_rotates() {
     assert!(verifies(&leaf(&new, at), &old_root, at));
     assert!(verifies(&old_leaf, &old_root, at));
 }
+
+#[test]
+fn a_leaf_from_before_a_rollover_is_flagged_for_reissue_and_a_new_one_is_not() {
+    use super::facts::issued_before_rollover;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now();
+    let life = CaLifetimes::default();
+    let ca = Authority::create(dir.path(), KeyType::EcdsaP256, life, None, t0).unwrap();
+    let old = leaf(&ca, t0);
+    assert_eq!(
+        issued_before_rollover(&ca.bundle_pem(), &old.chain_pem, old.not_before),
+        None
+    );
+    let t1 = t0 + time::Duration::seconds(5);
+    let ca = Authority::rotate_root(dir.path(), life, t1).unwrap();
+    let rolled = issued_before_rollover(&ca.bundle_pem(), &old.chain_pem, old.not_before)
+        .expect("issued under the previous chain");
+    assert_eq!(rolled.unix_timestamp(), t1.unix_timestamp());
+    let new = leaf(&ca, t1);
+    assert_eq!(
+        issued_before_rollover(&ca.bundle_pem(), &new.chain_pem, new.not_before),
+        None
+    );
+}
