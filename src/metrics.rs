@@ -203,10 +203,10 @@ impl Metrics {
             let stale = seen.fetched.is_none() || age > STALE_AFTER_SECONDS;
             self.forward_auth_stale.set(i64::from(stale));
         }
-        if let Ok(r) = self.ca_root_not_after.lock()
-            && let Some(at) = *r
-        {
-            self.ca_root_expiry_seconds.set(at - now);
+        if let Ok(r) = self.ca_root_not_after.lock() {
+            // Where no CA runs (an agent) there is no root to expire; 0 would read as "now".
+            self.ca_root_expiry_seconds
+                .set(r.map_or(i64::MAX, |at| at - now));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -277,6 +277,23 @@ fn kind_label(kind: &str) -> KindLabel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_gauges_say_when_the_root_ends_and_whether_it_is_in_its_last_tenth() {
+        let m = Metrics::new();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        assert!(
+            m.encode(t0)
+                .contains(&format!("certdock_ca_root_expiry_seconds {}", i64::MAX))
+        );
+        m.set_ca_root(t0 + time::Duration::days(300), true);
+        let text = m.encode(t0);
+        assert!(
+            text.contains("certdock_ca_root_expiry_seconds 25920000"),
+            "{text}"
+        );
+        assert!(text.contains("certdock_ca_root_last_tenth 1"), "{text}");
+    }
 
     #[test]
     fn expiry_gauges_are_computed_at_scrape_time_and_prefixed() {
