@@ -23,7 +23,7 @@ use super::pem::{certs_from_pem, fingerprint, parse_cert};
 use crate::store::atomic::{Mode, create_dir, sync_dir, write_atomic};
 use crate::store::lock::StateLock;
 
-pub use super::generation::CaCert;
+pub use super::generation::{CaCert, CaRole};
 
 /// How long an old root stays in the bundle after the last leaf it vouched for expired.
 pub const ROOT_OVERLAP_MARGIN: Duration = Duration::from_secs(86400);
@@ -45,33 +45,6 @@ impl Default for CaLifetimes {
             intermediate: Duration::from_secs(365 * 86400),
             root_overlap: None,
         }
-    }
-}
-
-/// The role of a CA certificate in the bundle, for `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaRole {
-    /// The current root.
-    Root,
-    /// A replaced root, trusted while what it vouched for may still be valid.
-    PreviousRoot,
-    /// A newer root signed by the previous root.
-    Cross,
-    /// The intermediate that signs now.
-    Intermediate,
-    /// A replaced intermediate, trusted while what it signed may still be valid.
-    PreviousIntermediate,
-}
-
-impl std::fmt::Display for CaRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(match self {
-            CaRole::Root => "root",
-            CaRole::PreviousRoot => "previous root",
-            CaRole::Cross => "cross",
-            CaRole::Intermediate => "intermediate",
-            CaRole::PreviousIntermediate => "previous intermediate",
-        })
     }
 }
 

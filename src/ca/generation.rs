@@ -67,6 +67,33 @@ impl CaCert {
     }
 }
 
+/// The role of a CA certificate in the bundle, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaRole {
+    /// The current root.
+    Root,
+    /// A replaced root, trusted while what it vouched for may still be valid.
+    PreviousRoot,
+    /// A newer root signed by the previous root.
+    Cross,
+    /// The intermediate that signs now.
+    Intermediate,
+    /// A replaced intermediate, trusted while what it signed may still be valid.
+    PreviousIntermediate,
+}
+
+impl std::fmt::Display for CaRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            CaRole::Root => "root",
+            CaRole::PreviousRoot => "previous root",
+            CaRole::Cross => "cross",
+            CaRole::Intermediate => "intermediate",
+            CaRole::PreviousIntermediate => "previous intermediate",
+        })
+    }
+}
+
 /// The certificates of one generation (keys are read only for the current one).
 pub struct Generation {
     pub number: u32,

@@ -198,23 +198,10 @@ pub fn parse(
     }
 
     if !usage.wants_certificate() {
-        for (label, rule) in [
-            (
-                "delivery",
-                "usage `none` delivers only ca.pem into the container (`container` delivery); volume users read OUT/ca.pem",
-            ),
-            (
-                "groups",
-                "usage `none` has no certificate to bind groups to",
-            ),
-            (
-                "allow",
-                "usage `none` has no certificate, so no server to guard",
-            ),
-            ("sans", "usage `none` has no certificate to name"),
-        ] {
-            let Some(v) = labels.get(label) else { continue };
-            if label != "delivery" || !v.trim().eq_ignore_ascii_case("container") {
+        for label in super::trust_only::REFUSED_LABELS {
+            if let Some(v) = labels.get(label)
+                && let Some(rule) = super::trust_only::refusal(label, v)
+            {
                 return Err(labels.err(label, v, rule));
             }
         }

@@ -7,6 +7,23 @@ use super::container::{ContainerInfo, ContainerState};
 use super::labels::CertSpec;
 use super::plan::Copy;
 
+/// The labels a `usage=none` container may not carry (with a value that asks for a certificate).
+pub const REFUSED_LABELS: [&str; 4] = ["delivery", "groups", "allow", "sans"];
+
+/// Why `label=value` is refused on a `usage=none` container, if it is.
+pub fn refusal(label: &str, value: &str) -> Option<&'static str> {
+    Some(match label {
+        "delivery" if value.trim().eq_ignore_ascii_case("container") => return None,
+        "delivery" => {
+            "usage `none` delivers only ca.pem into the container (`container` delivery); volume users read OUT/ca.pem"
+        }
+        "groups" => "usage `none` has no certificate to bind groups to",
+        "allow" => "usage `none` has no certificate, so no server to guard",
+        "sans" => "usage `none` has no certificate to name",
+        _ => return None,
+    })
+}
+
 /// The version of a trust-only delivery: a digest of the CA bundle (`ca_version`).
 /// Returns the copies due: every accepted trust-only container whose delivered version differs.
 pub fn copies(
