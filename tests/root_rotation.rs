@@ -214,6 +214,11 @@ async fn a_root_rotation_under_load_fails_no_request_before_or_after_the_peers_r
         .exec(&d, &["test", "-e", &format!("{DIR}/key.pem")])
         .await;
     assert_ne!(code, 0, "no key for usage=none");
+    let listed = cd
+        .status()
+        .into_iter()
+        .any(|e| e["name"] == "rot-trust" && e["usage"] == "none" && e["serial"].is_null());
+    assert!(listed, "the usage=none container is in status");
 
     // Phase 1: rotate the root while clients call the peers that are not reloaded.
     let current = Arc::new(Mutex::new(first.clone()));

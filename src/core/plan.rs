@@ -224,6 +224,8 @@ pub struct Plan {
     pub attaches: Vec<Attach>,
     /// `usage=none` containers whose `ca.pem` is not the current one (see `core::trust_only`).
     pub trust_copies: Vec<Copy>,
+    /// Every `usage=none` container: (name, container name), for `status`.
+    pub trust_only: Vec<(String, String)>,
     pub refused: Vec<Refusal>,
     pub desired: BTreeMap<Identity, Desired>,
     /// Identities no container wants any more, first seen unwanted now.
@@ -447,6 +449,7 @@ pub fn plan(world: &World<'_>) -> Plan {
     }
 
     out.trust_copies = trust_only::copies(&accepted, world.copied, world.ca_version);
+    out.trust_only = trust_only::members(&accepted);
     if let Some(network) = world.proxy_network {
         for (c, spec) in &accepted {
             if spec.network && !c.networks.iter().any(|n| n == network) {

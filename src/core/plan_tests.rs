@@ -382,6 +382,7 @@ fn a_trust_only_container_gets_ca_pem_again_whenever_the_bundle_changes_and_no_c
     assert!(!p.desired.contains_key(&id("web")), "no certificate wanted");
     assert_eq!(p.trust_copies.len(), 1);
     assert!(p.trust_copies[0].running && p.trust_copies[0].reload.is_some());
+    assert_eq!(p.trust_only, [("web".to_string(), "c-t".to_string())]);
     f.copied.insert("t".into(), "ca-1".into());
     assert!(
         f.plan(std::slice::from_ref(&c), t(1))

@@ -45,3 +45,12 @@ pub fn copies(
         })
         .collect()
 }
+
+/// (name, container name) of every accepted trust-only container.
+pub fn members(accepted: &[(ContainerInfo, CertSpec)]) -> Vec<(String, String)> {
+    accepted
+        .iter()
+        .filter(|(_, spec)| !spec.usage.wants_certificate())
+        .map(|(c, spec)| (spec.name.to_string(), c.name.clone()))
+        .collect()
+}
