@@ -58,7 +58,11 @@ impl DockerActions for NoEngine {
 }
 
 fn container(i: usize, sans: &str) -> ContainerInfo {
-    let delivery = if i % 2 == 0 { "volume" } else { "container" };
+    let delivery = if i.is_multiple_of(2) {
+        "volume"
+    } else {
+        "container"
+    };
     ContainerInfo {
         id: format!("{i:064x}"),
         name: format!("svc-{i}"),
@@ -88,6 +92,7 @@ fn config(root: &std::path::Path) -> ControllerConfig {
         traefik_options: Default::default(),
         grace: Duration::from_secs(600),
         forward_auth: None,
+        rollover_spread: Duration::from_secs(900),
     }
 }
 

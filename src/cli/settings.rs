@@ -26,6 +26,7 @@ pub mod defaults {
     pub const LABEL_PREFIX: &str = "certdock";
     pub const LOG_FORMAT: &str = "text";
     pub const KEY_TYPE: &str = "ecdsa-p256";
+    pub const ROLLOVER_SPREAD: &str = "15m";
 }
 
 /// One line of `--help`: what the setting does and its default. The fields are `Option`s (so
@@ -103,6 +104,12 @@ pub struct RawSettings {
     #[arg(long, env = "CERTDOCK_ACME_EAB", global = true, value_name = "BOOL",
         help = help("New ACME accounts need an External Account Binding (`certdock token create --kind acme`): true or false", "false"))]
     pub acme_eab: Option<bool>,
+    #[arg(long, env = "CERTDOCK_ROLLOVER_SPREAD", global = true, value_name = "DURATION",
+        help = help("After a CA rotation, certificates issued under the old chain are re-issued spread over this", defaults::ROLLOVER_SPREAD))]
+    pub rollover_spread: Option<String>,
+    #[arg(long, env = "CERTDOCK_ROOT_OVERLAP", global = true, value_name = "DURATION",
+        help = help("How long a replaced root stays in ca.pem after `ca rotate --root`", "until every certificate it vouched for has expired, plus a day"))]
+    pub root_overlap: Option<String>,
     /// `[traefik.options]` in the TOML file: TLS options merged into every option certdock writes.
     #[arg(skip)]
     pub traefik: Option<toml::Table>,
@@ -166,6 +173,8 @@ pub struct Settings {
     pub acme_http_port: u16,
     pub acme_tls_port: u16,
     pub acme_eab: bool,
+    pub rollover_spread: Duration,
+    pub root_overlap: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +238,8 @@ impl RawSettings {
             acme_http_port: self.acme_http_port.or(file.acme_http_port),
             acme_tls_port: self.acme_tls_port.or(file.acme_tls_port),
             acme_eab: self.acme_eab.or(file.acme_eab),
+            rollover_spread: self.rollover_spread.or(file.rollover_spread),
+            root_overlap: self.root_overlap.or(file.root_overlap),
         }
     }
 }
@@ -278,6 +289,15 @@ impl Settings {
             defaults::RESYNC_INTERVAL,
         )?;
         let orphan_grace = duration("orphan_grace", raw.orphan_grace, defaults::ORPHAN_GRACE)?;
+        let rollover_spread = duration(
+            "rollover_spread",
+            raw.rollover_spread,
+            defaults::ROLLOVER_SPREAD,
+        )?;
+        let root_overlap = match raw.root_overlap {
+            Some(v) => Some(parse_duration(&v).map_err(|e| invalid("root_overlap", e))?),
+            None => None,
+        };
         if resync_interval < Duration::from_secs(1) {
             return Err(invalid("resync_interval", "must be at least 1s"));
         }
@@ -373,6 +393,8 @@ impl Settings {
             acme_http_port: raw.acme_http_port.unwrap_or(80),
             acme_tls_port: raw.acme_tls_port.unwrap_or(443),
             acme_eab: raw.acme_eab.unwrap_or(false),
+            rollover_spread,
+            root_overlap,
         })
     }
 
@@ -399,7 +421,10 @@ impl Settings {
     }
 
     pub fn lifetimes(&self) -> CaLifetimes {
-        CaLifetimes::default()
+        CaLifetimes {
+            root_overlap: self.root_overlap,
+            ..CaLifetimes::default()
+        }
     }
 }
 

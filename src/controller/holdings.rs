@@ -5,20 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::outputs::OutputDirs;
-use crate::ca::facts::CertFacts;
+use crate::ca::facts::{CertFacts, Signer};
 use crate::ca::issue::Issued;
 use crate::ca::keys::SecretPem;
 use crate::ca::pem::certs_from_pem;
 use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 use crate::core::plan::{Current, Failure, Identity};
-use crate::core::renew::{jitter_from_serial, renew_issued_at};
+use crate::core::renew::{jitter_from_serial, reissue_after_rollover, renew_issued_at};
 use crate::delivery::bundle::Bundle;
 use crate::store::atomic::{Mode, create_dir, write_atomic};
 
@@ -40,21 +41,32 @@ pub struct Held {
 }
 
 /// The CA bundle trusted now, read once per pass: what every held certificate's chain is
-/// checked against and what versions deliveries.
+/// checked against, what versions deliveries, and who signs since when (rollovers).
 #[derive(Debug, Clone)]
 pub struct TrustedBundle {
     /// The first 12 hex digits of the bundle's SHA-256, part of every delivery version.
     digest: String,
     certs: Vec<CertificateDer<'static>>,
+    signer: Option<Signer>,
+    /// Certificates issued before a rollover are re-issued spread over this after it.
+    rollover_spread: Duration,
 }
 
 impl TrustedBundle {
-    pub fn new(ca_pem: &str) -> Self {
+    pub fn new(ca_pem: &str, rollover_spread: Duration) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
+        let certs = certs_from_pem("bundle", ca_pem).unwrap_or_default();
         Self {
             digest: hex::encode(&digest.as_ref()[..6]),
-            certs: certs_from_pem("bundle", ca_pem).unwrap_or_default(),
+            signer: Signer::of_bundle(&certs),
+            certs,
+            rollover_spread,
         }
+    }
+
+    /// What the plan's view of a held certificate depends on besides the certificate.
+    fn key(&self) -> (String, Duration) {
+        (self.digest.clone(), self.rollover_spread)
     }
 
     /// What deliveries compare: changes with the certificate and with the CA bundle.
@@ -90,10 +102,29 @@ impl Held {
         })
     }
 
-    /// The plan's view; `bundle` is the CA bundle to trust now, which versions the delivery too.
+    /// The plan's view against `bundle`, the CA bundle trusted now (which versions the delivery
+    /// too). A certificate issued before a CA rollover is due within the bundle's rollover spread.
     pub fn current(&self, bundle: &TrustedBundle) -> Current {
-        let chain_trusted =
-            !self.chain_der.is_empty() && self.chain_der.iter().all(|c| bundle.certs.contains(c));
+        let issuer = self.chain_der.first();
+        // The issuing intermediate must still be trusted; a cross-certificate after it may
+        // leave the bundle (the overlap ended) without making the leaf untrustworthy.
+        let chain_trusted = issuer.is_some_and(|c| bundle.certs.contains(c));
+        let rolled_at = bundle
+            .signer
+            .as_ref()
+            .zip(issuer)
+            .and_then(|(signer, issuer)| {
+                signer.rolled_over_since(issuer, OffsetDateTime::from(self.not_before))
+            });
+        let renew_at = match rolled_at {
+            Some(rolled_at) => reissue_after_rollover(
+                rolled_at.into(),
+                bundle.rollover_spread,
+                jitter_from_serial(&self.serial),
+                self.renew_at,
+            ),
+            None => self.renew_at,
+        };
         Current {
             version: bundle.version(&self.serial),
             sans: self.sans.clone(),
@@ -101,7 +132,7 @@ impl Held {
             usage: self.usage,
             not_before: self.not_before,
             not_after: self.not_after,
-            renew_at: self.renew_at,
+            renew_at,
             issuer_trusted: chain_trusted,
         }
     }
@@ -120,7 +151,8 @@ impl Held {
 /// A delivery's version: the serial plus a digest of the CA bundle, so a CA rollover
 /// redelivers `ca.pem` everywhere even when the leaf stays.
 pub fn version(serial: &str, ca_pem: &str) -> String {
-    TrustedBundle::new(ca_pem).version(serial)
+    let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
+    format!("{serial}-{}", hex::encode(&digest.as_ref()[..6]))
 }
 
 /// The delivery bookkeeping, persisted as JSON.
@@ -147,8 +179,8 @@ pub struct Holdings {
     /// The plan's view of `held` (see [`Holdings::refresh_currents`]), kept between passes: a wake-up
     /// recomputes only what was stored since, or everything when the CA bundle changed.
     currents: BTreeMap<Identity, Current>,
-    /// The digest of the bundle `currents` was computed against.
-    currents_for: Option<String>,
+    /// What `currents` was computed against (see `TrustedBundle::key`).
+    currents_for: Option<(String, Duration)>,
     /// Identities stored since `currents` was brought up to date.
     stale: BTreeSet<Identity>,
     /// The ledger as last saved, so an unchanged one is neither serialised nor compared on disk.
@@ -226,10 +258,11 @@ impl Holdings {
     /// Brings the plan's view of every held certificate up to date with `bundle`: recomputed
     /// whole only when the bundle changed, otherwise only for what was stored since.
     pub fn refresh_currents(&mut self, bundle: &TrustedBundle) {
-        if self.currents_for.as_deref() != Some(bundle.digest.as_str()) {
+        let key = bundle.key();
+        if self.currents_for.as_ref() != Some(&key) {
             self.stale = self.held.keys().cloned().collect();
             self.currents.clear();
-            self.currents_for = Some(bundle.digest.clone());
+            self.currents_for = Some(key);
         }
         for id in std::mem::take(&mut self.stale) {
             if let Some(h) = self.held.get(&id) {

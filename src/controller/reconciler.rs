@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::clock::Clock;
 use super::config::ControllerConfig;
 use super::executor::{Executor, WorkResult};
-use super::holdings::{Holdings, TrustedBundle};
+use super::holdings::{Holdings, TrustedBundle, version};
 use super::retry::{FailureKind, error_policy};
 use super::status::status_entries;
 use super::store::ContainerStore;
@@ -139,7 +139,12 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         for result in results {
             delivered |= self.apply(result, now, &mut wake);
         }
-        if self.executor.attach_all(&p.attaches).await > 0 {
+        let (trusted, failed) = self
+            .executor
+            .copy_trust(&p.trust_copies, bundle, &version("ca", bundle))
+            .await;
+        self.holdings.ledger.copied.extend(trusted);
+        if self.executor.attach_all(&p.attaches).await + failed > 0 {
             wake.at(error_policy(FailureKind::Action, 0, now, now));
         }
         self.apply_orphans(cfg, &p, now);
@@ -180,8 +185,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         now: SystemTime,
     ) -> Plan {
         // Brought up to date first (it may recompute), then read beside the other holdings.
-        self.holdings.refresh_currents(&TrustedBundle::new(bundle));
+        self.holdings
+            .refresh_currents(&TrustedBundle::new(bundle, cfg.rollover_spread));
         let derived = Derived::of(&self.holdings);
+        let ca_version = version("ca", bundle);
         let traefik_client = traefik_client_spec(cfg);
         let world = World {
             containers,
@@ -197,6 +204,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             current: self.holdings.currents(),
             failures: &self.holdings.failures,
             copied: &self.holdings.ledger.copied,
+            ca_version: &ca_version,
             published: &derived.published,
             orphaned_since: &derived.orphaned,
             first_list_done: listed,

@@ -136,7 +136,10 @@ pub fn parse(
     let name = labels.name()?;
     let usage = match labels.get("usage") {
         None => Usage::BOTH,
-        Some(v) => Usage::parse(v).map_err(|e| labels.err("usage", v, e.to_string()))?,
+        // No certificate: only the trust, `ca.pem`, kept current through CA rollovers.
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Usage::NONE,
+        Some(v) => Usage::parse(v)
+            .map_err(|e| labels.err("usage", v, format!("{e}, or `none` (only ca.pem)")))?,
     };
     let ttl = ctx.ttls.resolve_str(labels.get("ttl")).map_err(|e| {
         labels.err(
@@ -191,6 +194,15 @@ pub fn parse(
         ));
     }
 
+    if !usage.wants_certificate() {
+        for label in super::trust_only::REFUSED_LABELS {
+            if let Some(v) = labels.get(label)
+                && let Some(rule) = super::trust_only::refusal(label, v)
+            {
+                return Err(labels.err(label, v, rule));
+            }
+        }
+    }
     let groups = match labels.get("groups") {
         None => BTreeSet::new(),
         Some(v) => parse_groups(v).map_err(|e| labels.err("groups", v, e.to_string()))?,
