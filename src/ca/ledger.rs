@@ -32,8 +32,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn open(state_dir: &Path) -> Result<Self, CaError> {
-        let inventory = Inventory::open(state_dir).map_err(|e| CaError::io(state_dir, e))?;
+    /// The inventory as kept at `now`: records of certificates long expired are not loaded.
+    pub fn open(state_dir: &Path, now: OffsetDateTime) -> Result<Self, CaError> {
+        let inventory = Inventory::open_live(state_dir, now.unix_timestamp())
+            .map_err(|e| CaError::io(state_dir, e))?;
         Ok(Self {
             state_dir: state_dir.to_path_buf(),
             inventory: Arc::new(Mutex::new(inventory)),
@@ -48,6 +50,32 @@ impl Ledger {
         self.commit
             .get_or_init(|| Committer::start(self.state_dir.clone(), self.inventory.clone()))
             .submit(record)
+    }
+
+    /// Compacts the inventory journal when it holds mostly long-expired records (see
+    /// [`Inventory::compact`]), so that disk, memory and start-up follow the live certificates,
+    /// not every certificate ever issued. Issuance waits only for the rewrite itself.
+    pub fn compact_if_due(&self, now: OffsetDateTime) -> Result<(), CaError> {
+        let now = now.unix_timestamp();
+        if !self.with_inventory(|inv| inv.compaction_due(now))? {
+            return Ok(());
+        }
+        let io = |e| CaError::io(&self.state_dir, e);
+        // No other process appends while the journal is rewritten; this process's writer
+        // waits for the inventory mutex.
+        let _lock = StateLock::exclusive(&self.state_dir).map_err(io)?;
+        tracing::info!("compacting the inventory");
+        let started = std::time::Instant::now();
+        let (before, after) = lock(&self.inventory, "inventory")?
+            .compact(now)
+            .map_err(io)?;
+        tracing::info!(
+            records_before = before,
+            records_after = after,
+            ms = started.elapsed().as_millis() as u64,
+            "compacted the inventory"
+        );
+        Ok(())
     }
 
     /// Runs `f` on the inventory, refreshed first (another process may have appended).

@@ -75,7 +75,7 @@ impl LocalCa {
             authority: RwLock::new(authority),
             tokens: Mutex::new(tokens),
             policy,
-            ledger: Ledger::open(state_dir)?,
+            ledger: Ledger::open(state_dir, now)?,
         })
     }
 
@@ -154,6 +154,7 @@ impl LocalCa {
     /// process (`certdock ca rotate`) changed on disk, or an overlap that ended. Returns whether
     /// the bundle or the signer changed.
     pub fn maintain(&self, now: OffsetDateTime) -> Result<bool, CaError> {
+        self.ledger.compact_if_due(now)?;
         let lifetimes = read(&self.authority, "authority")?.lifetimes();
         // Read outside the write lock: signing goes on meanwhile.
         let fresh = Authority::load(&self.state_dir, lifetimes, now)?;

@@ -64,60 +64,122 @@ pub struct Entry {
     pub revoked_at: Option<i64>,
 }
 
+/// How long a record is kept after its certificate expired. Until then a revocation of its
+/// serial still reaches the certificates renewed from it; after it, compaction drops the record
+/// (revoking a whole identity, `revoke --name`, reaches every live certificate at any time).
+pub const KEEP_EXPIRED_SECS: i64 = 24 * 3600;
+
+/// A journal is compacted once it holds this many records more than twice what is kept.
+const COMPACT_SLACK: usize = 10_000;
+
 /// The inventory of one state directory.
 pub struct Inventory {
     journal: Journal<Record>,
     by_serial: HashMap<String, Entry>,
+    /// Records in the journal file, kept or not: what compaction would save.
+    in_file: usize,
+    /// Records of certificates expired before this (Unix seconds) are not indexed.
+    drop_before: i64,
 }
 
 impl Inventory {
+    /// Every record of the state directory's journal, however old.
     pub fn open(state_dir: &Path) -> io::Result<Self> {
-        let (journal, records) = Journal::open(&state_dir.join("inventory.log"))?;
+        Self::open_live(state_dir, i64::MIN)
+    }
+
+    /// The records still worth keeping at `now` (see [`KEEP_EXPIRED_SECS`]); the journal is
+    /// read one record at a time, so a long history costs neither memory nor start-up.
+    pub fn open_live(state_dir: &Path, now: i64) -> io::Result<Self> {
         let mut inv = Self {
-            journal,
+            // Opened to create it; read by `reload`.
+            journal: Journal::open_unread(&state_dir.join("inventory.log"))?,
             by_serial: HashMap::new(),
+            in_file: 0,
+            drop_before: now.saturating_sub(KEEP_EXPIRED_SECS),
         };
-        inv.apply(records);
+        inv.reload()?;
         Ok(inv)
     }
 
+    fn reload(&mut self) -> io::Result<()> {
+        self.by_serial.clear();
+        self.in_file = 0;
+        let path = self.journal.path().to_path_buf();
+        let (by_serial, in_file, drop_before) =
+            (&mut self.by_serial, &mut self.in_file, self.drop_before);
+        // Applied record by record: a long journal is never whole in memory.
+        self.journal =
+            Journal::open_each(&path, |r| apply_one(by_serial, in_file, drop_before, r))?;
+        Ok(())
+    }
+
+    /// Indexes records this process wrote; `in_file` counts them when they are read back.
     fn apply(&mut self, records: Vec<Record>) {
+        let mut uncounted = 0;
         for r in records {
-            match r {
-                Record::Issued(rec) => {
-                    self.by_serial.insert(
-                        rec.serial.clone(),
-                        Entry {
-                            record: rec,
-                            revoked_at: None,
-                        },
-                    );
-                }
-                Record::Revoked { serial, at } => {
-                    if let Some(e) = self.by_serial.get_mut(&serial) {
-                        e.revoked_at.get_or_insert(at);
-                    }
-                }
-            }
+            apply_one(&mut self.by_serial, &mut uncounted, self.drop_before, r);
         }
     }
 
     /// Catches up with records other processes appended (e.g. `certdock revoke` while `run` runs).
     pub fn refresh(&mut self) -> io::Result<()> {
-        match self.journal.refresh()? {
-            Some(new) => self.apply(new),
-            None => {
-                let (journal, all) = Journal::open(self.journal_path())?;
-                self.journal = journal;
-                self.by_serial.clear();
-                self.apply(all);
-            }
+        let (by_serial, in_file, drop_before) =
+            (&mut self.by_serial, &mut self.in_file, self.drop_before);
+        if self
+            .journal
+            .refresh_each(|r| apply_one(by_serial, in_file, drop_before, r))?
+        {
+            Ok(())
+        } else {
+            // Replaced (compacted by another process, or a restored state directory).
+            self.reload()
         }
-        Ok(())
     }
 
-    fn journal_path(&self) -> &Path {
-        self.journal.path()
+    /// Whether the journal (as of the last refresh) holds so many records of long-expired
+    /// certificates that [`Inventory::compact`] is worth its write.
+    pub fn compaction_due(&self, now: i64) -> bool {
+        let cutoff = now.saturating_sub(KEEP_EXPIRED_SECS);
+        self.in_file > COMPACT_SLACK
+            && self.in_file
+                > 2 * self
+                    .by_serial
+                    .values()
+                    .filter(|e| e.record.not_after >= cutoff)
+                    .count()
+                    + COMPACT_SLACK
+    }
+
+    /// Rewrites the journal with only what is kept at `now`: certificates not expired for
+    /// longer than [`KEEP_EXPIRED_SECS`], each with its revocation. The caller holds the state
+    /// lock exclusively, so no other process appends meanwhile. Atomic (a new file renamed over
+    /// the old): a crash at any instant leaves the old journal or the new one, both with every
+    /// kept record. Returns (records before, records after).
+    pub fn compact(&mut self, now: i64) -> io::Result<(usize, usize)> {
+        self.refresh()?;
+        let before = self.in_file;
+        self.drop_before = self.drop_before.max(now.saturating_sub(KEEP_EXPIRED_SECS));
+        let cutoff = self.drop_before;
+        self.by_serial.retain(|_, e| e.record.not_after >= cutoff);
+        let mut kept: Vec<&Entry> = self.by_serial.values().collect();
+        // Issue order survives compaction (oldest first), as a reader of the journal expects.
+        kept.sort_by(|a, b| {
+            (a.record.not_before, &a.record.serial).cmp(&(b.record.not_before, &b.record.serial))
+        });
+        let mut records = Vec::with_capacity(kept.len() + 16);
+        for e in kept {
+            records.push(Record::Issued(e.record.clone()));
+            if let Some(at) = e.revoked_at {
+                records.push(Record::Revoked {
+                    serial: e.record.serial.clone(),
+                    at,
+                });
+            }
+        }
+        self.journal.compact(&records)?;
+        self.in_file = records.len();
+        Ok((before, self.in_file))
     }
 
     /// Writes issued records without waiting for the disk (the group commit, `ca::commit`,
@@ -182,6 +244,35 @@ impl Inventory {
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.by_serial.values()
+    }
+}
+
+/// Adds one journal record to the index; records of certificates expired before `drop_before`
+/// are only counted.
+fn apply_one(
+    by_serial: &mut HashMap<String, Entry>,
+    in_file: &mut usize,
+    drop_before: i64,
+    r: Record,
+) {
+    *in_file += 1;
+    match r {
+        Record::Issued(rec) => {
+            if rec.not_after < drop_before {
+                return;
+            }
+            // Idempotent: a record read back from the file after the writer's own apply (or
+            // the other way round) keeps any revocation already seen.
+            by_serial.entry(rec.serial.clone()).or_insert(Entry {
+                record: rec,
+                revoked_at: None,
+            });
+        }
+        Record::Revoked { serial, at } => {
+            if let Some(e) = by_serial.get_mut(&serial) {
+                e.revoked_at.get_or_insert(at);
+            }
+        }
     }
 }
 
@@ -260,6 +351,75 @@ mod tests {
             inv.revoked_unexpired(100).len(),
             0,
             "expired revocations leave the CRL"
+        );
+    }
+
+    fn valid_until(serial: &str, not_after: i64) -> IssuedRecord {
+        let mut r = rec(serial);
+        r.not_before = not_after - 100;
+        r.not_after = not_after;
+        r
+    }
+
+    #[test]
+    fn compaction_keeps_what_lives_with_its_revocation_and_other_readers_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * KEEP_EXPIRED_SECS;
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        let mut reader = Inventory::open(dir.path()).unwrap();
+        let dead: Vec<_> = (0..3 * COMPACT_SLACK)
+            .map(|i| valid_until(&format!("d{i}"), now - KEEP_EXPIRED_SECS - 1))
+            .collect();
+        record_issued(&mut inv, dead);
+        record_issued(
+            &mut inv,
+            vec![
+                valid_until("live", now + 100),
+                valid_until("recent", now - 10),
+                valid_until("gone", now + 100),
+            ],
+        );
+        assert!(inv.record_revoked("gone", now - 5).unwrap());
+        inv.refresh().unwrap();
+        assert!(inv.compaction_due(now));
+        assert_eq!(inv.compact(now).unwrap(), (3 * COMPACT_SLACK + 4, 4));
+        assert!(!inv.compaction_due(now));
+        assert_eq!(inv.len(), 3, "live, recently expired (lineage), revoked");
+        assert_eq!(inv.get("gone").unwrap().revoked_at, Some(now - 5));
+        assert!(inv.get("d0").is_none());
+        // Another process's handle sees the replaced journal and reloads it.
+        reader.refresh().unwrap();
+        assert_eq!(reader.len(), 3);
+        assert_eq!(reader.get("gone").unwrap().revoked_at, Some(now - 5));
+        // Appends after a compaction land in the new journal.
+        record_issued(&mut inv, vec![valid_until("next", now + 100)]);
+        let reopened = Inventory::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 4);
+    }
+
+    #[test]
+    fn opening_at_a_time_skips_long_expired_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * KEEP_EXPIRED_SECS;
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        record_issued(
+            &mut inv,
+            vec![
+                valid_until("old", now - KEEP_EXPIRED_SECS - 1),
+                valid_until("new", now + 1),
+            ],
+        );
+        assert!(
+            inv.record_revoked("old", now - KEEP_EXPIRED_SECS - 5)
+                .unwrap()
+        );
+        let live = Inventory::open_live(dir.path(), now).unwrap();
+        assert_eq!(live.len(), 1);
+        assert!(live.get("new").is_some());
+        assert_eq!(
+            Inventory::open(dir.path()).unwrap().len(),
+            2,
+            "open keeps all"
         );
     }
 }

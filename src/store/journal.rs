@@ -6,7 +6,7 @@
 //! share a journal: writers hold the state lock, readers catch up with [`Journal::refresh`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -27,17 +27,30 @@ pub struct Journal<T> {
 impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Opens (creating, mode 0600) the journal and returns every complete record in it.
     pub fn open(path: &Path) -> io::Result<(Self, Vec<T>)> {
+        let mut records = Vec::new();
+        let journal = Self::open_each(path, |r| records.push(r))?;
+        Ok((journal, records))
+    }
+
+    /// Opens (creating) the journal without reading it.
+    pub fn open_unread(path: &Path) -> io::Result<Self> {
         let file = Self::open_file(path)?;
         let ino = file.metadata()?.ino();
-        let mut journal = Self {
+        Ok(Self {
             path: path.to_path_buf(),
             file,
             read_to: 0,
             ino,
             _records: PhantomData,
-        };
-        let records = journal.read_new()?;
-        Ok((journal, records))
+        })
+    }
+
+    /// Opens the journal and hands every complete record to `each`, one at a time: a long
+    /// journal is never all in memory at once.
+    pub fn open_each(path: &Path, each: impl FnMut(T)) -> io::Result<Self> {
+        let mut journal = Self::open_unread(path)?;
+        journal.read_each(each)?;
+        Ok(journal)
     }
 
     fn open_file(path: &Path) -> io::Result<File> {
@@ -80,10 +93,18 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// When the file was replaced (a restored state directory) it returns `Ok(None)`: reload
     /// everything.
     pub fn refresh(&mut self) -> io::Result<Option<Vec<T>>> {
+        let mut records = Vec::new();
+        Ok(self.refresh_each(|r| records.push(r))?.then_some(records))
+    }
+
+    /// [`Journal::refresh`], one record at a time; false when the file was replaced (nothing
+    /// was read: reload everything).
+    pub fn refresh_each(&mut self, each: impl FnMut(T)) -> io::Result<bool> {
         if self.reopen_if_replaced()? {
-            return Ok(None);
+            return Ok(false);
         }
-        self.read_new().map(Some)
+        self.read_each(each)?;
+        Ok(true)
     }
 
     /// Replaces the journal with exactly `records` (atomically: temp file, fsync, rename), for
@@ -124,28 +145,32 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         Ok(last[0] == b'\n')
     }
 
-    fn read_new(&mut self) -> io::Result<Vec<T>> {
+    fn read_each(&mut self, mut each: impl FnMut(T)) -> io::Result<()> {
         let mut f = &self.file;
         f.seek(SeekFrom::Start(self.read_to))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        // Only whole lines count: a line without its newline is being written, or was torn.
-        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut out = Vec::new();
-        for line in buf[..complete].split(|&b| b == b'\n') {
-            if line.is_empty() {
+        let mut reader = BufReader::with_capacity(64 * 1024, f);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            // Only whole lines count: a line without its newline is being written, or was torn.
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            self.read_to += n as u64;
+            let record = &line[..n - 1];
+            if record.is_empty() {
                 continue;
             }
-            match serde_json::from_slice(line) {
-                Ok(r) => out.push(r),
+            match serde_json::from_slice(record) {
+                Ok(r) => each(r),
                 // A torn record later sealed by a newline: skip it, keep the rest.
                 Err(e) => {
                     tracing::warn!(journal = %self.path.display(), error = %e, "skipping an unreadable journal line")
                 }
             }
         }
-        self.read_to += complete as u64;
-        Ok(out)
+        Ok(())
     }
 }
 
