@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # certdock's benchmarks (issue 7), each figure beside its peer or ceiling measured in the same run.
 #
-#   scripts/bench.sh [all|ca|api|controller|footprint|cli] ...
+#   scripts/bench.sh [all|ca|api|controller|footprint|cli|forwardauth|wakeup|inventory] ...
 #
 # ca          CA core issuances/s (P-256, Ed25519; 1 thread, all cores) vs `openssl speed`
 # api         POST /v1/sign and /v1/renew over keep-alive mTLS vs `cfssl serve`, same CSR,
@@ -9,6 +9,8 @@
 # controller  Docker event → files delivered; bursts of N containers; startup resync (Docker)
 # footprint   RSS: idle `serve`, idle `run`, and N managed certificates (simulated controller)
 # cli         whole issuance as a user does it: `certdock issue` vs openssl genpkey+req+x509
+# wakeup      one controller wake-up (a whole reconcile pass) at 100 and 1,000 identities
+# inventory   start-up and idle RSS after a long history vs the live set; issuance during compaction
 # forwardauth GET /v1/forward-auth/NAME (the decision Traefik asks for on every request) beside
 #             GET /health on the same server, same load generator and connections (Docker)
 #
@@ -75,6 +77,11 @@ group_footprint() {
     fi
     rm -rf "$W"
     cargo bench --bench footprint -- 100 1000
+}
+
+# Issue 17.2: one whole reconcile pass at 100 and 1,000 identities (benches/wakeup.rs).
+group_wakeup() {
+    cargo bench --bench wakeup -- 100 1000
 }
 
 group_controller() {
@@ -292,12 +299,58 @@ group_forwardauth() {
     done
 }
 
+# Issue 17.5: memory and start-up follow the live certificates, not the history. A state directory
+# whose inventory holds HISTORY records (default 1,000,000) of which 1,000 are alive, as an older
+# release that never compacted leaves it, against the same 1,000 alone (the live-set figures).
+group_inventory() {
+    build
+    local history=${BENCH_HISTORY:-1000000}
+    echo "# inventory: start-up and idle RSS after $history issuances of which 1,000 are alive"; machine
+    local W; W=$(mktemp -d)
+    for kind in live history; do
+        "$BIN" init --state-dir "$W/$kind" >/dev/null 2>&1
+        python3 - "$W/$kind/inventory.log" "$kind" "$history" <<'PY'
+import sys, time
+path, kind, history = sys.argv[1], sys.argv[2], int(sys.argv[3])
+now = int(time.time())
+line = '{"kind":"issued","serial":"%s","name":"svc-%d","sans":["svc-%d.internal"],"usage":"server,client","not_before":%d,"not_after":%d,"requester":"controller"}\n'
+with open(path, "w") as f:
+    if kind == "history":
+        # A year of hourly certificates, long expired.
+        for i in range(history - 1000):
+            t = now - 2 * 86400 - (history - i) * 30
+            f.write(line % ("%032x" % (i + 1), i % 500, i % 500, t - 3600, t))
+    for i in range(1000):
+        f.write(line % ("ff%030x" % i, i, i, now - 600, now + 3000))
+PY
+    done
+    ls -l "$W/history/inventory.log" | awk '{printf "inventory.log with history: %.1f MB\n", $5/1e6}'
+    start() { # start STATE LABEL: time to /health, RSS after 5 s, then stop
+        local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        local t0; t0=$(date +%s%N)
+        "$BIN" --log-format json serve --state-dir "$1" --listen "127.0.0.1:$port" --api-name localhost,127.0.0.1 2>"$1.log" &
+        local pid=$!
+        until curl -sk -o /dev/null "https://127.0.0.1:$port/health"; do sleep 0.005; done
+        local t1; t1=$(date +%s%N)
+        sleep 5
+        echo "inventory $2: ready_ms=$(( (t1 - t0) / 1000000 )) $(grep -E 'VmRSS|VmHWM' /proc/$pid/status | tr -s ' \t' ' ' | tr '\n' ' ')records=$(wc -l <"$1/inventory.log") $(grep -o '"records_before":[0-9]*,"records_after":[0-9]*,"ms":[0-9]*' "$1.log" || true)"
+        kill $pid; wait $pid 2>/dev/null || true
+    }
+    for r in $(seq "$RUNS"); do
+        start "$W/live" "run $r live set only (1,000 records)"
+        [ "$r" = 1 ] && start "$W/history" "run $r first start over the history (then compacts)"
+        start "$W/history" "run $r restart after the compaction"
+    done
+    rm -rf "$W"
+    cargo bench --bench compaction
+}
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(all)
-[ "${groups[0]}" = all ] && groups=(ca api controller footprint cli forwardauth)
+[ "${groups[0]}" = all ] && groups=(ca api controller footprint cli forwardauth wakeup inventory)
 for g in "${groups[@]}"; do
     case $g in
-        ca|api|controller|footprint|cli|forwardauth) "group_$g" 2>&1 | tee "bench-results/$g-$STAMP.txt" ;;
-        *) echo "unknown group $g (ca api controller footprint cli forwardauth)" >&2; exit 2 ;;
+        ca|api|controller|footprint|cli|forwardauth|wakeup|inventory) "group_$g" 2>&1 | tee "bench-results/$g-$STAMP.txt" ;;
+        *) echo "unknown group $g (ca api controller footprint cli forwardauth wakeup inventory)" >&2; exit 2 ;;
     esac
 done

@@ -15,6 +15,7 @@ use super::facts::CertFacts;
 use super::locks::lock;
 use super::pem::parse_cert;
 use crate::store::inventory::{Inventory, IssuedRecord};
+use crate::store::journal::Compaction;
 use crate::store::lock::StateLock;
 
 /// Bound on the verification cache; past it the set starts over (it is only a cache).
@@ -61,13 +62,18 @@ impl Ledger {
             return Ok(());
         }
         let io = |e| CaError::io(&self.state_dir, e);
-        // No other process appends while the journal is rewritten; this process's writer
-        // waits for the inventory mutex.
-        let _lock = StateLock::exclusive(&self.state_dir).map_err(io)?;
-        tracing::info!("compacting the inventory");
         let started = std::time::Instant::now();
+        tracing::info!("compacting the inventory");
+        // First half without any lock held while writing: issuance goes on.
+        let (records, base) = lock(&self.inventory, "inventory")?
+            .compaction_records(now)
+            .map_err(io)?;
+        let prepared = Compaction::write(base, &records).map_err(io)?;
+        // Second half: no other process appends, and this process's writer waits (it takes
+        // the state lock, then the inventory), while the tail is carried over and renamed.
+        let _lock = StateLock::exclusive(&self.state_dir).map_err(io)?;
         let (before, after) = lock(&self.inventory, "inventory")?
-            .compact(now)
+            .finish_compaction(prepared, records.len())
             .map_err(io)?;
         tracing::info!(
             records_before = before,

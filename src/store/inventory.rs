@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::Journal;
+use super::journal::{Compaction, CompactionBase, Journal};
 use super::requester::Requester;
 use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
@@ -151,14 +151,12 @@ impl Inventory {
                     + COMPACT_SLACK
     }
 
-    /// Rewrites the journal with only what is kept at `now`: certificates not expired for
-    /// longer than [`KEEP_EXPIRED_SECS`], each with its revocation. The caller holds the state
-    /// lock exclusively, so no other process appends meanwhile. Atomic (a new file renamed over
-    /// the old): a crash at any instant leaves the old journal or the new one, both with every
-    /// kept record. Returns (records before, records after).
-    pub fn compact(&mut self, now: i64) -> io::Result<(usize, usize)> {
+    /// The first half of a compaction (see [`Journal::compaction_base`]): what is kept at
+    /// `now` (certificates not expired for longer than [`KEEP_EXPIRED_SECS`], each with its
+    /// revocation), to be written by [`Compaction::write`] without this inventory's lock, while
+    /// issuance goes on; the caller takes it back with the state lock for the second half.
+    pub fn compaction_records(&mut self, now: i64) -> io::Result<(Vec<Record>, CompactionBase)> {
         self.refresh()?;
-        let before = self.in_file;
         self.drop_before = self.drop_before.max(now.saturating_sub(KEEP_EXPIRED_SECS));
         let cutoff = self.drop_before;
         self.by_serial.retain(|_, e| e.record.not_after >= cutoff);
@@ -177,9 +175,26 @@ impl Inventory {
                 });
             }
         }
-        self.journal.compact(&records)?;
-        self.in_file = records.len();
+        Ok((records, self.journal.compaction_base()))
+    }
+
+    /// The second half, the state lock held: what was appended since is carried over and the
+    /// new journal renamed into place. Returns (records before, records after).
+    pub fn finish_compaction(&mut self, c: Compaction, kept: usize) -> io::Result<(usize, usize)> {
+        let before = self.in_file;
+        let carried = self.journal.finish_compaction(c)?;
+        self.in_file = kept;
+        for r in carried {
+            apply_one(&mut self.by_serial, &mut self.in_file, self.drop_before, r);
+        }
         Ok((before, self.in_file))
+    }
+
+    /// Both halves at once, for a caller that holds the state lock throughout.
+    pub fn compact(&mut self, now: i64) -> io::Result<(usize, usize)> {
+        let (records, base) = self.compaction_records(now)?;
+        let c = Compaction::write(base, &records)?;
+        self.finish_compaction(c, records.len())
     }
 
     /// Writes issued records without waiting for the disk (the group commit, `ca::commit`,
@@ -421,5 +436,35 @@ mod tests {
             2,
             "open keeps all"
         );
+    }
+
+    #[test]
+    fn what_another_process_appends_during_a_compaction_is_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * KEEP_EXPIRED_SECS;
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        let mut other = Inventory::open(dir.path()).unwrap();
+        record_issued(
+            &mut inv,
+            vec![
+                valid_until("dead", now - KEEP_EXPIRED_SECS - 1),
+                valid_until("live", now + 100),
+            ],
+        );
+        let (records, base) = inv.compaction_records(now).unwrap();
+        let prepared = Compaction::write(base, &records).unwrap();
+        // Meanwhile another process issues and revokes.
+        other.refresh().unwrap();
+        record_issued(&mut other, vec![valid_until("late", now + 100)]);
+        assert!(other.record_revoked("live", now).unwrap());
+        let (_, after) = inv.finish_compaction(prepared, records.len()).unwrap();
+        assert_eq!(after, 3, "live, late, and the revocation");
+        assert_eq!(inv.get("live").unwrap().revoked_at, Some(now));
+        assert!(inv.get("late").is_some());
+        let reopened = Inventory::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert!(reopened.get("dead").is_none());
+        assert_eq!(reopened.get("live").unwrap().revoked_at, Some(now));
+        assert!(!dir.path().join("inventory.compacting").exists());
     }
 }

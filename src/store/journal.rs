@@ -14,6 +14,51 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Where a compaction starts (see [`Journal::compaction_base`]).
+pub struct CompactionBase {
+    tmp: PathBuf,
+    from: u64,
+    ino: u64,
+}
+
+/// A compaction between its two halves (see [`Journal::compaction_base`]).
+pub struct Compaction {
+    tmp: PathBuf,
+    file: File,
+    /// Where in the old journal the records written to `file` end.
+    from: u64,
+    /// The old journal's inode: another process must not have replaced it meanwhile.
+    ino: u64,
+    len: u64,
+}
+
+impl Compaction {
+    /// The first half: `records` (standing for the journal up to `base`) to a new file beside
+    /// it, fsynced, while appends go on.
+    pub fn write<T: Serialize>(base: CompactionBase, records: &[T]) -> io::Result<Compaction> {
+        let mut buf = Vec::with_capacity(records.len() * 256);
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&base.tmp)?;
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        Ok(Compaction {
+            tmp: base.tmp,
+            file,
+            from: base.from,
+            ino: base.ino,
+            len: buf.len() as u64,
+        })
+    }
+}
+
 pub struct Journal<T> {
     path: PathBuf,
     file: File,
@@ -124,6 +169,55 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where a compaction of what was read so far starts: records that stand for everything up
+    /// to here go to [`Compaction::write`] (no lock needed); [`Journal::finish_compaction`] then
+    /// carries over what was appended since and renames the new file into place.
+    pub fn compaction_base(&self) -> CompactionBase {
+        CompactionBase {
+            tmp: self.path.with_extension("compacting"),
+            from: self.read_to,
+            ino: self.ino,
+        }
+    }
+
+    /// The second half, with the state lock held (no writer appends meanwhile): copies the
+    /// whole records appended since the first half, fsyncs, and renames the new file over the
+    /// journal. A crash before the rename leaves the old journal, after it the new one; either
+    /// holds every record. Returns the records carried over (this reader may not have read
+    /// them yet: another process's, appended since).
+    pub fn finish_compaction(&mut self, mut c: Compaction) -> io::Result<Vec<T>> {
+        let result = (|| {
+            if std::fs::metadata(&self.path)?.ino() != c.ino {
+                return Err(io::Error::other(
+                    "the journal was replaced during its compaction",
+                ));
+            }
+            let mut tail = Vec::new();
+            let mut f = &self.file;
+            f.seek(SeekFrom::Start(c.from))?;
+            f.read_to_end(&mut tail)?;
+            // Only whole records: nobody writes now, so a line without its newline is torn.
+            let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let tail = &tail[..whole];
+            c.file.write_all(tail)?;
+            c.file.sync_data()?;
+            std::fs::rename(&c.tmp, &self.path)?;
+            super::atomic::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+            self.file = Self::open_file(&self.path)?;
+            self.ino = self.file.metadata()?.ino();
+            self.read_to = c.len + tail.len() as u64;
+            Ok(tail
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| serde_json::from_slice(l).ok())
+                .collect())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&c.tmp);
+        }
+        result
     }
 
     fn reopen_if_replaced(&mut self) -> io::Result<bool> {
