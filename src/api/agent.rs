@@ -39,6 +39,7 @@ pub struct AgentListener {
     local_addr: SocketAddr,
     config: watch::Receiver<Arc<ServerConfig>>,
     router: Router,
+    limits: super::limits::Limits,
     tls: AgentTls,
 }
 
@@ -75,6 +76,7 @@ impl AgentListener {
             local_addr,
             config: handles.config,
             router,
+            limits: config.limits,
             tls,
         })
     }
@@ -87,7 +89,14 @@ impl AgentListener {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr, "agent forward-auth listening");
         let upkeep = tokio::spawn(self.tls.upkeep());
-        serve_tls(self.listener, self.config, self.router, shutdown).await;
+        serve_tls(
+            self.listener,
+            self.config,
+            self.router,
+            self.limits,
+            shutdown,
+        )
+        .await;
         upkeep.abort();
     }
 }

@@ -32,6 +32,8 @@ pub enum ApiError {
     Usage(#[from] UsageError),
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive in time (--body-timeout); the connection is closed")]
+    BodyTimeout,
     #[error("no such endpoint")]
     NotFound,
     #[error("this endpoint does not answer that method")]
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
             ApiError::Usage(_) => (S::BAD_REQUEST, "bad_usage"),
             ApiError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyTimeout => (S::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "ca_unavailable"),

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
+use super::conns::is_body_timeout;
 use super::error::{ApiError, ErrorCode};
 use super::forward_auth::{self, ForwardAuthState};
 use super::session::Sessions;
@@ -127,9 +128,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("worker task: {e}")))?
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit: BODY_LIMIT },
+        _ if is_body_timeout(&r) => ApiError::BodyTimeout,
         _ => ApiError::BadRequest(r.body_text()),
     })
 }

@@ -2,9 +2,11 @@
 
 pub mod agent;
 pub mod agent_feed;
+pub mod conns;
 pub mod error;
 pub mod forward_auth;
 pub mod handlers;
+pub mod limits;
 mod page;
 pub mod server;
 pub mod session;
@@ -14,4 +16,5 @@ mod ui;
 
 pub use error::ApiError;
 pub use handlers::{BODY_LIMIT, PeerCert};
+pub use limits::Limits;
 pub use server::{ApiConfig, ApiServer, ServeError, run_api};

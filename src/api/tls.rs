@@ -322,6 +322,7 @@ mod tests {
                 eab: false,
                 fallback_authority: "ca.test:8443".into(),
             },
+            limits: Default::default(),
         };
         let ca = LocalCa::open(
             dir.path(),

@@ -245,6 +245,10 @@ pub fn print_settings(s: &Settings) -> CmdResult {
         "label_prefix": s.label_prefix,
         "log_format": format!("{:?}", s.log_format).to_lowercase(),
         "key_type": s.key_type.to_string(),
+        "handshake_timeout": fmt_duration(s.handshake_timeout),
+        "header_timeout": fmt_duration(s.header_timeout),
+        "body_timeout": fmt_duration(s.body_timeout),
+        "max_connections": s.max_connections,
     });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())

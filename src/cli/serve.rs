@@ -19,6 +19,7 @@ pub fn api_config(s: &Settings) -> ApiConfig {
         names: s.api_names.clone(),
         key_type: s.key_type,
         acme: s.acme(),
+        limits: s.limits(),
     }
 }
 
