@@ -98,6 +98,7 @@ impl ApiError {
                 CaError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
                 CaError::Revoked { .. } => (S::FORBIDDEN, "revoked"),
                 CaError::UnknownCertificate { .. } => (S::FORBIDDEN, "unknown_certificate"),
+                CaError::NoLiveCertificate { .. } => (S::NOT_FOUND, "unknown_identity"),
                 _ => (S::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),

@@ -23,7 +23,7 @@ use super::error::{ApiError, ErrorCode};
 use super::forward_auth::{self, ForwardAuthState};
 use super::session::Sessions;
 use super::tls::ApiCert;
-use crate::ca::authorize::{CsrAsk, Remote, Revoker};
+use crate::ca::authorize::{CsrAsk, Remote, RevokeTarget, Revoker};
 use crate::ca::csr::Csr;
 use crate::ca::issue::SignedCert;
 use crate::ca::local::{LocalCa, normalize_serial};
@@ -332,32 +332,64 @@ async fn renew(
     Ok(Json(cert_response(&signed)))
 }
 
-/// Revokes a serial on the authority of an `admin` token, or of the very certificate being
-/// revoked (on this connection).
+/// Revokes a serial (and what was renewed from it) on the authority of an `admin` token, an
+/// admin's certificate or the very certificate being revoked (on this connection); or every
+/// live certificate of an identity (`{"name": …}`), for admins only.
 async fn revoke(
     State(st): State<AppState>,
     Credentialed(credential, req): Credentialed<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let serial = normalize_serial(&req.serial)
-        .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?;
+    let target = match (&req.serial, &req.name) {
+        (Some(serial), None) => Target::Serial(
+            normalize_serial(serial)
+                .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?,
+        ),
+        (None, Some(name)) if !name.trim().is_empty() => Target::Identity(name.trim().into()),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of `serial` (hex) and `name` (an identity)".into(),
+            ));
+        }
+    };
     let ca = st.ca.clone();
-    let serial = blocking(move || {
+    let (target, serials) = blocking(move || {
         let now = OffsetDateTime::now_utc();
         let who = match &credential {
             Credential::Token(token) => Revoker::AdminToken(token),
             Credential::Certificate(der) => Revoker::Itself(der),
         };
-        ca.authorize_revoke(who, &serial, now)?;
-        ca.revoke(&serial, now)?;
-        Ok(serial)
+        let serials = match &target {
+            Target::Serial(serial) => {
+                ca.authorize_revoke(who, RevokeTarget::Serial(serial), now)?;
+                ca.revoke(serial, now)?
+            }
+            Target::Identity(name) => {
+                ca.authorize_revoke(who, RevokeTarget::Identity(name), now)?;
+                ca.revoke_name(name, now)?
+            }
+        };
+        tracing::info!(?serials, "revoked");
+        Ok((target, serials))
     })
     .await?;
-    // Forward-auth refuses it from the next request on, not from the next refresh.
+    // Forward-auth refuses them from the next request on, not from the next refresh.
     forward_auth::follow_local_ca_once(&st.ca, &st.forward_auth.decider).await;
+    let (serial, name) = match target {
+        Target::Serial(s) => (Some(s), None),
+        Target::Identity(n) => (None, Some(n)),
+    };
     Ok(Json(RevokeResponse {
         serial,
+        name,
         revoked: true,
+        serials,
     }))
+}
+
+/// What a revoke request names, checked.
+enum Target {
+    Serial(String),
+    Identity(String),
 }
 
 /// The answer of sign and renew: PEM strings, the serial in hex and not-after in RFC 3339.

@@ -123,6 +123,11 @@ impl ServedCert {
         })
     }
 
+    /// The serial of the certificate served now, if there is one.
+    pub(crate) fn serial(&self) -> Option<String> {
+        self.cert_tx.borrow().as_ref().map(|c| c.serial.clone())
+    }
+
     /// The expiry of the certificate served now, if there is one.
     pub(crate) fn not_after(&self) -> Option<SystemTime> {
         self.cert_tx.borrow().as_ref().map(|c| c.not_after.into())
@@ -199,16 +204,25 @@ impl TlsState {
     }
 
     /// Renews the API certificate at two thirds of its life (with jitter; failures retried
-    /// with backoff, never past expiry) and rebuilds the client verifier whenever the CA
-    /// bundle changes (intermediate rollover). Runs until dropped.
+    /// with backoff, never past expiry), at once when it is revoked, and rebuilds the client
+    /// verifier whenever the CA bundle changes (intermediate rollover). Runs until dropped.
     pub async fn upkeep(mut self) {
         let mut failures = 0u32;
         let mut due = self.served.renewal_due().unwrap_or_else(SystemTime::now);
+        let mut revocations = self.ca.revocations();
         loop {
             let now = SystemTime::now();
             let wake = due.min(now + BUNDLE_CHECK);
-            tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
+            tokio::select! {
+                () = tokio::time::sleep(wake.duration_since(now).unwrap_or_default()) => {}
+                // The ledger lives as long as the CA this task holds: never closed.
+                _ = revocations.changed() => {}
+            }
             self.refresh_verifier();
+            if self.served_is_revoked() {
+                tracing::warn!("the API certificate was revoked; replacing it now");
+                due = SystemTime::now();
+            }
             if SystemTime::now() < due {
                 continue;
             }
@@ -225,6 +239,21 @@ impl TlsState {
                     due = retry_after(failures, SystemTime::now(), not_after);
                     failures = failures.saturating_add(1);
                 }
+            }
+        }
+    }
+
+    /// Whether the certificate served now is revoked (by this process or another one, such
+    /// as `certdock revoke`, seen at the next periodic check).
+    fn served_is_revoked(&self) -> bool {
+        let Some(serial) = self.served.serial() else {
+            return false;
+        };
+        match self.ca.is_revoked(&serial) {
+            Ok(revoked) => revoked,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the inventory to check the API certificate");
+                false
             }
         }
     }

@@ -218,10 +218,29 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
     Ok(())
 }
 
-pub fn revoke(s: &Settings, serial: &str) -> CmdResult {
+/// `certdock revoke SERIAL` or `certdock revoke --name NAME`: prints every serial revoked,
+/// one a line (the one asked first; then those renewed from it).
+pub fn revoke(s: &Settings, serial: Option<String>, name: Option<String>) -> CmdResult {
     let ca = open_existing(s)?;
-    ca.revoke(serial, OffsetDateTime::now_utc())?;
-    eprintln!("revoked {serial}");
+    let now = OffsetDateTime::now_utc();
+    let (what, serials) = match (serial, name) {
+        (Some(serial), _) => {
+            let serials = ca.revoke(&serial, now)?;
+            (format!("certificate {serial}"), serials)
+        }
+        (None, Some(name)) => {
+            let serials = ca.revoke_name(&name, now)?;
+            (format!("identity {name}"), serials)
+        }
+        (None, None) => return Err("give a SERIAL or --name NAME".into()),
+    };
+    for serial in &serials {
+        println!("{serial}");
+    }
+    eprintln!(
+        "revoked {what}: {} certificate(s); the CRL lists them from now on",
+        serials.len()
+    );
     Ok(())
 }
 
