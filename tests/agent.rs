@@ -212,7 +212,15 @@ fn an_agent_with_a_sign_token_stops_at_once_and_the_token_is_not_spent() {
     let body = common::body_file(d, "sign", &serde_json::json!({ "csr": csr }));
     let auth = format!("Authorization: Bearer {token}");
     let (code, answer) = serve.curl(
-        &["/v1/sign", "-H", &auth, "--data", &format!("@{}", s(&body))],
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("@{}", s(&body)),
+        ],
         &[],
     );
     assert_eq!(code, 200, "{answer}");

@@ -30,6 +30,10 @@ pub enum ApiError {
     Ttl(#[from] TtlError),
     #[error(transparent)]
     Usage(#[from] UsageError),
+    #[error(
+        "request bodies are JSON: send `Content-Type: application/json` (Content-Type was {got})"
+    )]
+    UnsupportedMediaType { got: String },
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("the request body did not arrive in time (--body-timeout); the connection is closed")]
@@ -87,6 +91,9 @@ impl ApiError {
             ApiError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
             ApiError::Usage(_) => (S::BAD_REQUEST, "bad_usage"),
             ApiError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::BodyTimeout => (S::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),

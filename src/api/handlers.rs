@@ -136,6 +136,31 @@ pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
     })
 }
 
+/// A request with a body says it is JSON (`application/json`, parameters allowed); one without
+/// a body (`curl -X POST`) may say nothing. Checked before the body is read.
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        return match (length, chunked) {
+            (None | Some(0), false) => Ok(()),
+            _ => Err(ApiError::UnsupportedMediaType { got: "none".into() }),
+        };
+    };
+    let text = value.to_str().unwrap_or("(not text)");
+    let mime = text.split(';').next().unwrap_or_default().trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            got: text.chars().take(64).collect(),
+        })
+    }
+}
+
 fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
@@ -186,6 +211,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Credentialed<T> {
             .cloned()
             .unwrap_or_default();
         let credential = credential(req.headers(), peer)?;
+        json_content_type(req.headers())?;
         let body = json(&body_bytes(Bytes::from_request(req, state).await)?)?;
         Ok(Self(credential, body))
     }
@@ -313,10 +339,11 @@ async fn sign_presented(st: &AppState, req: Remote<'_>) -> Result<SignedCert, Ap
 async fn renew(
     State(st): State<AppState>,
     Extension(peer): Extension<PeerCert>,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<Json<CertResponse>, ApiError> {
     let der = peer.0.ok_or(ApiError::ClientCertificateRequired)?;
-    let bytes = body_bytes(body)?;
+    json_content_type(req.headers())?;
+    let bytes = body_bytes(Bytes::from_request(req, &st).await)?;
     // `curl -X POST` with no body means `{}`.
     let req: RenewRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RenewRequest::default()
