@@ -55,5 +55,8 @@ fn a_form_body_is_answered_415_and_the_token_still_signs_as_json() {
         ],
         &[],
     );
-    assert_eq!(code, 200, "the token was not spent by the refusals: {answer}");
+    assert_eq!(
+        code, 200,
+        "the token was not spent by the refusals: {answer}"
+    );
 }
