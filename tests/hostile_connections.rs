@@ -92,15 +92,17 @@ async fn a_flood_of_stalled_connections_beyond_the_file_limit_leaves_health_answ
     let connector = tls_client(&serve.roots);
     let flood_started = Instant::now();
 
-    // 150 connections that never start a handshake, and 150 that send a request head and
-    // never its body: 300 stalled connections against a process limited to 256 files.
+    // 150 connections that never start a handshake, and 250 that send a request head and
+    // never its body: 400 stalled connections against a process limited to 256 files (cap 192).
+    const RAW: usize = 150;
+    const BODILESS: usize = 250;
     let mut raw = Vec::new();
-    for _ in 0..150 {
+    for _ in 0..RAW {
         raw.push(TcpStream::connect(&addr).await.expect("connect"));
     }
     let mut stalled = Vec::new();
     let mut refused_handshakes = 0;
-    for _ in 0..150 {
+    for _ in 0..BODILESS {
         let tcp = TcpStream::connect(&addr).await.expect("connect");
         let name = ServerName::try_from("ca.test").unwrap();
         match tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {
@@ -135,7 +137,7 @@ async fn a_flood_of_stalled_connections_beyond_the_file_limit_leaves_health_answ
             raw_closed += 1;
         }
     }
-    let (mut body_timeouts, mut tls_closed) = (0, 0);
+    let (mut body_timeouts, mut evicted, mut tls_closed) = (0, 0, 0);
     for mut c in stalled {
         let left = wait_until.saturating_duration_since(Instant::now());
         if let Some(answer) = closed_within(&mut c, left).await {
@@ -143,22 +145,29 @@ async fn a_flood_of_stalled_connections_beyond_the_file_limit_leaves_health_answ
             if answer.starts_with("HTTP/1.1 408") {
                 assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
                 body_timeouts += 1;
+            } else {
+                assert!(
+                    answer.is_empty(),
+                    "closed to make room, unanswered: {answer}"
+                );
+                evicted += 1;
             }
         }
     }
     let all_closed_after = flood_started.elapsed();
     eprintln!(
-        "flood: 300 stalled connections (150 raw TCP, 150 headers without a body; \
+        "flood: {} stalled connections ({RAW} raw TCP, {BODILESS} headers without a body; \
          {refused_handshakes} evicted during their handshake); server fds during the flood: \
          {fds_during_flood}; /health {code} in {health_latency:?}; closed by the server: \
-         {raw_closed}/150 raw, {tls_closed}/{} TLS ({body_timeouts} answered 408 body_timeout); \
-         all closed {all_closed_after:?} after the flood began",
-        150 - refused_handshakes
+         {raw_closed}/{RAW} raw, {tls_closed}/{} TLS ({body_timeouts} answered 408 body_timeout, \
+         {evicted} closed to make room); all closed {all_closed_after:?} after the flood began",
+        RAW + BODILESS,
+        BODILESS - refused_handshakes
     );
-    assert_eq!(raw_closed, 150, "every raw connection is closed");
+    assert_eq!(raw_closed, RAW, "every raw connection is closed");
     assert_eq!(
         tls_closed,
-        150 - refused_handshakes,
+        BODILESS - refused_handshakes,
         "every stalled body is closed"
     );
     assert!(
@@ -229,4 +238,55 @@ async fn a_slow_but_steady_client_is_not_cut_off_before_its_deadline() {
     let answer = closed_within(&mut tls, DEADLINE + SLACK).await.unwrap();
     assert!(!answer.contains("body_timeout"), "{answer}");
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_header_deadline() {
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = start_limited(dir.path());
+    let tcp = TcpStream::connect(format!("127.0.0.1:{}", serve.port))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("ca.test").unwrap();
+    let mut tls = tls_client(&serve.roots).connect(name, tcp).await.unwrap();
+    // Slowloris: always one more byte, never the end of the head.
+    let started = Instant::now();
+    let head = b"GET /health HTTP/1.1\r\nHost: ca.test\r\nX-Slow: ";
+    let mut cut_off = None;
+    for i in 0.. {
+        let byte = head.get(i).copied().unwrap_or(b'a');
+        let sent = tls.write_all(&[byte]).await.and(tls.flush().await);
+        if sent.is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await
+        {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        if started.elapsed() > DEADLINE + SLACK {
+            break;
+        }
+    }
+    let cut_off = cut_off.expect("the server closed the trickling connection");
+    assert!(
+        cut_off >= DEADLINE - Duration::from_millis(500),
+        "{cut_off:?}"
+    );
+    eprintln!("a head trickled byte by byte was cut off after {cut_off:?}");
+}
+
+#[test]
+fn an_oversized_request_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = start_limited(dir.path());
+    let big = format!("X-Big: {}", "a".repeat(40 * 1024));
+    let (code, _) = serve.curl(&["/health", "-H", &big], &[]);
+    assert_eq!(code, 431, "Request Header Fields Too Large");
+    let (code, _) = serve.curl(&["/health"], &[]);
+    assert_eq!(code, 200);
 }

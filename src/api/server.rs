@@ -53,6 +53,10 @@ pub async fn bind_listener(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
+/// Largest request head (start line and headers). The biggest legitimate one is forward-auth's
+/// client certificate chain in a header, a few KiB; the bound also caps each connection's read
+/// buffer (hyper's own default is about 400 KiB), so the connection cap bounds memory too.
+const MAX_HEADER_SIZE: usize = 32 * 1024;
 /// How long requests in flight may take to finish after shutdown was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -270,6 +274,7 @@ async fn serve_connection(
         // hyper starts this clock whenever it waits for a request head, so it is also the
         // keep-alive idle limit.
         .header_read_timeout(limits.header)
+        .max_header_size(MAX_HEADER_SIZE)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
