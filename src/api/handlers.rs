@@ -138,7 +138,7 @@ pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
 
 /// A request with a body says it is JSON (`application/json`, parameters allowed); one without
 /// a body (`curl -X POST`) may say nothing. Checked before the body is read.
-fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         let length = headers
             .get(header::CONTENT_LENGTH)

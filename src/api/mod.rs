@@ -5,6 +5,7 @@ pub mod agent_feed;
 pub mod conns;
 pub mod error;
 pub mod forward_auth;
+pub mod fuzz;
 pub mod handlers;
 pub mod limits;
 mod page;
