@@ -290,3 +290,45 @@ fn an_oversized_request_head_is_refused() {
     let (code, _) = serve.curl(&["/health"], &[]);
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn a_flood_from_one_address_does_not_push_out_an_older_client_of_another() {
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    // Long deadlines: only the connection cap closes anything here.
+    let serve = Serve::start_under(
+        &["prlimit", "--nofile=256:256"],
+        dir.path(),
+        &dir.path().join("state"),
+        free_port(),
+        &["--handshake-timeout", "60s", "--header-timeout", "60s"],
+    );
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", serve.port).parse().unwrap();
+    // The older client, from 127.0.0.2: handshake done, no request yet (idle, evictable).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(server).await.unwrap();
+    let name = ServerName::try_from("ca.test").unwrap();
+    let mut older = tls_client(&serve.roots).connect(name, tcp).await.unwrap();
+    // 300 connections from 127.0.0.1 that never handshake, against a cap of 192.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(TcpStream::connect(server).await.unwrap());
+    }
+    let mut pushed_out = 0;
+    for c in &mut flood {
+        if closed_within(c, Duration::from_millis(20)).await.is_some() {
+            pushed_out += 1;
+        }
+    }
+    older
+        .write_all(b"GET /health HTTP/1.1\r\nHost: ca.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut older, Duration::from_secs(10))
+        .await
+        .unwrap();
+    eprintln!("flood of 300 from one address: {pushed_out} of its own pushed out");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(pushed_out >= 300 - 192, "{pushed_out}");
+}

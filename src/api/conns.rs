@@ -2,13 +2,15 @@
 //! arrives at the cap, and the request-body deadline.
 //!
 //! A connection is *evictable* while nothing is being answered on it: during its handshake,
-//! while idle between requests, and while its request body is still arriving. At the cap the
-//! oldest evictable connection is closed for the newcomer, so clients that stall (a flood of
-//! half-open handshakes, headers without a body) push out each other, not the clients being
-//! answered. When nothing is evictable the listener stops accepting until a connection ends
-//! (the kernel's backlog holds newcomers meanwhile).
+//! while idle between requests, and while its request body is still arriving. At the cap an
+//! evictable connection is closed for the newcomer: the oldest one of the address holding the
+//! most connections, else the oldest of any address. So clients that stall (a flood of
+//! half-open handshakes, headers without a body) push out their own connections first, then
+//! each other, never the clients being answered. When nothing is evictable the listener stops
+//! accepting until a connection ends (the kernel's backlog holds newcomers meanwhile).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,15 +35,63 @@ struct Open {
     /// Ids grow with age, so the first evictable entry is the oldest.
     next_id: u64,
     by_id: BTreeMap<u64, Arc<Slot>>,
+    /// The ids of each client address's connections.
+    by_addr: HashMap<IpAddr, BTreeSet<u64>>,
+}
+
+impl Open {
+    fn insert(&mut self, addr: IpAddr) -> (u64, Arc<Slot>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let slot = Arc::new(Slot {
+            addr,
+            ..Slot::default()
+        });
+        self.by_id.insert(id, slot.clone());
+        self.by_addr.entry(addr).or_default().insert(id);
+        (id, slot)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Arc<Slot>> {
+        let slot = self.by_id.remove(&id)?;
+        if let Some(ids) = self.by_addr.get_mut(&slot.addr) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_addr.remove(&slot.addr);
+            }
+        }
+        Some(slot)
+    }
+
+    /// The connection to close for a newcomer: the oldest evictable one of the address with
+    /// the most connections, else the oldest evictable one.
+    fn victim(&self) -> Option<u64> {
+        let evictable = |id: &u64| self.by_id.get(id).is_some_and(|s| s.evictable());
+        let heaviest = self.by_addr.values().max_by_key(|ids| ids.len());
+        heaviest
+            .and_then(|ids| ids.iter().copied().find(evictable))
+            .or_else(|| self.by_id.keys().copied().find(evictable))
+    }
 }
 
 /// One connection's state, shared by its task, its requests and their bodies.
-#[derive(Default)]
 pub(crate) struct Slot {
+    /// The client's address.
+    addr: IpAddr,
     /// A request is being answered (its body, if any, has fully arrived).
     answering: AtomicBool,
     /// Signalled (with a stored permit, so never lost) when the connection must close.
     close: Notify,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            addr: IpAddr::from([0, 0, 0, 0]),
+            answering: AtomicBool::new(false),
+            close: Notify::new(),
+        }
+    }
 }
 
 impl Slot {
@@ -69,9 +119,8 @@ pub(crate) struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.conns.open.lock() {
-            open.by_id.remove(&self.id);
-        }
+        // Already gone when it was evicted.
+        self.conns.lock().remove(self.id);
         self.conns.freed.notify_one();
     }
 }
@@ -85,40 +134,38 @@ impl Conns {
         })
     }
 
-    /// A place for a connection just accepted: a free one, else the oldest evictable
-    /// connection's (closed now), else the first to be freed.
-    pub(crate) async fn admit(self: &Arc<Self>) -> Admitted {
+    /// A place for a connection just accepted from `addr`: a free one, else an evictable
+    /// connection's (closed now, see the module doc), else the first to be freed.
+    pub(crate) async fn admit(self: &Arc<Self>, addr: IpAddr) -> Admitted {
         loop {
             // Registered before looking, so a place freed in between is not missed.
             let freed = self.freed.notified();
-            if let Some(admitted) = self.try_admit() {
+            if let Some(admitted) = self.try_admit(addr) {
                 return admitted;
             }
             freed.await;
         }
     }
 
-    fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
-        // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // A poisoned lock only means a panic elsewhere; the maps themselves stay consistent.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_admit(self: &Arc<Self>, addr: IpAddr) -> Option<Admitted> {
+        let mut open = self.lock();
         if open.by_id.len() >= self.max {
-            let oldest = open
-                .by_id
-                .iter()
-                .find(|(_, s)| s.evictable())
-                .map(|(id, _)| *id)?;
-            if let Some(slot) = open.by_id.remove(&oldest) {
+            let victim = open.victim()?;
+            if let Some(slot) = open.remove(victim) {
                 slot.close.notify_one();
                 tracing::debug!(
                     max = self.max,
-                    "connection cap reached: closed the oldest idle connection"
+                    client = %slot.addr,
+                    "connection cap reached: closed an idle connection of the busiest address"
                 );
             }
         }
-        let id = open.next_id;
-        open.next_id += 1;
-        let slot = Arc::new(Slot::default());
-        open.by_id.insert(id, slot.clone());
+        let (id, slot) = open.insert(addr);
         Some(Admitted {
             conns: self.clone(),
             id,
@@ -129,7 +176,7 @@ impl Conns {
     /// Connections open now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.open.lock().map(|o| o.by_id.len()).unwrap_or_default()
+        self.lock().by_id.len()
     }
 }
 
@@ -217,13 +264,16 @@ pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 mod tests {
     use super::*;
 
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
     #[tokio::test]
     async fn at_the_cap_the_oldest_idle_connection_makes_room() {
         let conns = Conns::new(2);
-        let first = conns.admit().await;
-        let second = conns.admit().await;
+        let first = conns.admit(A).await;
+        let second = conns.admit(A).await;
         second.slot.set_answering(true);
-        let third = conns.admit().await;
+        let third = conns.admit(A).await;
         assert_eq!(conns.len(), 2);
         // The first (idle) was told to close; the second (being answered) was not.
         tokio::time::timeout(Duration::from_secs(1), first.slot.evicted())
@@ -242,11 +292,11 @@ mod tests {
     #[tokio::test]
     async fn at_the_cap_with_every_connection_answering_admission_waits_for_one_to_end() {
         let conns = Conns::new(1);
-        let busy = conns.admit().await;
+        let busy = conns.admit(A).await;
         busy.slot.set_answering(true);
         let waiting = tokio::spawn({
             let conns = conns.clone();
-            async move { conns.admit().await.id }
+            async move { conns.admit(A).await.id }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
@@ -255,6 +305,35 @@ mod tests {
             .await
             .expect("admitted once a place is free")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flooding_address_pushes_out_its_own_connections_not_an_older_one_of_another() {
+        let conns = Conns::new(4);
+        let other = conns.admit(B).await;
+        let mut flood = Vec::new();
+        for _ in 0..20 {
+            flood.push(conns.admit(A).await);
+        }
+        assert_eq!(conns.len(), 4);
+        let untouched = tokio::time::timeout(Duration::from_millis(50), other.slot.evicted()).await;
+        assert!(
+            untouched.is_err(),
+            "the other address's idle connection stays"
+        );
+        // Only the newest three of the flood are still open.
+        let open: Vec<bool> = flood
+            .iter()
+            .map(|a| conns.lock().by_id.contains_key(&a.id))
+            .collect();
+        assert_eq!(open.iter().filter(|o| **o).count(), 3);
+        assert!(open[17..].iter().all(|o| *o));
+        drop(flood);
+        assert_eq!(conns.len(), 1);
+        assert!(
+            conns.lock().by_addr.get(&A).is_none(),
+            "no address is kept empty"
+        );
     }
 
     /// A body whose sender went quiet: never a frame, never the end.

@@ -184,7 +184,7 @@ pub async fn serve_tls(
         // At the cap: the oldest idle connection makes room, or this waits for one to end.
         let admitted = tokio::select! {
             () = &mut shutdown => break,
-            admitted = conns.admit() => admitted,
+            admitted = conns.admit(remote.ip()) => admitted,
         };
         let config = config.borrow().clone();
         tokio::spawn(connection(
