@@ -87,7 +87,7 @@ impl AgentListener {
 
     /// Serves until `shutdown`, renewing the certificate in the background.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(addr = %self.local_addr, "agent forward-auth listening");
+        tracing::info!(addr = %self.local_addr, max_connections = self.limits.max_connections, "agent forward-auth listening");
         let upkeep = tokio::spawn(self.tls.upkeep());
         serve_tls(
             self.listener,

@@ -7,6 +7,10 @@ use std::time::Duration;
 /// the Docker socket, connections to a remote CA or an ACME client's server) when the cap is
 /// derived from the open-file limit.
 const RESERVED_FDS: u64 = 64;
+/// The derived cap's ceiling: far more than a CA's clients need at once (an agent keeps one
+/// connection, a proxy a few), and it bounds memory where the file limit is huge (containers
+/// often allow a million files).
+const AUTO_CAP_MAX: u64 = 4096;
 
 /// The deadlines and the cap every listener applies (the API of `run`/`serve`, with ACME and
 /// forward-auth, and an agent's forward-auth listener).
@@ -35,11 +39,11 @@ impl Default for Limits {
     }
 }
 
-/// The connection cap: `asked` (or, for `None`, three quarters of the limit), never closer to
-/// `open_files` than [`RESERVED_FDS`], and at least 1.
+/// The connection cap: `asked` (or, for `None`, three quarters of the limit and at most
+/// [`AUTO_CAP_MAX`]), never closer to `open_files` than [`RESERVED_FDS`], and at least 1.
 pub fn connection_cap(asked: Option<usize>, open_files: u64) -> usize {
     let room = open_files.saturating_sub(RESERVED_FDS).max(1);
-    let wanted = asked.map_or(open_files / 4 * 3, |n| n as u64);
+    let wanted = asked.map_or((open_files / 4 * 3).min(AUTO_CAP_MAX), |n| n as u64);
     usize::try_from(wanted.min(room).max(1)).unwrap_or(usize::MAX)
 }
 
@@ -68,6 +72,16 @@ mod tests {
     #[test]
     fn the_cap_stays_below_the_open_file_limit() {
         assert_eq!(connection_cap(None, 1024), 768);
+        assert_eq!(
+            connection_cap(None, 1 << 20),
+            4096,
+            "a ceiling where files abound"
+        );
+        assert_eq!(
+            connection_cap(Some(50_000), 1 << 20),
+            50_000,
+            "unless asked"
+        );
         assert_eq!(connection_cap(None, 256), 192);
         assert_eq!(connection_cap(Some(5000), 1024), 960, "clamped");
         assert_eq!(connection_cap(Some(100), 1024), 100);

@@ -139,7 +139,7 @@ impl ApiServer {
 
     /// Serves until `shutdown` completes, then lets requests in flight finish (bounded).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(addr = %self.local_addr, "HTTPS API listening");
+        tracing::info!(addr = %self.local_addr, max_connections = self.limits.max_connections, "HTTPS API listening");
         serve_tls(
             self.listener,
             self.tls.config,

@@ -30,7 +30,7 @@ pub mod defaults {
     pub const HANDSHAKE_TIMEOUT: &str = "10s";
     pub const HEADER_TIMEOUT: &str = "10s";
     pub const BODY_TIMEOUT: &str = "10s";
-    pub const MAX_CONNECTIONS: &str = "three quarters of the open-file limit";
+    pub const MAX_CONNECTIONS: &str = "three quarters of the open-file limit, at most 4096";
 }
 
 /// One line of `--help`: what the setting does and its default. The fields are `Option`s (so
