@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
 use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
-use super::tls::{ApiCert, BUNDLE_CHECK, ServedCert, TlsError, api_cert, api_cert_name};
+use super::tls::{ApiCert, ServedCert, TlsError, api_cert, api_cert_name};
+use crate::authz::decider::Decider;
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
@@ -29,6 +30,10 @@ use crate::core::names::Usage;
 use crate::core::renew::retry_after;
 use crate::metrics::Metrics;
 use crate::tls::{private_key_from_pem, provider};
+
+/// How often the listener looks at the revoked serials (and the CA bundle): the agent's CRL
+/// feed pulls every 2 s, so a revoked listener certificate is replaced within seconds.
+const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
 /// The metrics label of the agent's own HTTPS certificate.
 pub const METRICS_NAME: &str = "certdock/agent-api";
@@ -57,6 +62,7 @@ impl AgentListener {
     ) -> Result<Self, ServeError> {
         let (listener, local_addr) = bind_listener(config.listen).await?;
         let (served, handles) = ServedCert::new(bundle_pem(&remote))?;
+        let decider = forward_auth.decider.clone();
         let router = router(forward_auth, handles.cert);
         let tls = AgentTls {
             remote,
@@ -70,6 +76,7 @@ impl AgentListener {
                 internal: true,
             },
             served,
+            decider,
         };
         Ok(Self {
             listener,
@@ -116,6 +123,9 @@ struct AgentTls {
     metrics: Arc<Metrics>,
     order: LeafOrder,
     served: ServedCert,
+    /// The forward-auth decider, whose revoked serials (the CA's CRL, pulled by the agent's
+    /// feed) say when the listener's own certificate was revoked.
+    decider: Arc<Decider>,
 }
 
 impl AgentTls {
@@ -174,9 +184,13 @@ impl AgentTls {
             .map_or_else(SystemTime::now, |cert| self.publish(cert));
         loop {
             let now = SystemTime::now();
-            let wake = due.min(now + BUNDLE_CHECK);
+            let wake = due.min(now + REVOCATION_CHECK);
             tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
             self.refresh_verifier();
+            if self.served_is_revoked() {
+                tracing::warn!("the agent HTTPS certificate was revoked; replacing it now");
+                due = SystemTime::now();
+            }
             if SystemTime::now() < due {
                 continue;
             }
@@ -204,6 +218,12 @@ impl AgentTls {
                 }
             }
         }
+    }
+
+    fn served_is_revoked(&self) -> bool {
+        self.served
+            .serial()
+            .is_some_and(|s| self.decider.is_revoked_hex(&s))
     }
 
     fn refresh_verifier(&mut self) {
