@@ -181,7 +181,7 @@ pub async fn serve_tls(
                 }
             },
         };
-        // At the cap: the oldest idle connection makes room, or this waits for one to end.
+        // At the cap: an idle connection of the busiest address makes room, or this waits.
         let admitted = tokio::select! {
             () = &mut shutdown => break,
             admitted = conns.admit(remote.ip()) => admitted,
