@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +13,7 @@ use super::jws::{Jwk, Jws, Signer};
 use super::model::{Account, AccountStatus, new_id};
 use super::problem::{Problem, Result};
 use super::request::{
-    KeyFrom, Signed, blocking, json_answer, read_as_account, store_err, unix_now, verify,
+    KeyFrom, Post, Signed, blocking, json_answer, read_as_account, store_err, unix_now, verify,
 };
 use super::store::Batch;
 
@@ -82,12 +80,8 @@ fn check_contacts(contact: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub async fn new_account(
-    State(acme): State<Arc<Acme>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let signed = verify(&acme, &headers, "/acme/new-account", body, KeyFrom::Jwk)?;
+pub async fn new_account(State(acme): State<Arc<Acme>>, post: Post) -> Result<Response> {
+    let signed = verify(&acme, post, KeyFrom::Jwk)?;
     let req: NewAccount = signed.payload()?;
     let thumbprint = signed.key.thumbprint();
     let existing = acme
@@ -167,11 +161,9 @@ fn own_account<'a>(signed: &'a Signed, id: &str) -> Result<&'a Account> {
 pub async fn account(
     State(acme): State<Arc<Acme>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    post: Post,
 ) -> Result<Response> {
-    let path = format!("/acme/account/{id}");
-    let signed = verify(&acme, &headers, &path, body, KeyFrom::Kid)?;
+    let signed = verify(&acme, post, KeyFrom::Kid)?;
     let mut account = own_account(&signed, &id)?.clone();
     if !signed.jws.payload.is_empty() {
         let req: UpdateAccount = signed.payload()?;
@@ -200,24 +192,16 @@ pub async fn account(
             tracing::info!(account = %account.id, "ACME account deactivated");
         }
     }
-    let url = account_url(&signed.base, &account.id);
-    Ok(json_answer(
-        StatusCode::OK,
-        &account_json(&signed.base, &account),
-        Some(&url),
-        &[],
-    ))
+    Ok(account_answer(&signed.base, &account))
 }
 
 /// The account's orders (RFC 8555 §7.1.2.1), as URLs.
 pub async fn orders(
     State(acme): State<Arc<Acme>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    post: Post,
 ) -> Result<Response> {
-    let path = format!("/acme/account/{id}/orders");
-    let signed = read_as_account(&acme, &headers, &path, body)?;
+    let signed = read_as_account(&acme, post)?;
     own_account(&signed, &id)?;
     let urls: Vec<String> = acme
         .store
@@ -245,12 +229,8 @@ struct KeyChangeInner {
 
 /// RFC 8555 §7.3.5: the outer JWS by the account's key, the inner by the new key, naming the
 /// account and the old key. The new key must not belong to another account.
-pub async fn key_change(
-    State(acme): State<Arc<Acme>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let signed = verify(&acme, &headers, "/acme/key-change", body, KeyFrom::Kid)?;
+pub async fn key_change(State(acme): State<Arc<Acme>>, post: Post) -> Result<Response> {
+    let signed = verify(&acme, post, KeyFrom::Kid)?;
     let account = signed.account()?.clone();
     let inner = Jws::parse(&signed.jws.payload)?;
     let Signer::Jwk(new_key) = &inner.signer else {
@@ -311,11 +291,16 @@ pub async fn key_change(
         .read(|s| s.account(&account.id).cloned())
         .map_err(store_err)?
         .unwrap_or(account);
-    let url = account_url(&signed.base, &account.id);
-    Ok(json_answer(
+    Ok(account_answer(&signed.base, &account))
+}
+
+/// 200 with the account object and its URL in `Location` (RFC 8555 §7.3).
+fn account_answer(base: &str, account: &Account) -> Response {
+    let url = account_url(base, &account.id);
+    json_answer(
         StatusCode::OK,
-        &account_json(&signed.base, &account),
+        &account_json(base, account),
         Some(&url),
         &[],
-    ))
+    )
 }

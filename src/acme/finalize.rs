@@ -4,10 +4,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -15,11 +13,9 @@ use serde::Deserialize;
 
 use super::Acme;
 use super::model::{Order, OrderCert, Status};
-use super::order::{order_json, order_status, order_url, owned_order};
+use super::order::{ReadOwn, order_json, order_status, order_url, owned_by};
 use super::problem::{Problem, Result};
-use super::request::{
-    KeyFrom, Signed, blocking, json_answer, read_as_account, store_err, unix_now, verify,
-};
+use super::request::{KeyFrom, Post, Signed, blocking, json_answer, store_err, unix_now, verify};
 use super::store::Batch;
 use crate::ca::csr::Csr;
 
@@ -72,12 +68,10 @@ fn answer(acme: &Acme, signed: &Signed, order: &Order) -> Result<Response> {
 pub async fn finalize(
     State(acme): State<Arc<Acme>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    post: Post,
 ) -> Result<Response> {
-    let path = format!("/acme/order/{id}/finalize");
-    let signed = verify(&acme, &headers, &path, body, KeyFrom::Kid)?;
-    let order = owned_order(&acme, &signed, &id)?;
+    let signed = verify(&acme, post, KeyFrom::Kid)?;
+    let order: Order = owned_by(&acme, &signed, &id)?;
     let status = acme
         .store
         .read(|s| order_status(&order, s, unix_now()))
@@ -145,14 +139,7 @@ pub async fn finalize(
     answer(&acme, &signed, &order)
 }
 
-pub async fn certificate(
-    State(acme): State<Arc<Acme>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let signed = read_as_account(&acme, &headers, &format!("/acme/cert/{id}"), body)?;
-    let order = owned_order(&acme, &signed, &id)?;
+pub async fn certificate(ReadOwn { item: order, .. }: ReadOwn<Order>) -> Result<Response> {
     let cert = order
         .cert
         .ok_or_else(|| Problem::not_found("certificate (the order is not valid yet)"))?;

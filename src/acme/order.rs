@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +13,8 @@ use super::Acme;
 use super::model::{Authz, Challenge, ChallengeType, Identifier, Order, Status, new_id};
 use super::problem::{Problem, Result};
 use super::request::{
-    KeyFrom, Signed, blocking, json_answer, read_as_account, rfc3339, store_err, unix_now, verify,
+    KeyFrom, Post, Signed, blocking, json_answer, read_as_account, rfc3339, store_err, unix_now,
+    verify,
 };
 use super::store::{Batch, Snapshot};
 use crate::core::names::San;
@@ -141,12 +140,8 @@ fn requested_ttl(acme: &Acme, req: &NewOrder, now: i64) -> Result<Option<u64>> {
     Ok(Some(secs))
 }
 
-pub async fn new_order(
-    State(acme): State<Arc<Acme>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let signed = verify(&acme, &headers, "/acme/new-order", body, KeyFrom::Kid)?;
+pub async fn new_order(State(acme): State<Arc<Acme>>, post: Post) -> Result<Response> {
+    let signed = verify(&acme, post, KeyFrom::Kid)?;
     let account = signed.account()?.clone();
     let req: NewOrder = signed.payload()?;
     let now = unix_now();
@@ -240,25 +235,68 @@ fn owned<T>(
     Ok(found)
 }
 
-/// The order of `id` if the signing account owns it.
-pub fn owned_order(acme: &Acme, signed: &Signed, id: &str) -> Result<Order> {
-    owned(
-        acme,
-        signed,
-        "order",
-        |s| s.order(id).cloned(),
-        |o| &o.account,
-    )
+/// What an account reads of its own by POST-as-GET at `…/{id}`.
+pub trait OwnResource: Sized {
+    /// Its name in a `not found` or `belongs to another account` problem.
+    const WHAT: &'static str;
+    fn find(store: &Snapshot<'_>, id: &str) -> Option<Self>;
+    fn owner(&self) -> &str;
+}
+
+impl OwnResource for Order {
+    const WHAT: &'static str = "order";
+    fn find(store: &Snapshot<'_>, id: &str) -> Option<Self> {
+        store.order(id).cloned()
+    }
+    fn owner(&self) -> &str {
+        &self.account
+    }
+}
+
+impl OwnResource for Authz {
+    const WHAT: &'static str = "authorization";
+    fn find(store: &Snapshot<'_>, id: &str) -> Option<Self> {
+        store.authz(id).cloned()
+    }
+    fn owner(&self) -> &str {
+        &self.account
+    }
+}
+
+/// The resource of `id` if the signing account owns it.
+pub fn owned_by<T: OwnResource>(acme: &Acme, signed: &Signed, id: &str) -> Result<T> {
+    owned(acme, signed, T::WHAT, |s| T::find(s, id), T::owner)
+}
+
+/// A POST-as-GET by an existing account of one of its own resources, the `{id}` of the path:
+/// checked like [`read_as_account`], then found and its owner checked.
+pub struct ReadOwn<T> {
+    pub signed: Signed,
+    pub item: T,
+}
+
+impl<T: OwnResource> FromRequest<Arc<Acme>> for ReadOwn<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, acme: &Arc<Acme>) -> Result<Self> {
+        let (mut parts, body) = req.into_parts();
+        let Path(id) = Path::<String>::from_request_parts(&mut parts, acme)
+            .await
+            .map_err(|e| Problem::malformed(e.body_text()))?;
+        let Ok(post) = Post::from_request(Request::from_parts(parts, body), acme).await;
+        let signed = read_as_account(acme, post)?;
+        let item = owned_by(acme, &signed, &id)?;
+        Ok(Self { signed, item })
+    }
 }
 
 pub async fn get_order(
     State(acme): State<Arc<Acme>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ReadOwn {
+        signed,
+        item: order,
+    }: ReadOwn<Order>,
 ) -> Result<Response> {
-    let signed = read_as_account(&acme, &headers, &format!("/acme/order/{id}"), body)?;
-    let order = owned_order(&acme, &signed, &id)?;
     let body = acme
         .store
         .read(|s| order_json(&signed.base, &order, s, unix_now()))
@@ -266,25 +304,8 @@ pub async fn get_order(
     Ok(json_answer(StatusCode::OK, &body, None, &[]))
 }
 
-fn owned_authz(acme: &Acme, signed: &Signed, id: &str) -> Result<Authz> {
-    owned(
-        acme,
-        signed,
-        "authorization",
-        |s| s.authz(id).cloned(),
-        |z| &z.account,
-    )
-}
-
 /// POST-as-GET reads it; `{"status": "deactivated"}` is not offered (RFC 8555 §7.5.2 MAY).
-pub async fn get_authz(
-    State(acme): State<Arc<Acme>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let signed = read_as_account(&acme, &headers, &format!("/acme/authz/{id}"), body)?;
-    let z = owned_authz(&acme, &signed, &id)?;
+pub async fn get_authz(ReadOwn { signed, item: z }: ReadOwn<Authz>) -> Result<Response> {
     let now = unix_now();
     let body = authz_json(&signed.base, &z, now);
     let mut resp = json_answer(StatusCode::OK, &body, None, &[]);
@@ -302,13 +323,11 @@ pub async fn get_authz(
 pub async fn challenge(
     State(acme): State<Arc<Acme>>,
     Path((id, kind)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    post: Post,
 ) -> Result<Response> {
-    let path = format!("/acme/chall/{id}/{kind}");
-    let signed = verify(&acme, &headers, &path, body, KeyFrom::Kid)?;
+    let signed = verify(&acme, post, KeyFrom::Kid)?;
     let kind = ChallengeType::parse(&kind).ok_or_else(|| Problem::not_found("challenge"))?;
-    let mut z = owned_authz(&acme, &signed, &id)?;
+    let mut z: Authz = owned_by(&acme, &signed, &id)?;
     let now = unix_now();
     let idx = z
         .challenges

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -76,15 +77,34 @@ impl Signed {
     }
 }
 
+/// A POST to an ACME resource before any check: its headers, the path it was sent to (which
+/// the JWS `url` must name) and its body (refused later if too large, with a problem document).
+pub struct Post {
+    headers: HeaderMap,
+    path: String,
+    body: std::result::Result<Bytes, BytesRejection>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Post {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> std::result::Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        // The ACME routes are merged, never nested, so the URI's path is the one the client used.
+        let path = req.uri().path().to_owned();
+        let body = Bytes::from_request(req, state).await;
+        Ok(Self {
+            headers,
+            path,
+            body,
+        })
+    }
+}
+
 /// A POST-as-GET by an existing account (orders, authorizations, certificates, order lists):
 /// signature, URL and nonce checked, `kid` an account, and an empty payload.
-pub fn read_as_account(
-    acme: &Acme,
-    headers: &HeaderMap,
-    path: &str,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Signed> {
-    let signed = verify(acme, headers, path, body, KeyFrom::Kid)?;
+pub fn read_as_account(acme: &Acme, post: Post) -> Result<Signed> {
+    let signed = verify(acme, post, KeyFrom::Kid)?;
     signed.expect_post_as_get()?;
     Ok(signed)
 }
@@ -95,14 +115,14 @@ pub fn account_id_from_kid<'a>(base: &str, kid: &'a str) -> Option<&'a str> {
         .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// Checks a signed request to `path` (e.g. `/acme/new-order`).
-pub fn verify(
-    acme: &Acme,
-    headers: &HeaderMap,
-    path: &str,
-    body: std::result::Result<Bytes, BytesRejection>,
-    key_from: KeyFrom,
-) -> Result<Signed> {
+/// Checks a signed request to the path it was sent to (e.g. `/acme/new-order`).
+pub fn verify(acme: &Acme, post: Post, key_from: KeyFrom) -> Result<Signed> {
+    let Post {
+        headers,
+        path,
+        body,
+    } = post;
+    let headers = &headers;
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(

@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +13,7 @@ use time::OffsetDateTime;
 use super::Acme;
 use super::jws::Jwk;
 use super::problem::{Problem, Result};
-use super::request::{KeyFrom, blocking, rfc3339, store_err, verify};
+use super::request::{KeyFrom, Post, blocking, rfc3339, store_err, verify};
 
 #[derive(Deserialize)]
 struct RevokeRequest {
@@ -69,12 +67,8 @@ fn same_key(a: &Jwk, b: &Jwk) -> bool {
     }
 }
 
-pub async fn revoke_cert(
-    State(acme): State<Arc<Acme>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let signed = verify(&acme, &headers, "/acme/revoke-cert", body, KeyFrom::Any)?;
+pub async fn revoke_cert(State(acme): State<Arc<Acme>>, post: Post) -> Result<Response> {
+    let signed = verify(&acme, post, KeyFrom::Any)?;
     let req: RevokeRequest = signed.payload()?;
     // RFC 5280 reasons certdock accepts; 7 is unused and 8 (removeFromCRL) is not a revocation.
     if let Some(r) = req.reason

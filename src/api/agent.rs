@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,23 +20,27 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::forward_auth::{self, ForwardAuthState};
+use super::served::{CertOrigin, Listener, ServedCert};
 use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
-use super::tls::{ApiCert, ServedCert, TlsError, api_cert, api_cert_name};
+use super::tls::{ApiCert, TlsError, api_cert, api_cert_name};
 use crate::authz::decider::Decider;
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
-use crate::core::names::Usage;
-use crate::core::renew::retry_after;
+use crate::core::names::{San, Usage};
 use crate::metrics::Metrics;
 use crate::tls::{private_key_from_pem, provider};
 
-/// How often the listener looks at the revoked serials (and the CA bundle): the agent's CRL
-/// feed pulls every 2 s, so a revoked listener certificate is replaced within seconds.
-const REVOCATION_CHECK: Duration = Duration::from_secs(2);
-
 /// The metrics label of the agent's own HTTPS certificate.
 pub const METRICS_NAME: &str = "certdock/agent-api";
+
+/// How the agent's listener is named in logs and metrics.
+const AGENT_LISTENER: Listener = Listener {
+    what: "agent HTTPS certificate",
+    metrics_name: METRICS_NAME,
+    certificate_kind: "agent_api_certificate",
+    config_kind: "agent_tls_config",
+};
 
 /// A bound agent listener. Handshakes fail (closed) until the CA has issued its certificate.
 pub struct AgentListener {
@@ -44,8 +48,9 @@ pub struct AgentListener {
     local_addr: SocketAddr,
     config: watch::Receiver<Arc<ServerConfig>>,
     router: Router,
+    served: ServedCert,
+    origin: AgentCert,
     limits: super::limits::Limits,
-    tls: AgentTls,
 }
 
 impl AgentListener {
@@ -61,12 +66,16 @@ impl AgentListener {
         forward_auth: ForwardAuthState,
     ) -> Result<Self, ServeError> {
         let (listener, local_addr) = bind_listener(config.listen).await?;
-        let (served, handles) = ServedCert::new(bundle_pem(&remote))?;
+        let (served, handles) = ServedCert::new(&AGENT_LISTENER, metrics, bundle_pem(&remote))?;
+        if let Some(cert) = restore(&remote, &config.names) {
+            // A restart while the CA is away keeps serving the certificate kept by the last run.
+            served.publish(cert);
+        }
         let decider = forward_auth.decider.clone();
         let router = router(forward_auth, handles.cert);
-        let tls = AgentTls {
+        let origin = AgentCert {
             remote,
-            metrics,
+            decider,
             order: LeafOrder {
                 name: api_cert_name(&config.names)?,
                 sans: config.names.clone(),
@@ -75,16 +84,15 @@ impl AgentListener {
                 ttl,
                 internal: true,
             },
-            served,
-            decider,
         };
         Ok(Self {
             listener,
             local_addr,
             config: handles.config,
             router,
+            served,
+            origin,
             limits: config.limits,
-            tls,
         })
     }
 
@@ -95,7 +103,7 @@ impl AgentListener {
     /// Serves until `shutdown`, renewing the certificate in the background.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr, max_connections = self.limits.max_connections, "agent forward-auth listening");
-        let upkeep = tokio::spawn(self.tls.upkeep());
+        let upkeep = tokio::spawn(self.served.upkeep(self.origin));
         serve_tls(
             self.listener,
             self.config,
@@ -116,19 +124,16 @@ fn bundle_pem(remote: &RemoteSource) -> String {
         .collect()
 }
 
-/// Issues and renews the listener's certificate through the remote CA, and rebuilds the client
-/// verifier when the agent's CA bundle changes.
-struct AgentTls {
+/// The listener's certificate comes from the remote CA, for `--api-name`.
+struct AgentCert {
     remote: Arc<RemoteSource>,
-    metrics: Arc<Metrics>,
-    order: LeafOrder,
-    served: ServedCert,
     /// The forward-auth decider, whose revoked serials (the CA's CRL, pulled by the agent's
-    /// feed) say when the listener's own certificate was revoked.
+    /// feed every 2 s) say when the listener's own certificate was revoked.
     decider: Arc<Decider>,
+    order: LeafOrder,
 }
 
-impl AgentTls {
+impl CertOrigin for AgentCert {
     async fn issue(&self) -> Result<ApiCert, String> {
         let issued = self.remote.issue(&self.order).await.map_err(|e| match e {
             SourceError::Refused(why) => format!(
@@ -145,93 +150,35 @@ impl AgentTls {
         api_cert(&issued).map_err(|e: TlsError| e.to_string())
     }
 
-    /// The certificate kept by the last run, if it still fits and is valid: a restart while the
-    /// CA is away keeps serving.
-    fn restore(&self) -> Option<ApiCert> {
-        let id = match self.remote.kept_listener_cert(&self.order.sans) {
-            Ok(Some(id)) if id.is_valid_at(OffsetDateTime::now_utc()) => id,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "the kept agent HTTPS certificate is unusable");
-                return None;
-            }
-        };
-        let mut chain = vec![id.cert.clone()];
-        chain.extend(id.chain.iter().cloned());
-        let key = private_key_from_pem(id.key.secret_pem()).ok()?;
-        let certified = CertifiedKey::from_der(chain, key, &provider()).ok()?;
-        Some(ApiCert {
-            key: Arc::new(certified),
-            serial: id.serial,
-            not_before: id.not_before,
-            not_after: id.not_after,
-        })
+    fn bundle(&self) -> String {
+        bundle_pem(&self.remote)
     }
 
-    /// Serves `cert` from the next handshake on; returns when it is due for renewal.
-    fn publish(&self, cert: ApiCert) -> SystemTime {
-        tracing::info!(serial = %cert.serial, not_after = %cert.not_after, names = %names(&self.order), "agent HTTPS certificate in use");
-        self.metrics.set_certificate(METRICS_NAME, cert.not_after);
-        self.served.publish(cert)
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.decider.is_revoked_hex(serial)
     }
+}
 
-    /// The one schedule: renew at two thirds of the life (`renew_issued_at`), retry with
-    /// `retry_after` on failure. Without a certificate the listener stays closed.
-    async fn upkeep(mut self) {
-        let mut failures = 0u32;
-        let mut due = self
-            .restore()
-            .map_or_else(SystemTime::now, |cert| self.publish(cert));
-        loop {
-            let now = SystemTime::now();
-            let wake = due.min(now + REVOCATION_CHECK);
-            tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
-            self.refresh_verifier();
-            if self.served_is_revoked() {
-                tracing::warn!("the agent HTTPS certificate was revoked; replacing it now");
-                due = SystemTime::now();
-            }
-            if SystemTime::now() < due {
-                continue;
-            }
-            match self.issue().await {
-                Ok(cert) => {
-                    due = self.publish(cert);
-                    failures = 0;
-                }
-                Err(e) => {
-                    let held = self.served.not_after();
-                    match held {
-                        Some(_) => {
-                            tracing::warn!(error = %e, "renewing the agent HTTPS certificate failed; keeping the current one")
-                        }
-                        None => {
-                            tracing::error!(error = %e, listen_fails_closed = true, "no agent HTTPS certificate: forward-auth on --listen refuses every handshake until the CA issues one")
-                        }
-                    }
-                    self.metrics.error("agent_api_certificate");
-                    let now = SystemTime::now();
-                    // With no certificate there is no expiry to beat: plain backoff.
-                    let not_after = held.unwrap_or(now);
-                    due = retry_after(failures, now, not_after);
-                    failures = failures.saturating_add(1);
-                }
-            }
+/// The certificate kept by the last run, if it still fits `names` and is valid.
+fn restore(remote: &RemoteSource, names: &[San]) -> Option<ApiCert> {
+    let id = match remote.kept_listener_cert(names) {
+        Ok(Some(id)) if id.is_valid_at(OffsetDateTime::now_utc()) => id,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "the kept agent HTTPS certificate is unusable");
+            return None;
         }
-    }
-
-    fn served_is_revoked(&self) -> bool {
-        self.served
-            .serial()
-            .is_some_and(|s| self.decider.is_revoked_hex(&s))
-    }
-
-    fn refresh_verifier(&mut self) {
-        if let Err(e) = self.served.follow_bundle(bundle_pem(&self.remote)) {
-            tracing::error!(error = %e, "rebuilding the agent's client verifier failed");
-            self.metrics.error("agent_tls_config");
-        }
-    }
+    };
+    let mut chain = vec![id.cert.clone()];
+    chain.extend(id.chain.iter().cloned());
+    let key = private_key_from_pem(id.key.secret_pem()).ok()?;
+    let certified = CertifiedKey::from_der(chain, key, &provider()).ok()?;
+    Some(ApiCert {
+        key: Arc::new(certified),
+        serial: id.serial,
+        not_before: id.not_before,
+        not_after: id.not_after,
+    })
 }
 
 fn names(order: &LeafOrder) -> String {

@@ -9,6 +9,7 @@ pub mod fuzz;
 pub mod handlers;
 pub mod limits;
 mod page;
+pub(crate) mod served;
 pub mod server;
 pub mod session;
 pub mod status;

@@ -2,14 +2,14 @@
 //! through `watch` channels, so rotation and CA rollover never need a restart.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::served::{CertOrigin, CurrentCert, Listener, ServedCert, TlsHandles};
 use super::server::ApiConfig;
 use crate::ca::CaError;
 use crate::ca::authorize::{Local, Order};
@@ -18,16 +18,12 @@ use crate::ca::keys::KeyType;
 use crate::ca::local::LocalCa;
 use crate::ca::pem::certs_from_pem;
 use crate::core::names::{CertName, San, Usage};
-use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
 use crate::metrics::Metrics;
 use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 
 /// The label of the API's own certificate in the metrics; a `/` keeps it apart from any
 /// container's certificate name.
 pub const METRICS_NAME: &str = "certdock/api";
-
-/// How often the CA bundle is compared with the one the client verifier was built from.
-pub(crate) const BUNDLE_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -59,122 +55,22 @@ impl std::fmt::Debug for ApiCert {
     }
 }
 
-/// Answers every handshake, whatever its SNI (none, unknown, an API name), with the current
-/// certificate; fails closed (no certificate, handshake aborted) before the first one exists.
-#[derive(Debug)]
-pub(crate) struct CurrentCert(pub(crate) watch::Receiver<Option<ApiCert>>);
+/// How the API's listener is named in logs and metrics.
+pub(crate) const API_LISTENER: Listener = Listener {
+    what: "API certificate",
+    metrics_name: METRICS_NAME,
+    certificate_kind: "api_certificate",
+    config_kind: "api_tls_config",
+};
 
-impl ResolvesServerCert for CurrentCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.borrow().as_ref().map(|c| c.key.clone())
-    }
-}
-
-/// What the accept loop and the health handler read; the upkeep task writes.
-#[derive(Debug, Clone)]
-pub struct TlsHandles {
-    pub config: watch::Receiver<Arc<ServerConfig>>,
-    pub cert: watch::Receiver<Option<ApiCert>>,
-}
-
-/// The certificate a listener presents and the client verifier it uses, each published on a
-/// `watch`: the one mechanism behind the API (local CA) and an agent's listener (remote CA).
-pub(crate) struct ServedCert {
-    cert_tx: watch::Sender<Option<ApiCert>>,
-    config_tx: watch::Sender<Arc<ServerConfig>>,
-    resolver: Arc<CurrentCert>,
-    /// The CA bundle the verifier was built from.
-    bundle: String,
-}
-
-impl ServedCert {
-    /// No certificate yet (handshakes fail closed); client certificates verified against `bundle`.
-    pub(crate) fn new(bundle: String) -> Result<(Self, TlsHandles), TlsError> {
-        let (cert_tx, cert_rx) = watch::channel(None);
-        let resolver = Arc::new(CurrentCert(cert_rx.clone()));
-        let (config_tx, config_rx) = watch::channel(server_config(resolver.clone(), &bundle)?);
-        let served = Self {
-            cert_tx,
-            config_tx,
-            resolver,
-            bundle,
-        };
-        let handles = TlsHandles {
-            config: config_rx,
-            cert: cert_rx,
-        };
-        Ok((served, handles))
-    }
-
-    /// Serves `cert` from the next handshake on; returns when it is due for renewal.
-    pub(crate) fn publish(&self, cert: ApiCert) -> SystemTime {
-        self.cert_tx.send_replace(Some(cert));
-        self.renewal_due().unwrap_or_else(SystemTime::now)
-    }
-
-    /// When the certificate served now is due for renewal (the one schedule), if there is one.
-    pub(crate) fn renewal_due(&self) -> Option<SystemTime> {
-        self.cert_tx.borrow().as_ref().map(|c| {
-            renew_issued_at(
-                c.not_before.into(),
-                c.not_after.into(),
-                jitter_from_serial(&c.serial),
-            )
-        })
-    }
-
-    /// The serial of the certificate served now, if there is one.
-    pub(crate) fn serial(&self) -> Option<String> {
-        self.cert_tx.borrow().as_ref().map(|c| c.serial.clone())
-    }
-
-    /// The expiry of the certificate served now, if there is one.
-    pub(crate) fn not_after(&self) -> Option<SystemTime> {
-        self.cert_tx.borrow().as_ref().map(|c| c.not_after.into())
-    }
-
-    /// Rebuilds the client verifier when `bundle` differs from the one it trusts; says whether
-    /// it changed.
-    pub(crate) fn follow_bundle(&mut self, bundle: String) -> Result<bool, TlsError> {
-        if bundle == self.bundle {
-            return Ok(false);
-        }
-        self.config_tx
-            .send_replace(server_config(self.resolver.clone(), &bundle)?);
-        self.bundle = bundle;
-        Ok(true)
-    }
-}
-
-/// Owns the API's [`ServedCert`]; driven by [`TlsState::upkeep`].
-pub struct TlsState {
+/// The API's certificate comes from the local CA, under the API's own names.
+pub(crate) struct LocalApiCert {
     ca: Arc<LocalCa>,
-    metrics: Arc<Metrics>,
     names: Vec<San>,
     key_type: KeyType,
-    served: ServedCert,
 }
 
-impl TlsState {
-    /// Issues the first API certificate and builds the first server config.
-    pub async fn start(
-        ca: Arc<LocalCa>,
-        api: &ApiConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Self, TlsHandles), TlsError> {
-        let (served, handles) = ServedCert::new(ca.bundle_pem())?;
-        let state = Self {
-            ca,
-            metrics,
-            names: api.names.clone(),
-            key_type: api.key_type,
-            served,
-        };
-        let cert = state.issue().await?;
-        state.publish(cert);
-        Ok((state, handles))
-    }
-
+impl LocalApiCert {
     async fn issue(&self) -> Result<ApiCert, TlsError> {
         let name = api_cert_name(&self.names)?;
         let order = Order {
@@ -196,79 +92,57 @@ impl TlsState {
         .map_err(TlsError::Issue)?;
         api_cert(&issued)
     }
+}
 
-    fn publish(&self, cert: ApiCert) -> SystemTime {
-        tracing::info!(serial = %cert.serial, not_after = %cert.not_after, "API certificate in use");
-        self.metrics.set_certificate(METRICS_NAME, cert.not_after);
-        self.served.publish(cert)
+impl CertOrigin for LocalApiCert {
+    async fn issue(&self) -> Result<ApiCert, String> {
+        LocalApiCert::issue(self).await.map_err(|e| e.to_string())
     }
 
-    /// Renews the API certificate at two thirds of its life (with jitter; failures retried
-    /// with backoff, never past expiry), at once when it is revoked, and rebuilds the client
-    /// verifier whenever the CA bundle changes (intermediate rollover). Runs until dropped.
-    pub async fn upkeep(mut self) {
-        let mut failures = 0u32;
-        let mut due = self.served.renewal_due().unwrap_or_else(SystemTime::now);
-        let mut revocations = self.ca.revocations();
-        loop {
-            let now = SystemTime::now();
-            let wake = due.min(now + BUNDLE_CHECK);
-            tokio::select! {
-                () = tokio::time::sleep(wake.duration_since(now).unwrap_or_default()) => {}
-                // The ledger lives as long as the CA this task holds: never closed.
-                _ = revocations.changed() => {}
-            }
-            self.refresh_verifier();
-            if self.served_is_revoked() {
-                tracing::warn!("the API certificate was revoked; replacing it now");
-                due = SystemTime::now();
-            }
-            if SystemTime::now() < due {
-                continue;
-            }
-            match self.issue().await {
-                Ok(cert) => {
-                    due = self.publish(cert);
-                    self.metrics.renewed("api_certificate");
-                    failures = 0;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "renewing the API certificate failed; keeping the current one");
-                    self.metrics.error("api_certificate");
-                    let not_after = self.served.not_after().unwrap_or_else(SystemTime::now);
-                    due = retry_after(failures, SystemTime::now(), not_after);
-                    failures = failures.saturating_add(1);
-                }
-            }
-        }
+    fn bundle(&self) -> String {
+        self.ca.bundle_pem()
     }
 
-    /// Whether the certificate served now is revoked (by this process or another one, such
-    /// as `certdock revoke`, seen at the next periodic check).
-    fn served_is_revoked(&self) -> bool {
-        let Some(serial) = self.served.serial() else {
-            return false;
+    /// The inventory, refreshed: a revocation by `certdock revoke` in another process counts too.
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.ca.is_revoked(serial).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the inventory to check the API certificate");
+            false
+        })
+    }
+
+    fn revocations(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.ca.revocations())
+    }
+}
+
+/// The API's [`ServedCert`] and where its certificate comes from; driven by [`TlsState::upkeep`].
+pub struct TlsState {
+    origin: LocalApiCert,
+    served: ServedCert,
+}
+
+impl TlsState {
+    /// Issues the first API certificate and builds the first server config.
+    pub async fn start(
+        ca: Arc<LocalCa>,
+        api: &ApiConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, TlsHandles), TlsError> {
+        let (served, handles) = ServedCert::new(&API_LISTENER, metrics, ca.bundle_pem())?;
+        let origin = LocalApiCert {
+            ca,
+            names: api.names.clone(),
+            key_type: api.key_type,
         };
-        match self.ca.is_revoked(&serial) {
-            Ok(revoked) => revoked,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the inventory to check the API certificate");
-                false
-            }
-        }
+        served.publish(origin.issue().await?);
+        Ok((Self { origin, served }, handles))
     }
 
-    fn refresh_verifier(&mut self) {
-        match self.served.follow_bundle(self.ca.bundle_pem()) {
-            Ok(false) => {}
-            Ok(true) => tracing::info!(
-                "CA bundle changed; new connections verify client certificates against it"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "rebuilding the client verifier for the new CA bundle failed");
-                self.metrics.error("api_tls_config");
-            }
-        }
+    /// Renews the API certificate and follows the CA bundle (intermediate rollover), so
+    /// neither needs a restart. Runs until dropped.
+    pub async fn upkeep(self) {
+        self.served.upkeep(self.origin).await;
     }
 }
 
@@ -396,9 +270,9 @@ mod tests {
         assert_eq!(served_serial(config.clone(), &ca, "ca.test").await, first);
         // No SNI (an IP address) gets the same certificate.
         assert_eq!(served_serial(config.clone(), &ca, "127.0.0.1").await, first);
-        let renewed = state.issue().await.unwrap();
+        let renewed = state.origin.issue().await.unwrap();
         let second = renewed.serial.clone();
-        state.publish(renewed);
+        state.served.publish(renewed);
         assert_ne!(first, second);
         assert_eq!(served_serial(config, &ca, "ca.test").await, second);
     }
@@ -410,14 +284,14 @@ mod tests {
             .await
             .unwrap();
         let before = handles.config.borrow().clone();
-        state.refresh_verifier();
+        state.served.follow_bundle(ca.bundle_pem());
         assert!(
             Arc::ptr_eq(&before, &handles.config.borrow()),
             "nothing changed"
         );
         let later = OffsetDateTime::now_utc() + time::Duration::days(300);
         assert!(ca.maintain(later).unwrap(), "the intermediate rolled over");
-        state.refresh_verifier();
+        state.served.follow_bundle(ca.bundle_pem());
         assert!(!Arc::ptr_eq(&before, &handles.config.borrow()));
     }
 }

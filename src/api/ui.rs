@@ -1,7 +1,6 @@
 //! `GET /ui`, its login and logout, and `GET /v1/status`: who is let in is `ca::authorize`'s call.
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Extension, Form, Path, State};
+use axum::extract::{Extension, Form, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,17 +109,41 @@ struct LoginForm {
     token: String,
 }
 
-/// The login form: spends an admin token for a session.
-async fn login_form(
-    State(st): State<AppState>,
+/// A form posted by a page: the form (or why it does not parse), and the request's headers
+/// (the session cookie, and whether it came from a page of this origin).
+struct PagePost<T> {
+    form: Result<T, String>,
     headers: HeaderMap,
-    form: Result<Form<LoginForm>, FormRejection>,
-) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(e) => return login_page(&ApiError::BadRequest(e.body_text())),
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for PagePost<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let form = Form::<T>::from_request(req, state)
+            .await
+            .map(|Form(f)| f)
+            .map_err(|e| e.body_text());
+        Ok(Self { form, headers })
+    }
+}
+
+impl<T> PagePost<T> {
+    /// A browser's form post came from a page of this origin.
+    fn same_origin(&self) -> bool {
+        same_origin(&self.headers)
+    }
+}
+
+/// The login form: spends an admin token for a session.
+async fn login_form(State(st): State<AppState>, post: PagePost<LoginForm>) -> Response {
+    let same_origin = post.same_origin();
+    let form = match post.form {
+        Ok(form) => form,
+        Err(e) => return login_page(&ApiError::BadRequest(e)),
     };
-    if !same_origin(&headers) {
+    if !same_origin {
         return login_page(&ApiError::BadRequest("cross-site form".into()));
     }
     start_session(&st, form.token).await
@@ -153,19 +176,19 @@ struct LogoutForm {
 }
 
 /// Ends the session: needs the cookie and the session's CSRF token, from this origin.
-async fn logout(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<LogoutForm>, FormRejection>,
-) -> Response {
+async fn logout(State(st): State<AppState>, post: PagePost<LogoutForm>) -> Response {
     let now = OffsetDateTime::now_utc();
-    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    let csrf = post
+        .form
+        .as_ref()
+        .map(|f| f.csrf.as_str())
+        .unwrap_or_default();
     let valid = !csrf.is_empty()
         && st
             .sessions
-            .find(&headers, now)
-            .is_some_and(|s| session::same_secret(&s.csrf, &csrf));
-    if !valid || !same_origin(&headers) {
+            .find(&post.headers, now)
+            .is_some_and(|s| session::same_secret(&s.csrf, csrf));
+    if !valid || !post.same_origin() {
         let mut resp = (
             StatusCode::FORBIDDEN,
             "refused: no session or a bad CSRF token",
@@ -174,7 +197,7 @@ async fn logout(
         resp.extensions_mut().insert(ErrorCode("csrf"));
         return resp;
     }
-    st.sessions.end(&headers);
+    st.sessions.end(&post.headers);
     redirect_to_ui(&session::clear_cookie())
 }
 
