@@ -122,6 +122,20 @@ impl LocalCa {
             .with_inventory(|inv| inv.get(serial).is_some_and(|e| e.revoked_at.is_some()))
     }
 
+    /// Those of `serials` the inventory (refreshed) lists as revoked.
+    pub fn revoked_among(
+        &self,
+        serials: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, CaError> {
+        self.ledger.with_inventory(|inv| {
+            serials
+                .iter()
+                .filter(|s| inv.get(s).is_some_and(|e| e.revoked_at.is_some()))
+                .cloned()
+                .collect()
+        })
+    }
+
     /// The current CRL (DER), signed by the current intermediate.
     pub fn crl(&self, now: OffsetDateTime) -> Result<Vec<u8>, CaError> {
         let ca = read(&self.authority, "authority")?;

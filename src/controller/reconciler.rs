@@ -122,6 +122,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         bundle: &str,
     ) -> Outcome {
         let now = self.clock.now();
+        self.replace_revoked(now).await;
         let containers = store.snapshot();
         let mut p = self.plan(cfg, &containers, store.listed(), bundle, now);
         let mut wake = Wake::default();
@@ -166,6 +167,28 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             next_wake: self.clock.instant_of(next).max(Instant::now() + MIN_SLEEP),
             desired: p.desired,
             delivered,
+        }
+    }
+
+    /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)
+    /// is due now: its container gets a new key and certificate at this pass, not at renewal.
+    async fn replace_revoked(&mut self, now: SystemTime) {
+        let serials: Vec<String> = self
+            .holdings
+            .held
+            .values()
+            .filter(|h| h.renew_at > now)
+            .map(|h| h.serial.clone())
+            .collect();
+        if serials.is_empty() {
+            return;
+        }
+        let revoked = self.executor.revoked(serials).await;
+        for (id, held) in &mut self.holdings.held {
+            if revoked.contains(&held.serial) {
+                tracing::warn!(cert = %id, serial = %held.serial, "certificate revoked; replacing it now");
+                held.renew_at = now;
+            }
         }
     }
 
