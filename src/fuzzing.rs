@@ -139,6 +139,7 @@ pub fn check_labels_and_plan(containers: &[ContainerInfo], names: &NamePolicy) {
         current,
         failures: &empty_failures,
         copied: &empty_copied,
+        ca_version: "ca-test",
         published: &empty_published,
         orphaned_since: &empty_orphans,
         first_list_done: true,

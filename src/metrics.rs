@@ -54,6 +54,8 @@ pub struct Metrics {
     /// When the decider's feed started and last got revocations (Unix seconds); `None` while
     /// nothing feeds a decider.
     revocations: Mutex<Option<RevocationsSeen>>,
+    /// The current root's not-after (Unix seconds), when this process runs the CA.
+    ca_root_not_after: Mutex<Option<i64>>,
     families: Families,
 }
 
@@ -86,6 +88,7 @@ impl Metrics {
             registry,
             not_after: Mutex::new(BTreeMap::new()),
             revocations: Mutex::new(None),
+            ca_root_not_after: Mutex::new(None),
             families,
         }
     }
@@ -95,6 +98,14 @@ impl Metrics {
         if let Ok(mut m) = self.not_after.lock() {
             m.insert(name.to_string(), not_after.unix_timestamp());
         }
+    }
+
+    /// Records the current root's expiry, and whether it is in the last tenth of its life.
+    pub fn set_ca_root(&self, not_after: OffsetDateTime, last_tenth: bool) {
+        if let Ok(mut r) = self.ca_root_not_after.lock() {
+            *r = Some(not_after.unix_timestamp());
+        }
+        self.ca_root_last_tenth.set(i64::from(last_tenth));
     }
 
     /// Forgets a certificate that is no longer managed.
@@ -192,6 +203,11 @@ impl Metrics {
             let stale = seen.fetched.is_none() || age > STALE_AFTER_SECONDS;
             self.forward_auth_stale.set(i64::from(stale));
         }
+        if let Ok(r) = self.ca_root_not_after.lock() {
+            // Where no CA runs (an agent) there is no root to expire; 0 would read as "now".
+            self.ca_root_expiry_seconds
+                .set(r.map_or(i64::MAX, |at| at - now));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -238,6 +254,10 @@ families! {
         "Seconds since the forward-auth decider last got the CA's revocations (an agent: its CRL)";
     forward_auth_stale: Gauge = "forward_auth_stale",
         "Whether (1) the decider has had no revocations from the CA for 30 s: the CA is unreachable and it decides from the last ones";
+    ca_root_expiry_seconds: Gauge = "ca_root_expiry_seconds",
+        "Seconds until the CA's current root expires (only where this process runs the CA)";
+    ca_root_last_tenth: Gauge = "ca_root_last_tenth",
+        "Whether (1) the CA's current root is in the last tenth of its life: rotate it (`certdock ca rotate --root`)";
 }
 
 /// `metrics.resyncs.inc()` and the like read through to the families.
@@ -257,6 +277,23 @@ fn kind_label(kind: &str) -> KindLabel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_gauges_say_when_the_root_ends_and_whether_it_is_in_its_last_tenth() {
+        let m = Metrics::new();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        assert!(
+            m.encode(t0)
+                .contains(&format!("certdock_ca_root_expiry_seconds {}", i64::MAX))
+        );
+        m.set_ca_root(t0 + time::Duration::days(300), true);
+        let text = m.encode(t0);
+        assert!(
+            text.contains("certdock_ca_root_expiry_seconds 25920000"),
+            "{text}"
+        );
+        assert!(text.contains("certdock_ca_root_last_tenth 1"), "{text}");
+    }
 
     #[test]
     fn expiry_gauges_are_computed_at_scrape_time_and_prefixed() {

@@ -23,14 +23,17 @@ use super::error::{ApiError, ErrorCode};
 use super::forward_auth::{self, ForwardAuthState};
 use super::session::Sessions;
 use super::tls::ApiCert;
-use crate::ca::authorize::{CsrAsk, Remote, RevokeTarget, Revoker};
+use crate::ca::authorize::{CsrAsk, Remote, RevokeTarget, Revoker, Rotator};
 use crate::ca::csr::Csr;
 use crate::ca::issue::SignedCert;
 use crate::ca::local::{LocalCa, normalize_serial};
 use crate::core::authz::GroupName;
 use crate::core::names::Usage;
 use crate::core::policy::parse_duration;
-use crate::core::wire::{CertResponse, RenewRequest, RevokeRequest, RevokeResponse, SignRequest};
+use crate::core::wire::{
+    CertResponse, RenewRequest, RevokeRequest, RevokeResponse, RotateRequest, RotateResponse,
+    SignRequest,
+};
 use crate::metrics::Metrics;
 use crate::store::requester::Requester;
 
@@ -54,7 +57,7 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
 }
 
-const ENDPOINTS: [&str; 11] = [
+const ENDPOINTS: [&str; 12] = [
     "/health",
     "/v1/status",
     "/ui",
@@ -64,6 +67,7 @@ const ENDPOINTS: [&str; 11] = [
     "/v1/sign",
     "/v1/renew",
     "/v1/revoke",
+    "/v1/ca/rotate",
     "/crl",
     "/metrics",
 ];
@@ -75,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sign", post(sign))
         .route("/v1/renew", post(renew))
         .route("/v1/revoke", post(revoke))
+        .route("/v1/ca/rotate", post(rotate))
         .route("/crl", get(crl))
         .route("/metrics", get(metrics))
         .with_state(state.clone())
@@ -417,6 +422,32 @@ async fn revoke(
 enum Target {
     Serial(String),
     Identity(String),
+}
+
+/// Rotates the intermediate (or with `root`, the root) on the authority of an `admin` token or
+/// an admin's client certificate. In effect for this process at once; the controller and the
+/// API's verifier follow the bundle within their check intervals.
+async fn rotate(
+    State(st): State<AppState>,
+    Credentialed(credential, req): Credentialed<RotateRequest>,
+) -> Result<Json<RotateResponse>, ApiError> {
+    let ca = st.ca.clone();
+    blocking(move || {
+        let now = OffsetDateTime::now_utc();
+        let who = match &credential {
+            Credential::Token(token) => Rotator::AdminToken(token),
+            Credential::Certificate(der) => Rotator::Certificate(der),
+        };
+        ca.authorize_rotate(who, req.root, now)?;
+        ca.rotate(req.root, now)?;
+        Ok(())
+    })
+    .await?;
+    let status = st.ca.signer_status(OffsetDateTime::now_utc())?;
+    Ok(Json(RotateResponse {
+        root_fingerprint: status.root_fingerprint,
+        intermediate_serial: status.intermediate_serial,
+    }))
 }
 
 /// The answer of sign and renew: PEM strings, the serial in hex and not-after in RFC 3339.

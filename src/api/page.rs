@@ -238,7 +238,7 @@ fn chain(out: &mut String, view: &StatusView) {
     );
     for c in &view.ca {
         out.push_str("<tr>");
-        td(out, "Role", "", c.role);
+        td(out, "Role", "", &c.role);
         td(
             out,
             "Subject",

@@ -12,13 +12,19 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use super::tls::{ApiCert, TlsError, server_config};
-use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
+use crate::ca::facts::issued_before_rollover;
+use crate::ca::pem::cert_to_pem;
+use crate::core::renew::{
+    jitter_from_serial, reissue_after_rollover, renew_issued_at, retry_after,
+};
 use crate::metrics::Metrics;
 
 /// How often the CA bundle is compared with the one the client verifier was built from, and
 /// the served certificate looked up among the revoked ones (an agent's CRL feed pulls every
 /// 2 s; the local CA also wakes the loop at once, see [`CertOrigin::revocations`]).
-pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const BUNDLE_CHECK: Duration = Duration::from_secs(2);
+/// After a CA rollover, a listener's certificate is re-issued under the new chain within this.
+const ROLLOVER_SPREAD: Duration = Duration::from_secs(30);
 
 /// Which listener a [`ServedCert`] belongs to: how it is named in logs and metrics.
 #[derive(Debug)]
@@ -127,35 +133,55 @@ impl ServedCert {
         self.cert_tx.borrow().as_ref().map(|c| c.serial.clone())
     }
 
+    /// When the certificate served now is re-issued because it predates a CA rollover (the
+    /// CA `bundle` signs with another intermediate since), if it does: spread over `spread`.
+    pub(crate) fn rollover_due(&self, bundle: &str, spread: Duration) -> Option<SystemTime> {
+        let cert = self.cert_tx.borrow();
+        let c = cert.as_ref()?;
+        let chain: String = c.key.cert.iter().skip(1).map(|d| cert_to_pem(d)).collect();
+        let rolled_at = issued_before_rollover(bundle, &chain, c.not_before)?;
+        let jitter = jitter_from_serial(&c.serial);
+        let renew = renew_issued_at(c.not_before.into(), c.not_after.into(), jitter);
+        Some(reissue_after_rollover(
+            rolled_at.into(),
+            spread,
+            jitter,
+            renew,
+        ))
+    }
+
     /// The expiry of the certificate served now, if there is one.
     fn not_after(&self) -> Option<SystemTime> {
         self.cert_tx.borrow().as_ref().map(|c| c.not_after.into())
     }
 
-    /// Rebuilds the client verifier when `bundle` differs from the one it trusts (an
-    /// intermediate rollover); a failure keeps the old verifier and is logged.
-    pub(crate) fn follow_bundle(&mut self, bundle: String) {
+    /// Rebuilds the client verifier when `bundle` differs from the one it trusts (a CA
+    /// rollover); a failure keeps the old verifier and is logged. Says whether it changed.
+    pub(crate) fn follow_bundle(&mut self, bundle: &str) -> bool {
         if bundle == self.bundle {
-            return;
+            return false;
         }
-        match server_config(self.resolver.clone(), &bundle) {
+        match server_config(self.resolver.clone(), bundle) {
             Ok(config) => {
                 self.config_tx.send_replace(config);
-                self.bundle = bundle;
+                self.bundle = bundle.to_owned();
                 tracing::info!(
                     "CA bundle changed; new connections verify client certificates against it"
                 );
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, "rebuilding the client verifier for the new CA bundle failed");
                 self.metrics.error(self.listener.config_kind);
+                false
             }
         }
     }
 
     /// Renews the certificate at two thirds of its life (`renew_issued_at`, with jitter), at
     /// once when it is revoked, retries a failure with `retry_after` (never past expiry), and
-    /// follows the CA bundle. Without a certificate the listener stays closed. Runs until
+    /// follows the CA bundle: after a rollover the certificate is re-issued under the new chain
+    /// within `ROLLOVER_SPREAD`. Without a certificate the listener stays closed. Runs until
     /// dropped.
     pub(crate) async fn upkeep(mut self, origin: impl CertOrigin) {
         let what = self.listener.what;
@@ -164,7 +190,7 @@ impl ServedCert {
         let mut revocations = origin.revocations();
         loop {
             let now = SystemTime::now();
-            let wake = due.min(now + CHECK_EVERY);
+            let wake = due.min(now + BUNDLE_CHECK);
             let revoked_now = async {
                 let changed = match revocations.as_mut() {
                     Some(r) => r.changed().await.is_ok(),
@@ -179,7 +205,12 @@ impl ServedCert {
                 () = tokio::time::sleep(wake.duration_since(now).unwrap_or_default()) => {}
                 () = revoked_now => {}
             }
-            self.follow_bundle(origin.bundle());
+            let bundle = origin.bundle();
+            if self.follow_bundle(&bundle)
+                && let Some(at) = self.rollover_due(&bundle, ROLLOVER_SPREAD)
+            {
+                due = due.min(at);
+            }
             // Once: after a failed replacement the backoff decides when to try again.
             if failures == 0 && self.serial().is_some_and(|s| origin.is_revoked(&s)) {
                 tracing::warn!("the {what} was revoked; replacing it now");

@@ -33,8 +33,10 @@ pub struct StatusView {
 /// One CA certificate peers trust.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaView {
-    /// `root`, `intermediate` (signing now) or `previous intermediate` (still trusted).
-    pub role: &'static str,
+    /// `root` (current), `previous root` (in the overlap after a root rotation), `cross` (the
+    /// current root signed by the previous one), `intermediate` (signing now) or
+    /// `previous intermediate` (still trusted).
+    pub role: String,
     pub subject: Option<String>,
     pub serial: String,
     /// SHA-256 of the DER, hex.
@@ -138,17 +140,11 @@ pub fn collect(ca: &LocalCa, now: OffsetDateTime) -> Result<StatusView, CaError>
 }
 
 fn chain(ca: &LocalCa) -> Result<Vec<CaView>, CaError> {
-    let facts = ca.chain_facts()?;
-    let last = facts.len().saturating_sub(1);
-    Ok(facts
+    Ok(ca
+        .chain_facts()?
         .into_iter()
-        .enumerate()
-        .map(|(i, f)| CaView {
-            role: match i {
-                0 => "root",
-                i if i == last => "intermediate",
-                _ => "previous intermediate",
-            },
+        .map(|(f, role)| CaView {
+            role: role.to_string(),
             subject: f.common_name,
             serial: f.serial,
             sha256: hex::encode(f.sha256),

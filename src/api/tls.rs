@@ -284,14 +284,14 @@ mod tests {
             .await
             .unwrap();
         let before = handles.config.borrow().clone();
-        state.served.follow_bundle(ca.bundle_pem());
+        state.served.follow_bundle(&ca.bundle_pem());
         assert!(
             Arc::ptr_eq(&before, &handles.config.borrow()),
             "nothing changed"
         );
         let later = OffsetDateTime::now_utc() + time::Duration::days(300);
         assert!(ca.maintain(later).unwrap(), "the intermediate rolled over");
-        state.served.follow_bundle(ca.bundle_pem());
+        state.served.follow_bundle(&ca.bundle_pem());
         assert!(!Arc::ptr_eq(&before, &handles.config.borrow()));
     }
 }

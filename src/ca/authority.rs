@@ -1,32 +1,41 @@
-//! The CA's own certificates: a root and its intermediates, on disk under `STATE/ca/`.
+//! The CA's own certificates: its generations of roots, their cross-certificates and the
+//! intermediates, on disk under `STATE/ca/` (see `ca::generation` for the layout).
 //!
-//! Layout: `root.pem` + `root.key`, and one `intermediate-<not_before>-<serial>.pem` + `.key`
-//! per intermediate. The newest valid intermediate signs; older ones stay in the bundle until
-//! they expire, so certificates they signed keep verifying during a rollover.
+//! The newest valid intermediate of the newest generation signs; older intermediates stay in
+//! the bundle until they expire, and an older root (with the cross-certificate it signed for
+//! its successor) until its overlap ends, so certificates they signed keep verifying during a
+//! rollover.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use super::CaError;
-use super::issue::random_serial;
+use super::generation::{
+    self, Generation, Predecessor, key_matches, read_key, root_params, write_intermediate,
+};
 use super::keys::{KeyType, SecretPem};
-use super::pem::{cert_to_pem, certs_from_pem, fingerprint, parse_cert};
+use super::pem::{certs_from_pem, fingerprint, parse_cert};
 use crate::store::atomic::{Mode, create_dir, sync_dir, write_atomic};
 use crate::store::lock::StateLock;
+
+pub use super::generation::{CaCert, CaRole};
+
+/// How long an old root stays in the bundle after the last leaf it vouched for expired.
+pub const ROOT_OVERLAP_MARGIN: Duration = Duration::from_secs(86400);
 
 /// Lifetimes of the CA's own certificates.
 #[derive(Debug, Clone, Copy)]
 pub struct CaLifetimes {
     pub root: Duration,
     pub intermediate: Duration,
+    /// How long a replaced root stays in the bundle after the rotation; `None`: until every
+    /// leaf it vouched for has expired, plus [`ROOT_OVERLAP_MARGIN`].
+    pub root_overlap: Option<Duration>,
 }
 
 impl Default for CaLifetimes {
@@ -34,37 +43,34 @@ impl Default for CaLifetimes {
         Self {
             root: Duration::from_secs(10 * 365 * 86400),
             intermediate: Duration::from_secs(365 * 86400),
+            root_overlap: None,
         }
     }
 }
 
-/// A CA certificate with its key, parsed once.
-pub struct CaCert {
-    pub der: CertificateDer<'static>,
-    pub pem: String,
-    pub not_before: OffsetDateTime,
-    pub not_after: OffsetDateTime,
-    pub serial: String,
-    file_stem: String,
-}
-
-/// The loaded CA: root, intermediates and the issuer that signs leaves now.
+/// The loaded CA: the current generation, the issuer that signs leaves now, and the earlier
+/// generations still in their overlap.
 pub struct Authority {
     dir: PathBuf,
     key_type: KeyType,
     lifetimes: CaLifetimes,
-    root: CaCert,
+    current: Generation,
     root_issuer: Issuer<'static, KeyPair>,
-    /// Valid intermediates, oldest first; the last one signs.
+    /// The current generation's valid intermediates, oldest first; the last one signs.
     intermediates: Vec<CaCert>,
     issuer: Issuer<'static, KeyPair>,
+    /// Earlier generations whose overlap has not ended, newest first.
+    previous: Vec<Generation>,
+    /// Every valid intermediate of the previous generations.
+    previous_intermediates: Vec<CaCert>,
 }
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authority")
             .field("dir", &self.dir)
-            .field("root", &self.root.serial)
+            .field("generation", &self.current.number)
+            .field("root", &self.current.root.serial)
             .field(
                 "intermediates",
                 &self
@@ -73,6 +79,7 @@ impl std::fmt::Debug for Authority {
                     .map(|i| &i.serial)
                     .collect::<Vec<_>>(),
             )
+            .field("previous", &self.previous.len())
             .finish_non_exhaustive()
     }
 }
@@ -84,103 +91,6 @@ fn ca_dir(state_dir: &Path) -> PathBuf {
 /// True when `STATE/ca/root.pem` exists.
 pub fn exists(state_dir: &Path) -> bool {
     ca_dir(state_dir).join("root.pem").exists()
-}
-
-fn root_params(now: OffsetDateTime, ttl: Duration) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "certdock");
-    dn.push(DnType::CommonName, "certdock Root CA");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.not_before = now - time::Duration::minutes(1);
-    p.not_after = now + ttl;
-    p.serial_number = Some(random_serial());
-    p
-}
-
-fn intermediate_params(now: OffsetDateTime, not_after: OffsetDateTime) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "certdock");
-    dn.push(
-        DnType::CommonName,
-        format!("certdock Intermediate CA {}", now.date()),
-    );
-    p.distinguished_name = dn;
-    // Path length 0: an intermediate signs leaves only, never another CA.
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.use_authority_key_identifier_extension = true;
-    p.not_before = now - time::Duration::minutes(1);
-    p.not_after = not_after;
-    p.serial_number = Some(random_serial());
-    p
-}
-
-impl CaCert {
-    fn from_der(
-        what: &str,
-        der: CertificateDer<'static>,
-        file_stem: String,
-    ) -> Result<Self, CaError> {
-        let parsed = parse_cert(what, &der)?;
-        let not_before = parsed.validity().not_before.to_datetime();
-        let not_after = parsed.validity().not_after.to_datetime();
-        let serial = hex::encode(parsed.raw_serial());
-        let pem = cert_to_pem(&der);
-        Ok(Self {
-            der,
-            pem,
-            not_before,
-            not_after,
-            serial,
-            file_stem,
-        })
-    }
-
-    fn lifetime_elapsed(&self, now: OffsetDateTime) -> f64 {
-        let total = (self.not_after - self.not_before).as_seconds_f64();
-        if total <= 0.0 {
-            return 1.0;
-        }
-        (now - self.not_before).as_seconds_f64() / total
-    }
-}
-
-fn read_key(path: &Path) -> Result<KeyPair, CaError> {
-    let pem = fs::read_to_string(path).map_err(|e| CaError::io(path, e))?;
-    KeyPair::from_pem(&pem).map_err(|e| CaError::BadKey {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn read_cert(path: &Path, stem: String) -> Result<CaCert, CaError> {
-    let pem = fs::read_to_string(path).map_err(|e| CaError::io(path, e))?;
-    let der = certs_from_pem(&path.display().to_string(), &pem)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| CaError::BadPem {
-            what: path.display().to_string(),
-            reason: "empty".into(),
-        })?;
-    CaCert::from_der(&path.display().to_string(), der, stem)
-}
-
-/// Checks that `key` is the private half of `cert`'s public key.
-fn key_matches(cert_der: &[u8], key: &KeyPair) -> Result<bool, CaError> {
-    let parsed = parse_cert("certificate", cert_der)?;
-    Ok(parsed.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
 }
 
 impl Authority {
@@ -202,17 +112,14 @@ impl Authority {
         let (root_der, root_key) = match import {
             None => {
                 let key = key_type.generate().map_err(CaError::Sign)?;
-                let cert = root_params(now, lifetimes.root)
+                let cert = root_params(0, now, now + lifetimes.root)
                     .self_signed(&key)
                     .map_err(CaError::Sign)?;
                 (cert.der().clone(), key)
             }
             Some((cert_pem, key_pem)) => Self::check_import(cert_pem, key_pem, now)?,
         };
-        let key_type = match root_key.algorithm() {
-            a if a == &rcgen::PKCS_ED25519 => KeyType::Ed25519,
-            _ => KeyType::EcdsaP256,
-        };
+        let key_type = key_type_of(&root_key);
         let root = CaCert::from_der("root", root_der, "root".into())?;
 
         // Build everything in a private temporary directory, then rename it into place: a crash
@@ -229,10 +136,16 @@ impl Authority {
         )
         .map_err(|e| CaError::io(&tmp, e))?;
         let root_issuer = Issuer::from_ca_cert_der(&root.der, root_key).map_err(CaError::Sign)?;
-        let inter = Self::write_intermediate(&tmp, &root, &root_issuer, key_type, lifetimes, now)?;
+        write_intermediate(
+            &tmp,
+            &root,
+            &root_issuer,
+            key_type,
+            lifetimes.intermediate,
+            now,
+        )?;
         fs::rename(&tmp, &dir).map_err(|e| CaError::io(&dir, e))?;
         sync_dir(state_dir).map_err(|e| CaError::io(state_dir, e))?;
-        drop(inter);
         Self::load_unlocked(state_dir, lifetimes, now)
     }
 
@@ -272,41 +185,6 @@ impl Authority {
         Ok((der, key))
     }
 
-    /// Signs a fresh intermediate with the root and writes it into `dir` (key first, then cert,
-    /// each atomically: a crash between the two leaves a key without cert, which load ignores).
-    fn write_intermediate(
-        dir: &Path,
-        root: &CaCert,
-        root_issuer: &Issuer<'static, KeyPair>,
-        key_type: KeyType,
-        lifetimes: CaLifetimes,
-        now: OffsetDateTime,
-    ) -> Result<CaCert, CaError> {
-        let not_after = std::cmp::min(now + lifetimes.intermediate, root.not_after);
-        let key = key_type.generate().map_err(CaError::Sign)?;
-        let cert = intermediate_params(now, not_after)
-            .signed_by(&key, root_issuer)
-            .map_err(CaError::Sign)?;
-        let serial = {
-            let parsed = parse_cert("intermediate", cert.der())?;
-            hex::encode(parsed.raw_serial())
-        };
-        let stem = format!("intermediate-{}-{}", now.unix_timestamp(), &serial[..8]);
-        write_atomic(
-            &dir.join(format!("{stem}.key")),
-            key.serialize_pem().as_bytes(),
-            Mode::Secret,
-        )
-        .map_err(|e| CaError::io(dir, e))?;
-        write_atomic(
-            &dir.join(format!("{stem}.pem")),
-            cert.pem().as_bytes(),
-            Mode::Public,
-        )
-        .map_err(|e| CaError::io(dir, e))?;
-        CaCert::from_der("intermediate", cert.der().clone(), stem)
-    }
-
     /// Loads the CA from `STATE/ca`, rolling the intermediate over when it is due.
     pub fn load(
         state_dir: &Path,
@@ -329,72 +207,82 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<Self, CaError> {
         let dir = ca_dir(state_dir);
-        let root = read_cert(&dir.join("root.pem"), "root".into())?;
-        let root_key = read_key(&dir.join("root.key"))?;
-        if !key_matches(&root.der, &root_key)? {
+        let mut gens = generation::list(&dir)?;
+        let (number, gen_dir) = gens.pop().expect("generation 0 is always listed");
+        let mut current = Generation::read(number, &gen_dir)?;
+        let root_key = read_key(&gen_dir.join("root.key"))?;
+        if !key_matches(&current.root.der, &root_key)? {
             return Err(CaError::BadKey {
-                what: dir.join("root.key").display().to_string(),
+                what: gen_dir.join("root.key").display().to_string(),
                 reason: "does not match root.pem".into(),
             });
         }
-        let key_type = if root_key.algorithm() == &rcgen::PKCS_ED25519 {
-            KeyType::Ed25519
-        } else {
-            KeyType::EcdsaP256
-        };
-        let root_issuer = Issuer::from_ca_cert_der(&root.der, root_key).map_err(CaError::Sign)?;
-        let mut intermediates = Vec::new();
-        let mut newest_key = None;
-        let entries = fs::read_dir(&dir).map_err(|e| CaError::io(&dir, e))?;
-        let mut stems: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| n.strip_suffix(".pem").map(str::to_string))
-            .filter(|s| s.starts_with("intermediate-"))
-            .collect();
-        stems.sort();
-        for stem in stems {
-            let key_path = dir.join(format!("{stem}.key"));
-            if !key_path.exists() {
-                continue;
-            }
-            let cert = read_cert(&dir.join(format!("{stem}.pem")), stem.clone())?;
-            if cert.not_after <= now {
-                continue; // expired: no longer trusted, no longer in ca.pem
-            }
+        let key_type = key_type_of(&root_key);
+        let root_issuer =
+            Issuer::from_ca_cert_der(&current.root.der, root_key).map_err(CaError::Sign)?;
+        let mut signer = None;
+        for cert in current.valid_intermediates(now) {
+            let key_path = gen_dir.join(format!("{}.key", cert.file_stem));
             let key = read_key(&key_path)?;
             if !key_matches(&cert.der, &key)? {
                 return Err(CaError::BadKey {
                     what: key_path.display().to_string(),
-                    reason: format!("does not match {stem}.pem"),
+                    reason: format!("does not match {}.pem", cert.file_stem),
                 });
             }
-            newest_key = Some(key);
-            intermediates.push(cert);
+            signer = Some((cert.der.clone(), key));
         }
-        let (issuer, intermediates) = match (newest_key, intermediates.last()) {
-            (Some(key), Some(cert)) => (
-                Issuer::from_ca_cert_der(&cert.der, key).map_err(CaError::Sign)?,
-                intermediates,
-            ),
-            _ => {
-                let cert =
-                    Self::write_intermediate(&dir, &root, &root_issuer, key_type, lifetimes, now)?;
-                let key = read_key(&dir.join(format!("{}.key", cert.file_stem)))?;
-                (
-                    Issuer::from_ca_cert_der(&cert.der, key).map_err(CaError::Sign)?,
-                    vec![cert],
-                )
+        let (der, key) = match signer {
+            Some(s) => s,
+            None => {
+                let cert = write_intermediate(
+                    &gen_dir,
+                    &current.root,
+                    &root_issuer,
+                    key_type,
+                    lifetimes.intermediate,
+                    now,
+                )?;
+                let key = read_key(&gen_dir.join(format!("{}.key", cert.file_stem)))?;
+                let der = cert.der.clone();
+                current.intermediates.push(cert);
+                (der, key)
             }
         };
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(CaError::Sign)?;
+        let intermediates = current
+            .valid_intermediates(now)
+            .map(|c| CaCert::from_der("intermediate", c.der.clone(), c.file_stem.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // Earlier generations, newest first, while their overlap lasts.
+        let mut previous: Vec<Generation> = Vec::new();
+        let mut replaced_at = current.root.not_before + time::Duration::minutes(1);
+        for (number, gen_dir) in gens.into_iter().rev() {
+            let generation = Generation::read(number, &gen_dir)?;
+            if now
+                >= generation.overlap_ends(replaced_at, lifetimes.root_overlap, ROOT_OVERLAP_MARGIN)
+            {
+                break;
+            }
+            replaced_at = generation.root.not_before + time::Duration::minutes(1);
+            previous.push(generation);
+        }
+        let previous_intermediates = previous
+            .iter()
+            .flat_map(|g| g.valid_intermediates(now))
+            .map(|c| CaCert::from_der("intermediate", c.der.clone(), c.file_stem.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             dir,
             key_type,
             lifetimes,
-            root,
+            current,
             root_issuer,
             intermediates,
             issuer,
+            previous,
+            previous_intermediates,
         })
     }
 
@@ -417,26 +305,86 @@ impl Authority {
         }
         // The root can't sign past its own end; when the root itself is nearly over, a new
         // intermediate would be no younger: say so instead of looping.
-        if (self.root.not_after - now).whole_seconds() < 86400 {
+        if (fresh.root().not_after - now).whole_seconds() < 86400 {
             return Err(CaError::RootExpiring {
-                not_after: self.root.not_after,
+                not_after: fresh.root().not_after,
             });
         }
-        Self::write_intermediate(
-            &self.dir,
-            &self.root,
-            &self.root_issuer,
-            self.key_type,
-            self.lifetimes,
-            now,
-        )?;
-        *self = Self::load_unlocked(state_dir, self.lifetimes, now)?;
+        *self = fresh;
+        self.new_intermediate_locked(state_dir, now)?;
         tracing::info!(intermediate = %self.current().serial, "rolled the intermediate CA over");
         Ok(true)
     }
 
+    fn new_intermediate_locked(
+        &mut self,
+        state_dir: &Path,
+        now: OffsetDateTime,
+    ) -> Result<(), CaError> {
+        write_intermediate(
+            &self.current.dir,
+            &self.current.root,
+            &self.root_issuer,
+            self.key_type,
+            self.lifetimes.intermediate,
+            now,
+        )?;
+        *self = Self::load_unlocked(state_dir, self.lifetimes, now)?;
+        Ok(())
+    }
+
+    /// `certdock ca rotate`: a new intermediate now, whatever the age of the current one. The
+    /// old one stays in the bundle while it is valid. Safe beside a running `run` or `serve`:
+    /// the state lock is held, and the directory re-read under it.
+    pub fn rotate_intermediate(
+        state_dir: &Path,
+        lifetimes: CaLifetimes,
+        now: OffsetDateTime,
+    ) -> Result<Self, CaError> {
+        let _lock = StateLock::exclusive(state_dir).map_err(|e| CaError::io(state_dir, e))?;
+        let mut ca = Self::load_unlocked(state_dir, lifetimes, now)?;
+        ca.new_intermediate_locked(state_dir, now)?;
+        tracing::info!(intermediate = %ca.current().serial, "made a new intermediate CA");
+        Ok(ca)
+    }
+
+    /// `certdock ca rotate --root`: a new generation (root, cross-certificate signed by the
+    /// current root, first intermediate), made whole in a temporary directory and renamed into
+    /// place. Safe beside a running `run` or `serve`, like [`Authority::rotate_intermediate`].
+    pub fn rotate_root(
+        state_dir: &Path,
+        lifetimes: CaLifetimes,
+        now: OffsetDateTime,
+    ) -> Result<Self, CaError> {
+        let _lock = StateLock::exclusive(state_dir).map_err(|e| CaError::io(state_dir, e))?;
+        let dir = ca_dir(state_dir);
+        generation::remove_leftovers(&dir);
+        let ca = Self::load_unlocked(state_dir, lifetimes, now)?;
+        let number = generation::create_next(
+            &dir,
+            &Predecessor {
+                number: ca.current.number,
+                root: &ca.current.root,
+                issuer: &ca.root_issuer,
+            },
+            ca.key_type,
+            lifetimes.root,
+            lifetimes.intermediate,
+            now,
+        )?;
+        let ca = Self::load_unlocked(state_dir, lifetimes, now)?;
+        tracing::info!(generation = number, root = %ca.root_fingerprint(), "made a new root CA, cross-signed by the previous one");
+        Ok(ca)
+    }
+
+    /// The root that signs now.
     pub fn root(&self) -> &CaCert {
-        &self.root
+        &self.current.root
+    }
+
+    /// The number of the current generation (0 until the first root rotation).
+    pub fn generation(&self) -> u32 {
+        self.current.number
     }
 
     /// The intermediate that signs now.
@@ -446,8 +394,12 @@ impl Authority {
             .expect("load always leaves at least one intermediate")
     }
 
-    pub fn intermediates(&self) -> &[CaCert] {
-        &self.intermediates
+    /// Every valid intermediate of every generation in the bundle: what may have signed a leaf
+    /// this CA still vouches for.
+    pub fn intermediates(&self) -> impl Iterator<Item = &CaCert> {
+        self.previous_intermediates
+            .iter()
+            .chain(self.intermediates.iter())
     }
 
     pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
@@ -458,25 +410,82 @@ impl Authority {
         self.key_type
     }
 
-    /// Every CA certificate peers must trust now (root first, then the valid intermediates):
-    /// the content of `ca.pem` and `GET /roots.pem`.
-    pub fn bundle_pem(&self) -> String {
-        let mut out = self.root.pem.clone();
-        for i in &self.intermediates {
-            out.push_str(&i.pem);
+    pub fn lifetimes(&self) -> CaLifetimes {
+        self.lifetimes
+    }
+
+    /// The cross-certificates a peer that still trusts only a previous root needs to reach the
+    /// current one: one per generation step still in the overlap, newest first.
+    pub fn crosses(&self) -> Vec<&CaCert> {
+        std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .take(self.previous.len())
+            .filter_map(|g| g.cross.as_ref())
+            .collect()
+    }
+
+    /// What follows a new leaf in its `chain.pem`: the signing intermediate, then the
+    /// cross-certificates while a previous root is still trusted anywhere.
+    pub fn chain_pem(&self) -> String {
+        let mut out = self.current().pem.clone();
+        for c in self.crosses() {
+            out.push_str(&c.pem);
         }
         out
     }
 
-    /// The CA certificates one by one (root first), for proxies that want one file each.
-    pub fn bundle_certs(&self) -> Vec<&CaCert> {
-        std::iter::once(&self.root)
-            .chain(self.intermediates.iter())
+    /// Every CA certificate peers must trust now: the current root first, then the previous
+    /// roots, the cross-certificates and the previous intermediates, and the current
+    /// generation's intermediates with the one signing now last. The content of `ca.pem` and
+    /// `GET /roots.pem`.
+    pub fn bundle_pem(&self) -> String {
+        self.bundle_certs()
+            .iter()
+            .map(|(c, _)| c.pem.as_str())
             .collect()
     }
 
-    /// SHA-256 of the root's DER, for `--ca-fingerprint`.
+    /// The CA certificates one by one, in [`Authority::bundle_pem`]'s order, with their role.
+    pub fn bundle_certs(&self) -> Vec<(&CaCert, CaRole)> {
+        let mut out = vec![(&self.current.root, CaRole::Root)];
+        out.extend(
+            self.previous
+                .iter()
+                .map(|g| (&g.root, CaRole::PreviousRoot)),
+        );
+        out.extend(self.crosses().into_iter().map(|c| (c, CaRole::Cross)));
+        out.extend(
+            self.previous_intermediates
+                .iter()
+                .map(|c| (c, CaRole::PreviousIntermediate)),
+        );
+        let last = self.intermediates.len() - 1;
+        out.extend(self.intermediates.iter().enumerate().map(|(i, c)| {
+            let role = if i == last {
+                CaRole::Intermediate
+            } else {
+                CaRole::PreviousIntermediate
+            };
+            (c, role)
+        }));
+        out
+    }
+
+    /// True once the current root has lived nine tenths of its life: time to rotate it.
+    pub fn root_in_last_tenth(&self, now: OffsetDateTime) -> bool {
+        self.current.root.lifetime_elapsed(now) >= 0.9
+    }
+
+    /// SHA-256 of the current root's DER, for `--ca-fingerprint`.
     pub fn root_fingerprint(&self) -> String {
-        fingerprint(&self.root.der)
+        fingerprint(&self.current.root.der)
+    }
+}
+
+fn key_type_of(key: &KeyPair) -> KeyType {
+    if key.algorithm() == &rcgen::PKCS_ED25519 {
+        KeyType::Ed25519
+    } else {
+        KeyType::EcdsaP256
     }
 }

@@ -21,7 +21,9 @@ use crate::core::policy::{NamePolicy, NameRule};
 use crate::store::requester::Requester;
 use crate::store::tokens::{RedeemError, TokenError, TokenGrant, TokenKind};
 
+mod rotate;
 mod view;
+pub use rotate::Rotator;
 pub use view::{ADMIN_GROUP, Viewer};
 
 /// A request the CA has agreed to sign, pending only the name policy it carries (checked

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -103,6 +104,62 @@ impl CertFacts {
     pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
         self.not_before <= now && now < self.not_after
     }
+}
+
+/// The CA certificate that signs now (the bundle's last) and when it started signing: what a
+/// leaf's issuer is compared with to find leaves issued before a rollover.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    der: CertificateDer<'static>,
+    since: OffsetDateTime,
+}
+
+impl Signer {
+    /// The signer of a CA bundle (its last certificate), if the bundle has a readable one.
+    pub fn of_bundle(bundle: &[CertificateDer<'static>]) -> Option<Signer> {
+        let der = bundle.last()?.clone();
+        // CA certificates are backdated a minute; leaves by `BACKDATE`.
+        let since = parse_cert("signer", &der)
+            .ok()?
+            .validity()
+            .not_before
+            .to_datetime()
+            + time::Duration::minutes(1);
+        Some(Signer { der, since })
+    }
+
+    /// When the signer started, if a leaf issued by `issuer` and valid from `leaf_not_before`
+    /// was issued before that by another CA certificate: it is due for re-issue under the new
+    /// chain. A leaf issued after the signer started is never flagged, so a CA that orders its
+    /// bundle otherwise cannot cause a re-issue loop.
+    pub fn rolled_over_since(
+        &self,
+        issuer: &CertificateDer<'_>,
+        leaf_not_before: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        if *issuer == self.der {
+            return None;
+        }
+        // Certificates carry whole seconds: a leaf of the rollover's very second counts as before
+        // it (once re-issued, its issuer is the signer, so this cannot repeat).
+        let issued_at = leaf_not_before + crate::core::renew::BACKDATE;
+        (issued_at <= self.since).then_some(self.since)
+    }
+}
+
+/// [`Signer::rolled_over_since`] from PEM: the CA bundle (its signer last) and a leaf's
+/// `chain.pem` (its issuer first).
+pub fn issued_before_rollover(
+    bundle_pem: &str,
+    chain_pem: &str,
+    leaf_not_before: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let signer = Signer::of_bundle(&certs_from_pem("bundle", bundle_pem).ok()?)?;
+    let issuer = certs_from_pem("chain", chain_pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    signer.rolled_over_since(&issuer, leaf_not_before)
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ pub fn sign_leaf(
         serial,
         cert_pem: cert_to_pem(cert.der()),
         cert_der: cert.der().clone(),
-        chain_pem: ca.current().pem.clone(),
+        chain_pem: ca.chain_pem(),
         ca_pem: ca.bundle_pem(),
         not_before: p.not_before,
         not_after: p.not_after,

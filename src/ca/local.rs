@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock};
 use time::OffsetDateTime;
 
 use super::CaError;
-use super::authority::{self, Authority, CaLifetimes};
+use super::authority::{self, Authority, CaLifetimes, CaRole};
 use super::facts::CertFacts;
 use super::keys::KeyType;
 use super::ledger::Ledger;
@@ -150,13 +150,13 @@ impl LocalCa {
             .unwrap_or_default()
     }
 
-    /// The CA certificates peers trust now, read through [`CertFacts`]: the root first, then
-    /// the intermediates, the one signing now last.
-    pub fn chain_facts(&self) -> Result<Vec<CertFacts>, CaError> {
+    /// The CA certificates peers trust now, read through [`CertFacts`], with their role: the
+    /// root first, the intermediate signing now last.
+    pub fn chain_facts(&self) -> Result<Vec<(CertFacts, CaRole)>, CaError> {
         let ca = read(&self.authority, "authority")?;
         ca.bundle_certs()
             .into_iter()
-            .map(|c| CertFacts::from_der("CA certificate", &c.der))
+            .map(|(c, role)| Ok((CertFacts::from_der("CA certificate", &c.der)?, role)))
             .collect()
     }
 
@@ -183,14 +183,43 @@ impl LocalCa {
         })
     }
 
-    /// Periodic upkeep: rolls the intermediate over when due. Returns whether the bundle changed.
+    /// Periodic upkeep: rolls the intermediate over when due, and picks up what another
+    /// process (`certdock ca rotate`) changed on disk, or an overlap that ended. Returns whether
+    /// the bundle or the signer changed.
     pub fn maintain(&self, now: OffsetDateTime) -> Result<bool, CaError> {
+        let lifetimes = read(&self.authority, "authority")?.lifetimes();
+        // Read outside the write lock: signing goes on meanwhile.
+        let fresh = Authority::load(&self.state_dir, lifetimes, now)?;
+        self.replace_if_changed(fresh)
+    }
+
+    /// `certdock ca rotate [--root]`, from this process (the API): a new intermediate, or a
+    /// new root cross-signed by the current one. In effect here at once.
+    pub fn rotate(&self, root: bool, now: OffsetDateTime) -> Result<(), CaError> {
+        let lifetimes = read(&self.authority, "authority")?.lifetimes();
+        let fresh = if root {
+            Authority::rotate_root(&self.state_dir, lifetimes, now)?
+        } else {
+            Authority::rotate_intermediate(&self.state_dir, lifetimes, now)?
+        };
+        self.replace_if_changed(fresh).map(|_| ())
+    }
+
+    fn replace_if_changed(&self, fresh: Authority) -> Result<bool, CaError> {
         let mut ca = write(&self.authority, "authority")?;
-        let changed = ca.rollover_if_due(&self.state_dir, now)?;
+        let changed =
+            fresh.current().serial != ca.current().serial || fresh.bundle_pem() != ca.bundle_pem();
         if changed {
+            *ca = fresh;
             self.ledger.forget_verified();
         }
         Ok(changed)
+    }
+
+    /// Whether the current root has lived nine tenths of its life, and when it ends.
+    pub fn root_expiry(&self, now: OffsetDateTime) -> Result<(bool, OffsetDateTime), CaError> {
+        let ca = read(&self.authority, "authority")?;
+        Ok((ca.root_in_last_tenth(now), ca.root().not_after))
     }
 
     /// Runs `f` on the token store with the state lock held.

@@ -8,6 +8,7 @@ pub mod crl;
 pub mod csr;
 mod error;
 pub mod facts;
+pub mod generation;
 pub mod issue;
 pub mod keys;
 pub mod ledger;
@@ -22,5 +23,7 @@ pub mod source;
 
 pub use error::CaError;
 
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

@@ -15,20 +15,27 @@ mod store;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
 use time::OffsetDateTime;
 
+use super::facts::issued_before_rollover;
 use super::issue::Issued;
+use super::pem::cert_to_pem;
 use super::source::{CertSource, LeafOrder, SourceError};
 use crate::core::policy::fmt_duration;
-use crate::core::renew::{jitter_from_serial, renew_issued_at, retry_after};
+use crate::core::renew::{
+    jitter_from_serial, reissue_after_rollover, renew_issued_at, retry_after,
+};
 use crate::core::wire::{CertResponse, RenewRequest, SignRequest};
 use crate::store::atomic::Mode;
 use bootstrap::{enrol, parse_url, pinned_trust};
 use csr::{issued_from, key_and_csr};
 use store::AgentFiles;
+
+/// After a CA rollover, an agent's identity is re-issued under the new chain within this.
+const IDENTITY_ROLLOVER_SPREAD: Duration = Duration::from_secs(60);
 pub use store::{Identity, TrustedBundle, normalize_fingerprint};
 
 /// Why the remote CA could not be used. [`RemoteError::is_transient`] says whether to retry.
@@ -293,7 +300,17 @@ impl RemoteSource {
     async fn refresh_bundle(&self) -> Result<String, RemoteError> {
         let live = self.live();
         let pem = http::call_text(live.client.get(self.url("roots.pem")?)).await?;
-        let trust = TrustedBundle::from_pem(&pem, &self.inner.pin)?;
+        let trust = TrustedBundle::from_pem_with(&pem, &self.inner.pin, &live.trust.custody)?;
+        if trust.custody != live.trust.custody {
+            // Only ever longer: a root joins only when a trusted root cross-signed it.
+            self.inner
+                .files
+                .write(&self.inner.files.root(), &trust.custody_pem(), Mode::Public)?;
+            tracing::info!(
+                roots = trust.custody.len().div_ceil(2),
+                "followed a CA root rotation signed by the pinned root"
+            );
+        }
         if trust != live.trust {
             self.inner
                 .files
@@ -385,11 +402,24 @@ fn crl_serials(der: &[u8]) -> BTreeSet<String> {
 impl Live {
     fn new(trust: TrustedBundle, identity: Identity) -> Result<Self, RemoteError> {
         let client = http::verified_client(&trust, Some(&identity))?;
-        let renew_at = renew_issued_at(
+        let jitter = jitter_from_serial(&identity.serial);
+        let mut renew_at = renew_issued_at(
             identity.not_before.into(),
             identity.not_after.into(),
-            jitter_from_serial(&identity.serial),
+            jitter,
         );
+        // Issued before a CA rollover: re-issued under the new chain soon, spread by serial.
+        let chain: String = identity.chain.iter().map(|c| cert_to_pem(c)).collect();
+        if let Some(rolled_at) =
+            issued_before_rollover(&trust.to_pem(), &chain, identity.not_before)
+        {
+            renew_at = reissue_after_rollover(
+                rolled_at.into(),
+                IDENTITY_ROLLOVER_SPREAD,
+                jitter,
+                renew_at,
+            );
+        }
         Ok(Self {
             trust,
             identity,

@@ -142,6 +142,7 @@ fn the_intermediate_is_renewed_after_two_thirds_and_both_stay_trusted() {
     let life = CaLifetimes {
         root: Duration::from_secs(10 * 86400),
         intermediate: Duration::from_secs(3 * 86400),
+        ..CaLifetimes::default()
     };
     let t0 = now();
     let ca = Authority::create(dir.path(), KeyType::EcdsaP256, life, None, t0).unwrap();
@@ -161,7 +162,7 @@ fn the_intermediate_is_renewed_after_two_thirds_and_both_stay_trusted() {
     let ca = Authority::load(dir.path(), life, t2).unwrap();
     assert_ne!(ca.current().serial, first, "rolled over after two thirds");
     assert_eq!(
-        ca.intermediates().len(),
+        ca.intermediates().count(),
         2,
         "old and new are both in the bundle"
     );

@@ -249,6 +249,29 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
     Ok(())
 }
 
+/// `certdock ca rotate [--root]`.
+pub fn rotate(s: &Settings, root: bool) -> CmdResult {
+    let ca = open_existing(s)?;
+    ca.rotate(root, OffsetDateTime::now_utc())?;
+    let facts = ca.chain_facts()?;
+    if root {
+        println!(
+            "made a new root, cross-signed by the previous one\nroot fingerprint (SHA-256, for --ca-fingerprint): {}",
+            ca.root_fingerprint()
+        );
+    } else {
+        println!("made a new intermediate; the previous one stays trusted while it is valid");
+    }
+    for (f, role) in facts {
+        println!(
+            "{role:<22} {:<40} not after {}",
+            f.common_name.unwrap_or_default(),
+            f.not_after
+        );
+    }
+    Ok(())
+}
+
 /// `certdock revoke SERIAL` or `certdock revoke --name NAME`: prints every serial revoked,
 /// one a line (the one asked first; then those renewed from it).
 pub fn revoke(s: &Settings, serial: Option<String>, name: Option<String>) -> CmdResult {

@@ -53,6 +53,11 @@ pub enum Command {
     },
     /// Issue one certificate on demand.
     Issue(ca_commands::IssueArgs),
+    /// The CA's own certificates.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Every managed certificate: name, container, SANs, usage, not-after, next renewal, last error.
     Status {
         /// Print a JSON array (one object per certificate) instead of a table.
@@ -79,6 +84,18 @@ pub enum Command {
     Serve,
     /// Print the effective settings (after flags, environment, file and defaults) as JSON.
     Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// A new intermediate now (the old one stays trusted while it is valid); with --root, a
+    /// new root cross-signed by the current one. Safe while `run` or `serve` runs: they pick
+    /// it up within seconds. See README, "Replacing the root".
+    Rotate {
+        /// Replace the root, not only the intermediate.
+        #[arg(long)]
+        root: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +144,9 @@ pub fn main() -> ExitCode {
             import_key,
         } => ca_commands::init(&settings, import_root, import_key),
         Command::Issue(args) => ca_commands::issue(&settings, args),
+        Command::Ca {
+            command: CaCommand::Rotate { root },
+        } => ca_commands::rotate(&settings, root),
         Command::Run => run::run(&settings, raw),
         Command::Agent {
             ca_url,

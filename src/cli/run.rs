@@ -62,6 +62,7 @@ pub fn controller_config(s: &Settings, decider: bool) -> Result<ControllerConfig
         traefik_options: traefik_options(s)?,
         grace: s.orphan_grace,
         forward_auth: decider.then(|| forward_auth_base(s)),
+        rollover_spread: s.rollover_spread,
     })
 }
 
@@ -133,7 +134,11 @@ pub fn run(s: &Settings, raw: RawSettings) -> CmdResult {
         let api =
             ApiServer::bind(ca.clone(), &api_config(s), metrics.clone(), allow.clone()).await?;
         let (shutdown, waiter) = shutdown_fanout();
-        let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
+        let maintenance = tokio::spawn(maintain_periodically(
+            ca.clone(),
+            MAINTAIN_EVERY,
+            metrics.clone(),
+        ));
         let api_task = tokio::spawn(api.serve(shutdown()));
         let source = Arc::new(LocalSource {
             ca: ca.clone(),

@@ -66,11 +66,16 @@ pub async fn open_service_ca(
 
 async fn serve(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
     let ca = open_service_ca(settings).await?;
-    let maintenance = tokio::spawn(maintain_periodically(ca.clone(), MAINTAIN_EVERY));
+    let metrics = Arc::new(Metrics::new());
+    let maintenance = tokio::spawn(maintain_periodically(
+        ca.clone(),
+        MAINTAIN_EVERY,
+        metrics.clone(),
+    ));
     let result = run_api(
         ca,
         &api_config(settings),
-        Arc::new(Metrics::new()),
+        metrics,
         // No controller here, so no allow lists: forward-auth admits nobody on `serve`.
         Arc::new(AllowTable::new()),
         shutdown_signal(),

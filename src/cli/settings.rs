@@ -31,6 +31,7 @@ pub mod defaults {
     pub const HEADER_TIMEOUT: &str = "10s";
     pub const BODY_TIMEOUT: &str = "10s";
     pub const MAX_CONNECTIONS: &str = "three quarters of the open-file limit, at most 4096";
+    pub const ROLLOVER_SPREAD: &str = "15m";
 }
 
 /// One line of `--help`: what the setting does and its default. The fields are `Option`s (so
@@ -120,6 +121,12 @@ pub struct RawSettings {
     #[arg(long, env = "CERTDOCK_MAX_CONNECTIONS", global = true, value_name = "N",
         help = help("Connections a listener holds at once; at the cap the oldest idle one is closed for a newcomer. Kept 64 below the open-file limit, whose soft value is raised to the hard one at start", defaults::MAX_CONNECTIONS))]
     pub max_connections: Option<usize>,
+    #[arg(long, env = "CERTDOCK_ROLLOVER_SPREAD", global = true, value_name = "DURATION",
+        help = help("After a CA rotation, certificates issued under the old chain are re-issued spread over this", defaults::ROLLOVER_SPREAD))]
+    pub rollover_spread: Option<String>,
+    #[arg(long, env = "CERTDOCK_ROOT_OVERLAP", global = true, value_name = "DURATION",
+        help = help("How long a replaced root stays in ca.pem after `ca rotate --root`", "until every certificate it vouched for has expired, plus a day"))]
+    pub root_overlap: Option<String>,
     /// `[traefik.options]` in the TOML file: TLS options merged into every option certdock writes.
     #[arg(skip)]
     pub traefik: Option<toml::Table>,
@@ -188,6 +195,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// `None`: derived from the open-file limit at start (see [`Settings::limits`]).
     pub max_connections: Option<usize>,
+    pub rollover_spread: Duration,
+    pub root_overlap: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +264,8 @@ impl RawSettings {
             header_timeout: self.header_timeout.or(file.header_timeout),
             body_timeout: self.body_timeout.or(file.body_timeout),
             max_connections: self.max_connections.or(file.max_connections),
+            rollover_spread: self.rollover_spread.or(file.rollover_spread),
+            root_overlap: self.root_overlap.or(file.root_overlap),
         }
     }
 }
@@ -304,6 +315,15 @@ impl Settings {
             defaults::RESYNC_INTERVAL,
         )?;
         let orphan_grace = duration("orphan_grace", raw.orphan_grace, defaults::ORPHAN_GRACE)?;
+        let rollover_spread = duration(
+            "rollover_spread",
+            raw.rollover_spread,
+            defaults::ROLLOVER_SPREAD,
+        )?;
+        let root_overlap = match raw.root_overlap {
+            Some(v) => Some(parse_duration(&v).map_err(|e| invalid("root_overlap", e))?),
+            None => None,
+        };
         if resync_interval < Duration::from_secs(1) {
             return Err(invalid("resync_interval", "must be at least 1s"));
         }
@@ -424,6 +444,8 @@ impl Settings {
             header_timeout,
             body_timeout,
             max_connections: raw.max_connections,
+            rollover_spread,
+            root_overlap,
         })
     }
 
@@ -475,7 +497,10 @@ impl Settings {
     }
 
     pub fn lifetimes(&self) -> CaLifetimes {
-        CaLifetimes::default()
+        CaLifetimes {
+            root_overlap: self.root_overlap,
+            ..CaLifetimes::default()
+        }
     }
 }
 

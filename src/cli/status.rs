@@ -5,6 +5,8 @@ use time::OffsetDateTime;
 
 use super::CmdResult;
 use super::settings::Settings;
+use crate::ca::authority::{self, Authority};
+use crate::ca::facts::CertFacts;
 use crate::store::inventory::Inventory;
 use crate::store::status::{self, StatusEntry};
 
@@ -39,5 +41,30 @@ pub fn run(s: &Settings, json: bool) -> CmdResult {
     for e in &entries {
         row(StatusEntry::COLUMNS.iter().map(|c| (c.2)(e)).collect());
     }
+    print_ca(s);
     Ok(())
+}
+
+/// The CA's own certificates with their role and expiry, when this state directory holds a CA.
+fn print_ca(s: &Settings) {
+    if !authority::exists(&s.state_dir) {
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    match Authority::load(&s.state_dir, s.lifetimes(), now) {
+        Ok(ca) => {
+            println!("\nCA certificates (generation {}):", ca.generation());
+            for (c, role) in ca.bundle_certs() {
+                let subject = CertFacts::from_der("CA certificate", &c.der)
+                    .ok()
+                    .and_then(|f| f.common_name)
+                    .unwrap_or_default();
+                println!("{role:<22} {subject:<40} not after {}", c.not_after);
+            }
+            if ca.root_in_last_tenth(now) {
+                println!("the root is in the last tenth of its life: `certdock ca rotate --root`");
+            }
+        }
+        Err(e) => println!("\nCA: {e}"),
+    }
 }

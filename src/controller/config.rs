@@ -24,6 +24,8 @@ pub struct ControllerConfig {
     /// The forward-auth decider Traefik asks (`https://<api name>:<port>`, this host's API);
     /// `None` when this process serves none, and then an allow list is refused.
     pub forward_auth: Option<String>,
+    /// After a CA rollover, certificates issued before it are re-issued spread over this.
+    pub rollover_spread: Duration,
 }
 
 impl ControllerConfig {

@@ -13,6 +13,7 @@ use crate::core::labels::Reload;
 use crate::core::plan::{Attach, CertPlan, CertSpecLite, Copy, Identity, Plan};
 use crate::delivery::bundle::Bundle;
 use crate::docker::{DockerActions, Upload};
+use crate::store::atomic::Mode;
 
 /// How many certificates are worked on at once (Docker calls and signing overlap).
 const PARALLEL: usize = 8;
@@ -160,10 +161,44 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
             .into_iter()
             .map(|(n, c, m)| (n.to_string(), c, m.bits()))
             .collect();
+        self.upload(copy, &files, v, &bundle.version).await
+    }
+
+    /// `usage=none`: only `ca.pem` into each container, versioned `v`. Returns the
+    /// (container id, version) pairs delivered and how many failed.
+    pub async fn copy_trust(
+        &self,
+        copies: &[Copy],
+        ca_pem: &str,
+        v: &str,
+    ) -> (Vec<(String, String)>, usize) {
+        let files = vec![(
+            "ca.pem".to_string(),
+            ca_pem.as_bytes().to_vec(),
+            Mode::Public.bits(),
+        )];
+        let mut done = Vec::new();
+        let mut failed = 0;
+        for copy in copies {
+            match self.upload(copy, &files, v, "ca.pem only").await {
+                Ok(()) => done.push((copy.container_id.clone(), v.to_string())),
+                Err(()) => failed += 1,
+            }
+        }
+        (done, failed)
+    }
+
+    async fn upload(
+        &self,
+        copy: &Copy,
+        files: &[(String, Vec<u8>, u32)],
+        v: &str,
+        what: &str,
+    ) -> Result<(), ()> {
         let upload = Upload {
             container_id: &copy.container_id,
             dir: copy.path.as_str(),
-            files: &files,
+            files,
             uid: copy.owner.uid,
             gid: copy.owner.gid,
             version: v,
@@ -174,7 +209,7 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
             }
             return Err(());
         }
-        tracing::info!(container = %copy.container_name, path = %copy.path, serial = %bundle.version, "delivered");
+        tracing::info!(container = %copy.container_name, path = %copy.path, serial = %what, "delivered");
         if copy.running
             && let Some(r) = &copy.reload
         {

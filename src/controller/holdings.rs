@@ -5,19 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::outputs::OutputDirs;
-use crate::ca::facts::CertFacts;
+use crate::ca::facts::{CertFacts, Signer};
 use crate::ca::issue::Issued;
 use crate::ca::keys::SecretPem;
 use crate::ca::pem::certs_from_pem;
 use crate::core::authz::GroupName;
 use crate::core::names::{San, Usage};
 use crate::core::plan::{Current, Failure, Identity};
-use crate::core::renew::{jitter_from_serial, renew_issued_at};
+use crate::core::renew::{jitter_from_serial, reissue_after_rollover, renew_issued_at};
 use crate::delivery::bundle::Bundle;
 use crate::store::atomic::{Mode, create_dir, write_atomic};
 
@@ -34,6 +36,43 @@ pub struct Held {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub renew_at: SystemTime,
+    /// The intermediates of `chain_pem`, parsed once (empty when unreadable: not trusted).
+    chain_der: Vec<CertificateDer<'static>>,
+}
+
+/// The CA bundle trusted now, read once per pass: what every held certificate's chain is
+/// checked against, what versions deliveries, and who signs since when (rollovers).
+#[derive(Debug, Clone)]
+pub struct TrustedBundle {
+    /// The first 12 hex digits of the bundle's SHA-256, part of every delivery version.
+    digest: String,
+    certs: Vec<CertificateDer<'static>>,
+    signer: Option<Signer>,
+    /// Certificates issued before a rollover are re-issued spread over this after it.
+    rollover_spread: Duration,
+}
+
+impl TrustedBundle {
+    pub fn new(ca_pem: &str, rollover_spread: Duration) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
+        let certs = certs_from_pem("bundle", ca_pem).unwrap_or_default();
+        Self {
+            digest: hex::encode(&digest.as_ref()[..6]),
+            signer: Signer::of_bundle(&certs),
+            certs,
+            rollover_spread,
+        }
+    }
+
+    /// What the plan's view of a held certificate depends on besides the certificate.
+    fn key(&self) -> (String, Duration) {
+        (self.digest.clone(), self.rollover_spread)
+    }
+
+    /// What deliveries compare: changes with the certificate and with the CA bundle.
+    pub fn version(&self, serial: &str) -> String {
+        format!("{serial}-{}", self.digest)
+    }
 }
 
 impl Held {
@@ -59,25 +98,41 @@ impl Held {
             usage: facts.usage,
             not_before,
             not_after,
+            chain_der: certs_from_pem("chain", chain_pem).unwrap_or_default(),
         })
     }
 
-    /// The plan's view; `ca_pem` is the bundle to trust now, which versions the delivery too.
-    pub fn current(&self, ca_pem: &str) -> Current {
-        let chain_trusted = certs_from_pem("chain", &self.chain_pem)
-            .map(|chain| {
-                let bundle = certs_from_pem("bundle", ca_pem).unwrap_or_default();
-                chain.iter().all(|c| bundle.contains(c))
-            })
-            .unwrap_or(false);
+    /// The plan's view against `bundle`, the CA bundle trusted now (which versions the delivery
+    /// too). A certificate issued before a CA rollover is due within the bundle's rollover spread.
+    pub fn current(&self, bundle: &TrustedBundle) -> Current {
+        let issuer = self.chain_der.first();
+        // The issuing intermediate must still be trusted; a cross-certificate after it may
+        // leave the bundle (the overlap ended) without making the leaf untrustworthy.
+        let chain_trusted = issuer.is_some_and(|c| bundle.certs.contains(c));
+        let rolled_at = bundle
+            .signer
+            .as_ref()
+            .zip(issuer)
+            .and_then(|(signer, issuer)| {
+                signer.rolled_over_since(issuer, OffsetDateTime::from(self.not_before))
+            });
+        let renew_at = match rolled_at {
+            Some(rolled_at) => reissue_after_rollover(
+                rolled_at.into(),
+                bundle.rollover_spread,
+                jitter_from_serial(&self.serial),
+                self.renew_at,
+            ),
+            None => self.renew_at,
+        };
         Current {
-            version: version(&self.serial, ca_pem),
+            version: bundle.version(&self.serial),
             sans: self.sans.clone(),
             groups: self.groups.clone(),
             usage: self.usage,
             not_before: self.not_before,
             not_after: self.not_after,
-            renew_at: self.renew_at,
+            renew_at,
             issuer_trusted: chain_trusted,
         }
     }
@@ -97,11 +152,11 @@ impl Held {
 /// redelivers `ca.pem` everywhere even when the leaf stays.
 pub fn version(serial: &str, ca_pem: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
-    format!("{serial}-{}", &hex::encode(digest)[..12])
+    format!("{serial}-{}", hex::encode(&digest.as_ref()[..6]))
 }
 
 /// The delivery bookkeeping, persisted as JSON.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Container id → version copied into it.
     pub copied: BTreeMap<String, String>,
@@ -121,6 +176,15 @@ pub struct Holdings {
     pub delivery_errors: BTreeMap<Identity, String>,
     /// (container id, error) refusals already logged.
     pub refusals_logged: std::collections::BTreeSet<(String, String)>,
+    /// The plan's view of `held` (see [`Holdings::refresh_currents`]), kept between passes: a wake-up
+    /// recomputes only what was stored since, or everything when the CA bundle changed.
+    currents: BTreeMap<Identity, Current>,
+    /// What `currents` was computed against (see `TrustedBundle::key`).
+    currents_for: Option<(String, Duration)>,
+    /// Identities stored since `currents` was brought up to date.
+    stale: BTreeSet<Identity>,
+    /// The ledger as last saved, so an unchanged one is neither serialised nor compared on disk.
+    saved_ledger: Option<Ledger>,
 }
 
 const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
@@ -165,6 +229,10 @@ impl Holdings {
             failures: BTreeMap::new(),
             delivery_errors: BTreeMap::new(),
             refusals_logged: Default::default(),
+            currents: BTreeMap::new(),
+            currents_for: None,
+            stale: BTreeSet::new(),
+            saved_ledger: None,
         })
     }
 
@@ -183,11 +251,35 @@ impl Holdings {
             Mode::Secret,
         )?;
         self.held.insert(id.clone(), held);
+        self.stale.insert(id.clone());
         Ok(())
+    }
+
+    /// Brings the plan's view of every held certificate up to date with `bundle`: recomputed
+    /// whole only when the bundle changed, otherwise only for what was stored since.
+    pub fn refresh_currents(&mut self, bundle: &TrustedBundle) {
+        let key = bundle.key();
+        if self.currents_for.as_ref() != Some(&key) {
+            self.stale = self.held.keys().cloned().collect();
+            self.currents.clear();
+            self.currents_for = Some(key);
+        }
+        for id in std::mem::take(&mut self.stale) {
+            if let Some(h) = self.held.get(&id) {
+                self.currents.insert(id, h.current(bundle));
+            }
+        }
+    }
+
+    /// The plan's view of every held certificate, as of the last [`Holdings::refresh_currents`].
+    pub fn currents(&self) -> &BTreeMap<Identity, Current> {
+        &self.currents
     }
 
     pub fn forget(&mut self, id: &Identity) -> io::Result<()> {
         self.held.remove(id);
+        self.currents.remove(id);
+        self.stale.remove(id);
         let key = id.file_key();
         self.ledger.published.remove(&key);
         self.ledger.orphaned_since.remove(&key);
@@ -230,10 +322,14 @@ impl Holdings {
         }
     }
 
-    pub fn save_ledger(&self) -> io::Result<()> {
+    pub fn save_ledger(&mut self) -> io::Result<()> {
+        if self.saved_ledger.as_ref() == Some(&self.ledger) {
+            return Ok(());
+        }
         let json = serde_json::to_vec_pretty(&self.ledger).map_err(io::Error::other)?;
-        crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)
-            .map(|_| ())
+        crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)?;
+        self.saved_ledger = Some(self.ledger.clone());
+        Ok(())
     }
 }
 

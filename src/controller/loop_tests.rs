@@ -55,6 +55,7 @@ fn config(root: &Path) -> ControllerConfig {
         traefik_options: Default::default(),
         grace: 10 * MIN,
         forward_auth: Some("https://certdock:8443".into()),
+        rollover_spread: Duration::from_secs(60),
     }
 }
 

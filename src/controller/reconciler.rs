@@ -1,6 +1,7 @@
 //! One reconcile pass: build the world, [`plan`], execute, apply the results, write status.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 use super::clock::Clock;
 use super::config::ControllerConfig;
 use super::executor::{Executor, WorkResult};
-use super::holdings::Holdings;
+use super::holdings::{Holdings, TrustedBundle, version};
 use super::retry::{FailureKind, error_policy};
 use super::status::status_entries;
 use super::store::ContainerStore;
@@ -18,9 +19,10 @@ use crate::ca::source::CertSource;
 use crate::core::container::ContainerInfo;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
-use crate::core::plan::{CertSpecLite, Current, Desired, Failure, Identity, Plan, World, plan};
+use crate::core::plan::{CertSpecLite, Desired, Failure, Identity, Plan, World, plan};
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
+use crate::store::status::StatusEntry;
 
 /// The loop plans at least this often, even with nothing to do: deadlines are wall-clock
 /// times, and a clock that jumps (suspend, NTP step) must be noticed within this interval.
@@ -44,22 +46,18 @@ pub struct Reconciler<S, A> {
     pub clock: Clock,
     /// The order each refused identity was refused for: a different one is asked at once.
     refused: BTreeMap<Identity, CertSpecLite>,
+    /// What status.json holds (where, and the entries), so an unchanged status is not rewritten.
+    status_written: Option<(PathBuf, Vec<StatusEntry>)>,
 }
 
 /// The plan's inputs derived from the holdings (the ledger keeps file keys and Unix seconds).
 struct Derived {
-    current: BTreeMap<Identity, Current>,
     published: BTreeMap<Identity, String>,
     orphaned: BTreeMap<Identity, SystemTime>,
 }
 
 impl Derived {
-    fn of(holdings: &Holdings, bundle: &str) -> Self {
-        let current = holdings
-            .held
-            .iter()
-            .map(|(id, h)| (id.clone(), h.current(bundle)))
-            .collect();
+    fn of(holdings: &Holdings) -> Self {
         let published = holdings.published_versions();
         let orphaned = holdings
             .ledger
@@ -71,7 +69,6 @@ impl Derived {
             })
             .collect();
         Derived {
-            current,
             published,
             orphaned,
         }
@@ -103,6 +100,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             metrics,
             clock,
             refused: BTreeMap::new(),
+            status_written: None,
         }
     }
 
@@ -142,7 +140,12 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         for result in results {
             delivered |= self.apply(result, now, &mut wake);
         }
-        if self.executor.attach_all(&p.attaches).await > 0 {
+        let (trusted, failed) = self
+            .executor
+            .copy_trust(&p.trust_copies, bundle, &version("ca", bundle))
+            .await;
+        self.holdings.ledger.copied.extend(trusted);
+        if self.executor.attach_all(&p.attaches).await + failed > 0 {
             wake.at(error_policy(FailureKind::Action, 0, now, now));
         }
         self.apply_orphans(cfg, &p, now);
@@ -157,8 +160,12 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             tracing::error!(error = %e, "cannot save the delivery ledger");
         }
         let entries = status_entries(&p, &self.holdings);
-        if let Err(e) = crate::store::status::write(&cfg.state_dir, &entries) {
-            tracing::warn!(error = %e, "cannot write status.json");
+        let written = (cfg.state_dir.clone(), entries);
+        if self.status_written.as_ref() != Some(&written) {
+            match crate::store::status::write(&written.0, &written.1) {
+                Ok(_) => self.status_written = Some(written),
+                Err(e) => tracing::warn!(error = %e, "cannot write status.json"),
+            }
         }
 
         let latest = now + MAX_SLEEP;
@@ -193,14 +200,18 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     }
 
     fn plan(
-        &self,
+        &mut self,
         cfg: &ControllerConfig,
         containers: &[ContainerInfo],
         listed: bool,
         bundle: &str,
         now: SystemTime,
     ) -> Plan {
-        let derived = Derived::of(&self.holdings, bundle);
+        // Brought up to date first (it may recompute), then read beside the other holdings.
+        self.holdings
+            .refresh_currents(&TrustedBundle::new(bundle, cfg.rollover_spread));
+        let derived = Derived::of(&self.holdings);
+        let ca_version = version("ca", bundle);
         let traefik_client = traefik_client_spec(cfg);
         let world = World {
             containers,
@@ -213,9 +224,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             },
             proxy_network: cfg.proxy_network.as_deref(),
             traefik_client: Some(&traefik_client),
-            current: &derived.current,
+            current: self.holdings.currents(),
             failures: &self.holdings.failures,
             copied: &self.holdings.ledger.copied,
+            ca_version: &ca_version,
             published: &derived.published,
             orphaned_since: &derived.orphaned,
             first_list_done: listed,

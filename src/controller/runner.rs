@@ -35,6 +35,9 @@ const RECONCILE_QUIET: Duration = Duration::from_millis(5);
 /// configuration within a second of its start.
 pub const FLUSH_QUIET: Duration = Duration::from_millis(500);
 pub const FLUSH_MAX: Duration = Duration::from_secs(2);
+/// Longest time between two looks at the CA bundle (a rotation in the CA puts both roots in
+/// `ca.pem` and the proxy files within this, and starts the re-issue of every certificate).
+pub const CA_BUNDLE_CHECK: Duration = Duration::from_secs(10);
 /// Pause after a file event before checking outputs (our own writes cause events too).
 const FILE_QUIET: Duration = Duration::from_millis(200);
 
@@ -281,7 +284,8 @@ where
         let now = Instant::now();
         if self.timers.reconcile_at.is_some_and(|t| t <= now) {
             let outcome = self.pass().await;
-            self.timers.reconcile_at = Some(outcome.next_wake);
+            // The CA bundle is asked for again at least this often: a rotation is seen soon.
+            self.timers.reconcile_at = Some(outcome.next_wake.min(now + CA_BUNDLE_CHECK));
             // At once, not after the burst: the decider must know a list before Traefik's
             // configuration names its middleware.
             self.allow.publish(

@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 
 use super::holdings::Holdings;
+use crate::core::names::Usage;
 use crate::core::plan::Plan;
 use crate::proxy::traefik::allow_middleware;
 use crate::store::status::StatusEntry;
@@ -39,6 +40,22 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
         for (_, cname) in &d.containers {
             out.push(entry(Some(cname.clone())));
         }
+    }
+    for (name, container) in &plan.trust_only {
+        out.push(StatusEntry {
+            name: name.clone(),
+            container: Some(container.clone()),
+            sans: Vec::new(),
+            usage: Some(Usage::NONE),
+            serial: None,
+            not_after: None,
+            next_renewal: None,
+            error: None,
+            groups: Vec::new(),
+            allow: None,
+            middleware: None,
+            revoked_at: None,
+        });
     }
     for r in &plan.refused {
         out.push(StatusEntry {

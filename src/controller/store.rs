@@ -2,6 +2,7 @@
 //! A relist is buffered and swapped in whole at `InitDone`, so planning never sees half a list.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use crate::core::container::ContainerInfo;
 use crate::docker::WatchEvent;
@@ -12,11 +13,22 @@ pub struct ContainerStore {
     relisting: Option<BTreeMap<String, ContainerInfo>>,
     /// True once a first full list is in: before that nothing may be removed.
     listed: bool,
+    /// `containers` as one slice, made at the first snapshot after a change and shared until
+    /// the next: a wake-up that nothing changed copies nothing.
+    snapshot: OnceLock<Arc<[ContainerInfo]>>,
 }
 
 impl ContainerStore {
     /// Applies one event. Returns true when the visible world changed.
     pub fn apply(&mut self, event: WatchEvent) -> bool {
+        let changed = self.apply_event(event);
+        if changed {
+            self.snapshot = OnceLock::new();
+        }
+        changed
+    }
+
+    fn apply_event(&mut self, event: WatchEvent) -> bool {
         match event {
             WatchEvent::Upsert(c) => {
                 if let Some(buf) = self.relisting.as_mut() {
@@ -56,8 +68,11 @@ impl ContainerStore {
         self.listed
     }
 
-    pub fn snapshot(&self) -> Vec<ContainerInfo> {
-        self.containers.values().cloned().collect()
+    /// Every container as last seen, sorted by id.
+    pub fn snapshot(&self) -> Arc<[ContainerInfo]> {
+        self.snapshot
+            .get_or_init(|| self.containers.values().cloned().collect())
+            .clone()
     }
 }
 

@@ -122,10 +122,7 @@ pub fn parse(
     container: &ContainerInfo,
     ctx: &LabelContext,
 ) -> Result<Option<CertSpec>, LabelError> {
-    let labels = Labels {
-        container,
-        prefix: ctx.prefix,
-    };
+    let labels = Labels::new(container, ctx.prefix);
     match labels.get("enable") {
         None => return Ok(None),
         Some(v) => {
@@ -139,7 +136,10 @@ pub fn parse(
     let name = labels.name()?;
     let usage = match labels.get("usage") {
         None => Usage::BOTH,
-        Some(v) => Usage::parse(v).map_err(|e| labels.err("usage", v, e.to_string()))?,
+        // No certificate: only the trust, `ca.pem`, kept current through CA rollovers.
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Usage::NONE,
+        Some(v) => Usage::parse(v)
+            .map_err(|e| labels.err("usage", v, format!("{e}, or `none` (only ca.pem)")))?,
     };
     let ttl = ctx.ttls.resolve_str(labels.get("ttl")).map_err(|e| {
         labels.err(
@@ -194,6 +194,15 @@ pub fn parse(
         ));
     }
 
+    if !usage.wants_certificate() {
+        for label in super::trust_only::REFUSED_LABELS {
+            if let Some(v) = labels.get(label)
+                && let Some(rule) = super::trust_only::refusal(label, v)
+            {
+                return Err(labels.err(label, v, rule));
+            }
+        }
+    }
     let groups = match labels.get("groups") {
         None => BTreeSet::new(),
         Some(v) => parse_groups(v).map_err(|e| labels.err("groups", v, e.to_string()))?,
@@ -283,18 +292,34 @@ impl SanList {
 struct Labels<'a> {
     container: &'a ContainerInfo,
     prefix: &'a str,
+    /// `(suffix, value)` of every `<prefix>.*` label, found in one pass: reading a label then
+    /// costs no allocation (planning reads every container's labels on every wake-up).
+    own: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Labels<'a> {
+    fn new(container: &'a ContainerInfo, prefix: &'a str) -> Self {
+        let own = container
+            .labels
+            .iter()
+            .filter_map(|(k, v)| {
+                let suffix = k.strip_prefix(prefix)?.strip_prefix('.')?;
+                Some((suffix, v.as_str()))
+            })
+            .collect();
+        Self {
+            container,
+            prefix,
+            own,
+        }
+    }
+
     fn key(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }
 
     fn get(&self, suffix: &str) -> Option<&'a str> {
-        self.container
-            .labels
-            .get(&self.key(suffix))
-            .map(String::as_str)
+        self.own.iter().find(|(k, _)| *k == suffix).map(|(_, v)| *v)
     }
 
     fn err(&self, suffix: &str, value: &str, rule: impl Into<String>) -> LabelError {

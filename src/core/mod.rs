@@ -10,4 +10,5 @@ pub mod plan;
 pub mod policy;
 pub mod renew;
 pub mod secret;
+pub mod trust_only;
 pub mod wire;

@@ -271,11 +271,16 @@ impl Usage {
         client: true,
     };
 
+    /// `certdock.usage=none`: no certificate, only the trust (`ca.pem`).
+    pub const NONE: Usage = Usage {
+        server: false,
+        client: false,
+    };
+
+    /// `server`, `client`, or both comma separated (a certificate's usage; the label also
+    /// takes `none`, see `core::labels`).
     pub fn parse(input: &str) -> Result<Self, UsageError> {
-        let mut usage = Usage {
-            server: false,
-            client: false,
-        };
+        let mut usage = Usage::NONE;
         for part in input.split(',') {
             match part.trim().to_ascii_lowercase().as_str() {
                 "server" => usage.server = true,
@@ -284,6 +289,11 @@ impl Usage {
             }
         }
         Ok(usage)
+    }
+
+    /// Whether a certificate is wanted at all (`none`: only `ca.pem`).
+    pub fn wants_certificate(&self) -> bool {
+        self.server || self.client
     }
 }
 

@@ -13,6 +13,7 @@ use super::authz::{AllowList, GroupName};
 use super::container::{ContainerInfo, ContainerState};
 use super::labels::{self, CertSpec, ContainerPath, Delivery, LabelContext, Owner, Reload};
 use super::names::{CertName, San, Usage, traefik_client};
+use super::trust_only;
 
 /// Which certificate: one a container asked for, or one certdock needs for itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +110,8 @@ pub struct World<'a> {
     pub failures: &'a BTreeMap<Identity, Failure>,
     /// Version last copied into each container (by container id).
     pub copied: &'a BTreeMap<String, String>,
+    /// The version of `ca.pem` alone (a digest of the CA bundle), for `usage=none` containers.
+    pub ca_version: &'a str,
     /// Version last published under the output directory, per identity.
     pub published: &'a BTreeMap<Identity, String>,
     /// When each identity stopped being wanted by any container.
@@ -219,6 +222,10 @@ pub struct Refusal {
 pub struct Plan {
     pub work: Vec<CertPlan>,
     pub attaches: Vec<Attach>,
+    /// `usage=none` containers whose `ca.pem` is not the current one (see `core::trust_only`).
+    pub trust_copies: Vec<Copy>,
+    /// Every `usage=none` container: (name, container name), for `status`.
+    pub trust_only: Vec<(String, String)>,
     pub refused: Vec<Refusal>,
     pub desired: BTreeMap<Identity, Desired>,
     /// Identities no container wants any more, first seen unwanted now.
@@ -240,10 +247,13 @@ fn lite(spec: &CertSpec) -> CertSpecLite {
 
 /// Merges the containers' specs into one desired certificate per identity. A name used by
 /// several containers must be asked for identically; later containers that differ are refused.
-fn desire(
-    world: &World<'_>,
+fn desire<'w>(
+    world: &World<'w>,
     refused: &mut Vec<Refusal>,
-) -> (BTreeMap<Identity, Desired>, Vec<(ContainerInfo, CertSpec)>) {
+) -> (
+    BTreeMap<Identity, Desired>,
+    Vec<(&'w ContainerInfo, CertSpec)>,
+) {
     let mut desired: BTreeMap<Identity, Desired> = BTreeMap::new();
     let mut accepted = Vec::new();
     let mut containers: Vec<&ContainerInfo> = world.containers.iter().collect();
@@ -265,6 +275,10 @@ fn desire(
                 continue;
             }
         };
+        if !spec.usage.wants_certificate() {
+            accepted.push((c, spec));
+            continue;
+        }
         let id = Identity::Named(spec.name.clone());
         let want = lite(&spec);
         match desired.get_mut(&id) {
@@ -303,7 +317,7 @@ fn desire(
                 );
             }
         }
-        accepted.push((c.clone(), spec));
+        accepted.push((c, spec));
     }
     if let Some(spec) = world.traefik_client {
         desired.insert(
@@ -370,6 +384,11 @@ fn earliest(a: Option<SystemTime>, b: SystemTime) -> Option<SystemTime> {
 pub fn plan(world: &World<'_>) -> Plan {
     let mut out = Plan::default();
     let (desired, accepted) = desire(world, &mut out.refused);
+    // The containers of each name, found in one pass instead of a search per identity.
+    let mut by_name: BTreeMap<&CertName, Vec<&(&ContainerInfo, CertSpec)>> = BTreeMap::new();
+    for a in accepted.iter().filter(|(_, s)| s.usage.wants_certificate()) {
+        by_name.entry(&a.1.name).or_default().push(a);
+    }
 
     for (id, d) in &desired {
         let current = world.current.get(id);
@@ -396,10 +415,11 @@ pub fn plan(world: &World<'_>) -> Plan {
                 || (serial.is_some() && world.published.get(id).map(String::as_str) != serial));
         let mut copies = Vec::new();
         let mut publish_reloads = Vec::new();
-        for (c, spec) in accepted
-            .iter()
-            .filter(|(_, s)| Identity::Named(s.name.clone()) == *id)
-        {
+        let of_id = match id {
+            Identity::Named(name) => by_name.get(name).map(Vec::as_slice),
+            Identity::TraefikClient => None,
+        };
+        for (c, spec) in of_id.unwrap_or_default().iter().copied() {
             let running = c.state == ContainerState::Running;
             match spec.delivery {
                 Delivery::Container => {
@@ -437,6 +457,8 @@ pub fn plan(world: &World<'_>) -> Plan {
         }
     }
 
+    out.trust_copies = trust_only::copies(&accepted, world.copied, world.ca_version);
+    out.trust_only = trust_only::members(&accepted);
     if let Some(network) = world.proxy_network {
         for (c, spec) in &accepted {
             if spec.network && !c.networks.iter().any(|n| n == network) {

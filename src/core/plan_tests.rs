@@ -60,6 +60,7 @@ impl Fixture {
             current: &self.current,
             failures: &self.failures,
             copied: &self.copied,
+            ca_version: "ca-1",
             published: &self.published,
             orphaned_since: &self.orphaned,
             first_list_done: true,
@@ -364,4 +365,55 @@ fn containers_sharing_a_name_must_agree_on_the_allow_list() {
         "{}",
         p.refused[0].error
     );
+}
+
+#[test]
+fn a_trust_only_container_gets_ca_pem_again_whenever_the_bundle_changes_and_no_certificate() {
+    let mut f = Fixture::new();
+    let trust = &[
+        ("certdock.enable", "true"),
+        ("certdock.name", "web"),
+        ("certdock.usage", "none"),
+        ("certdock.reload", "SIGHUP"),
+    ];
+    let c = container("t", trust, ContainerState::Running);
+    let p = f.plan(std::slice::from_ref(&c), t(0));
+    assert!(p.work.is_empty() && p.refused.is_empty(), "{p:?}");
+    assert!(!p.desired.contains_key(&id("web")), "no certificate wanted");
+    assert_eq!(p.trust_copies.len(), 1);
+    assert!(p.trust_copies[0].running && p.trust_copies[0].reload.is_some());
+    assert_eq!(p.trust_only, [("web".to_string(), "c-t".to_string())]);
+    f.copied.insert("t".into(), "ca-1".into());
+    assert!(
+        f.plan(std::slice::from_ref(&c), t(1))
+            .trust_copies
+            .is_empty()
+    );
+    f.copied.insert("t".into(), "ca-0".into());
+    assert_eq!(f.plan(&[c], t(2)).trust_copies.len(), 1, "a rollover");
+}
+
+#[test]
+fn a_trust_only_container_asking_for_certificate_features_is_refused() {
+    let f = Fixture::new();
+    for (label, value) in [
+        ("certdock.sans", "x.internal"),
+        ("certdock.delivery", "volume"),
+        ("certdock.groups", "ops"),
+    ] {
+        let labels = &[
+            ("certdock.enable", "true"),
+            ("certdock.name", "web"),
+            ("certdock.usage", "none"),
+            (label, value),
+        ];
+        let p = f.plan(&[container("t", labels, ContainerState::Running)], t(0));
+        assert_eq!(p.refused.len(), 1, "{label}");
+        assert!(
+            p.refused[0].error.contains("usage `none`"),
+            "{}",
+            p.refused[0].error
+        );
+        assert!(p.trust_copies.is_empty());
+    }
 }

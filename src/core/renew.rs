@@ -57,6 +57,27 @@ pub fn renew_at(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> S
         .max(not_before)
 }
 
+/// When a certificate issued before a CA rollover (a new intermediate or root signs since
+/// `rolled_at`) is re-issued under the new chain: spread by `jitter` (in `[0, 1)`) over
+/// `spread` after the rollover, so a fleet does not renew in one second; never later than
+/// `renew_at`, its ordinary renewal.
+pub fn reissue_after_rollover(
+    rolled_at: SystemTime,
+    spread: Duration,
+    jitter: f64,
+    renew_at: SystemTime,
+) -> SystemTime {
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    rolled_at
+        .checked_add(spread.mul_f64(jitter))
+        .unwrap_or(renew_at)
+        .min(renew_at)
+}
+
 /// When to try again after `attempt` failures in a row (0 after the first one): 1 s, 2 s, 4 s …
 /// up to [`MAX_RETRY_DELAY`], but never later than halfway from `now` to `not_after`, so retries
 /// come faster as expiry nears; never sooner than [`MIN_RETRY_DELAY`]. Once the certificate has
@@ -163,6 +184,28 @@ mod tests {
         assert_eq!(j, jitter_from_serial("7f3a00000000000000000000ffffffff"));
         assert_eq!(jitter_from_serial("not hex"), 0.0);
         assert_eq!(jitter_from_serial("é"), 0.0);
+    }
+
+    #[test]
+    fn reissues_after_a_rollover_are_spread_over_the_window_and_never_after_renewal() {
+        let rolled = t(1_000_000);
+        let window = Duration::from_secs(600);
+        let far = rolled + 24 * HOUR;
+        assert_eq!(reissue_after_rollover(rolled, window, 0.0, far), rolled);
+        assert_eq!(
+            reissue_after_rollover(rolled, window, 0.5, far),
+            rolled + Duration::from_secs(300)
+        );
+        assert_eq!(
+            reissue_after_rollover(rolled, window, 7.0, far),
+            rolled + window
+        );
+        assert_eq!(
+            reissue_after_rollover(rolled, window, f64::NAN, far),
+            rolled
+        );
+        let soon = rolled + Duration::from_secs(10);
+        assert_eq!(reissue_after_rollover(rolled, window, 0.9, soon), soon);
     }
 
     #[test]

@@ -44,6 +44,23 @@ pub struct RevokeRequest {
     pub name: Option<String>,
 }
 
+/// `POST /v1/ca/rotate`: a new intermediate, or with `root` a new root cross-signed by the
+/// current one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RotateRequest {
+    #[serde(default)]
+    pub root: bool,
+}
+
+/// The answer of `POST /v1/ca/rotate`: the CA as it is now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotateResponse {
+    /// SHA-256 of the current root's DER (what agents pin).
+    pub root_fingerprint: String,
+    /// The serial (hex) of the intermediate that signs now.
+    pub intermediate_serial: String,
+}
+
 /// The answer of `POST /v1/revoke`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeResponse {

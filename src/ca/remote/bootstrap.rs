@@ -54,7 +54,7 @@ pub async fn pinned_trust(
         // The last bundle adds the intermediates; without it the root alone is enough.
         let bundle = files
             .read_optional(&files.bundle())?
-            .and_then(|pem| TrustedBundle::from_pem(&pem, pin).ok());
+            .and_then(|pem| TrustedBundle::from_pem_with(&pem, pin, &stored.custody).ok());
         return Ok(bundle.unwrap_or(stored));
     }
     let url = base.join("roots.pem").map_err(|e| RemoteError::BadUrl {
@@ -63,8 +63,7 @@ pub async fn pinned_trust(
     })?;
     let pem = http::call_text(http::first_contact_client()?.get(url)).await?;
     let trust = TrustedBundle::from_pem(&pem, pin)?;
-    let root_pem = crate::ca::pem::cert_to_pem(trust.root());
-    files.write(&files.root(), &root_pem, Mode::Public)?;
+    files.write(&files.root(), &trust.custody_pem(), Mode::Public)?;
     files.write(&files.bundle(), &trust.to_pem(), Mode::Public)?;
     tracing::info!(fingerprint = %pin, "pinned the CA root on first contact");
     Ok(trust)

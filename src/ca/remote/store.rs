@@ -71,50 +71,118 @@ pub fn normalize_fingerprint(input: &str) -> Result<String, RemoteError> {
     Ok(hex)
 }
 
-/// A CA bundle the agent trusts: the pinned root first, then only those intermediates that
-/// the root really signed. Whatever else a bundle carries is dropped, so nothing fetched over
-/// the unverified first connection can become a trust anchor.
+/// A CA bundle the agent trusts: the roots it trusts (the pinned one, and each later root that a
+/// trusted root cross-signed in a rotation), and only those other certificates a trusted root
+/// signed. Whatever else a bundle carries is dropped, so nothing fetched over the unverified first
+/// connection, and no root appearing unsigned, can become a trust anchor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedBundle {
+    /// What the bundle carried and is trusted, in the bundle's order (its signer last).
     pub certs: Vec<CertificateDer<'static>>,
+    /// The chain of custody from the pinned root: that root first, then each followed root and
+    /// the cross-certificate proving it. Kept in `agent/root.pem`, so the pin outlives the
+    /// pinned root's overlap.
+    pub custody: Vec<CertificateDer<'static>>,
 }
 
 impl TrustedBundle {
-    /// Checks `pem` (a `/roots.pem` answer) against the pinned fingerprint.
+    /// Checks `pem` (a `/roots.pem` answer, or a stored chain of custody) against the pinned
+    /// fingerprint.
     pub fn from_pem(pem: &str, pin: &str) -> Result<Self, RemoteError> {
+        Self::from_pem_with(pem, pin, &[])
+    }
+
+    /// Like [`TrustedBundle::from_pem`], with the chain of custody already established (the
+    /// pinned root may have left the bundle since).
+    pub fn from_pem_with(
+        pem: &str,
+        pin: &str,
+        custody: &[CertificateDer<'static>],
+    ) -> Result<Self, RemoteError> {
         let certs = certs_from_pem("the CA bundle", pem)
             .map_err(|e| RemoteError::BadResponse(e.to_string()))?;
-        let root = &certs[0];
-        let actual = fingerprint(root);
-        if actual != pin {
+        let material: Vec<&CertificateDer<'static>> = custody.iter().chain(certs.iter()).collect();
+        let parsed: Vec<_> = material
+            .iter()
+            .map(|c| parse_cert("a CA certificate", c).ok())
+            .collect();
+        let Some(pinned) = material.iter().position(|c| fingerprint(c) == pin) else {
             return Err(RemoteError::FingerprintMismatch {
                 pinned: pin.to_string(),
-                actual,
+                actual: fingerprint(&certs[0]),
             });
+        };
+        let self_signed = |i: usize| {
+            parsed[i]
+                .as_ref()
+                .is_some_and(|p| p.subject() == p.issuer() && p.verify_signature(None).is_ok())
+        };
+        let signed_by = |i: usize, k: usize| match (&parsed[i], &parsed[k]) {
+            (Some(c), Some(r)) => c.verify_signature(Some(r.public_key())).is_ok(),
+            _ => false,
+        };
+        // A root is trusted when it is the pinned one, or when a trusted root signed a
+        // cross-certificate with its name and key.
+        let mut roots = vec![pinned];
+        let mut crosses = Vec::new();
+        loop {
+            let next = (0..material.len()).find_map(|r| {
+                if !self_signed(r) || roots.iter().any(|&t| material[t] == material[r]) {
+                    return None;
+                }
+                let target = parsed[r].as_ref()?;
+                (0..material.len()).find_map(|c| {
+                    let cross = parsed[c].as_ref()?;
+                    let same_key = cross.subject() == target.subject()
+                        && cross.public_key().raw == target.public_key().raw;
+                    (c != r && same_key && roots.iter().any(|&t| signed_by(c, t))).then_some((r, c))
+                })
+            });
+            match next {
+                Some((r, c)) => {
+                    roots.push(r);
+                    crosses.push(c);
+                }
+                None => break,
+            }
         }
-        let parsed_root =
-            parse_cert("the CA root", root).map_err(|e| RemoteError::BadResponse(e.to_string()))?;
-        let mut kept = vec![root.clone()];
-        for c in &certs[1..] {
-            let signed_by_root = parse_cert("an intermediate", c)
-                .is_ok_and(|p| p.verify_signature(Some(parsed_root.public_key())).is_ok());
-            if signed_by_root {
+        let offset = custody.len();
+        let mut kept = Vec::new();
+        for (i, c) in certs.iter().enumerate() {
+            let i = i + offset;
+            let trusted_root = roots.iter().any(|&t| material[t] == c);
+            if trusted_root || (!self_signed(i) && roots.iter().any(|&t| signed_by(i, t))) {
                 kept.push(c.clone());
             } else {
                 tracing::warn!(
-                    "ignoring a certificate in the CA bundle that the pinned root did not sign"
+                    "ignoring a certificate in the CA bundle that no trusted root signed"
                 );
             }
         }
-        Ok(Self { certs: kept })
+        let mut chain = vec![material[pinned].clone()];
+        for (r, c) in roots.iter().skip(1).zip(&crosses) {
+            chain.push(material[*c].clone());
+            chain.push(material[*r].clone());
+        }
+        chain.dedup();
+        Ok(Self {
+            certs: kept,
+            custody: chain,
+        })
     }
 
+    /// The pinned root.
     pub fn root(&self) -> &CertificateDer<'static> {
-        &self.certs[0]
+        &self.custody[0]
     }
 
     pub fn to_pem(&self) -> String {
         self.certs.iter().map(|c| cert_to_pem(c)).collect()
+    }
+
+    /// The chain of custody, for `agent/root.pem`.
+    pub fn custody_pem(&self) -> String {
+        self.custody.iter().map(|c| cert_to_pem(c)).collect()
     }
 }
 
@@ -233,5 +301,43 @@ mod tests {
             TrustedBundle::from_pem(&theirs.bundle_pem(), &pin),
             Err(RemoteError::FingerprintMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn the_pin_follows_a_root_rotation_signed_by_the_pinned_root_and_outlives_its_overlap() {
+        let d = tempfile::tempdir().unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let life = CaLifetimes {
+            root_overlap: Some(std::time::Duration::from_secs(3600)),
+            ..CaLifetimes::default()
+        };
+        let old = Authority::create(d.path(), KeyType::EcdsaP256, life, None, t0).unwrap();
+        let pin = old.root_fingerprint();
+        let new = Authority::rotate_root(d.path(), life, t0).unwrap();
+        let trusted = TrustedBundle::from_pem(&new.bundle_pem(), &pin).unwrap();
+        assert_eq!(trusted.to_pem(), new.bundle_pem(), "everything is kept");
+        assert_eq!(trusted.custody.len(), 3, "old root, cross, new root");
+        assert_eq!(trusted.root(), &old.root().der);
+        // The stored chain of custody validates itself on restart.
+        let stored = TrustedBundle::from_pem(&trusted.custody_pem(), &pin).unwrap();
+        assert_eq!(stored.custody, trusted.custody);
+        // After the overlap the old root is gone: the custody still proves the new one.
+        let after = Authority::load(d.path(), life, t0 + time::Duration::hours(2)).unwrap();
+        assert!(TrustedBundle::from_pem(&after.bundle_pem(), &pin).is_err());
+        let later =
+            TrustedBundle::from_pem_with(&after.bundle_pem(), &pin, &trusted.custody).unwrap();
+        assert_eq!(later.to_pem(), after.bundle_pem());
+    }
+
+    #[test]
+    fn an_unsigned_new_root_is_never_followed() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ours, theirs) = (ca(d1.path()), ca(d2.path()));
+        let pin = ours.root_fingerprint();
+        // An impostor puts its own root first and keeps ours behind it.
+        let hijack = format!("{}{}", theirs.bundle_pem(), ours.bundle_pem());
+        let trusted = TrustedBundle::from_pem(&hijack, &pin).unwrap();
+        assert_eq!(trusted.to_pem(), ours.bundle_pem());
+        assert_eq!(trusted.custody, vec![ours.root().der.clone()]);
     }
 }

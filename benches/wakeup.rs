@@ -1,0 +1,223 @@
+//! Issue 17.2 — one wake-up of the controller at N identities, without N real containers.
+//!
+//! A wake-up is one whole `Reconciler::reconcile` pass, as `certdock run` makes on every Docker
+//! event: snapshot of the container store, plan, executor, ledger, status. The containers are
+//! in the store (half volume, half container delivery), their certificates issued by the real
+//! CA in a first pass; the Docker actions succeed without an engine (steady state makes none).
+//! Measured:
+//! - `steady`: a wake-up with nothing to do (an event that changed nothing certdock cares about);
+//! - `one change`: a wake-up after one container's labels changed (one identity reissued);
+//! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
+//!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
+//!
+//! Run: `scripts/bench.sh wakeup` (or `cargo bench --bench wakeup -- 100 1000`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certdock::ca::authority::CaLifetimes;
+use certdock::ca::keys::KeyType;
+use certdock::ca::local::{LocalCa, OpenMode, Policy};
+use certdock::ca::source::LocalSource;
+use certdock::controller::executor::Executor;
+use certdock::controller::holdings::Holdings;
+use certdock::controller::outputs::OutputDirs;
+use certdock::controller::reconciler::Reconciler;
+use certdock::controller::store::ContainerStore;
+use certdock::controller::{Clock, ControllerConfig};
+use certdock::core::container::{ContainerInfo, ContainerState};
+use certdock::docker::{DockerActions, DockerError, Upload, WatchEvent};
+use certdock::metrics::Metrics;
+use common::machine;
+use time::OffsetDateTime;
+
+/// The Docker actions of a wake-up that needs none; a first pass's uploads succeed at once.
+struct NoEngine;
+
+impl DockerActions for NoEngine {
+    async fn upload(&self, _upload: Upload<'_>) -> Result<(), DockerError> {
+        Ok(())
+    }
+    async fn signal(&self, _id: &str, _signal: &str) -> Result<(), DockerError> {
+        Ok(())
+    }
+    async fn restart(&self, _id: &str) -> Result<(), DockerError> {
+        Ok(())
+    }
+    async fn connect_network(
+        &self,
+        _network: &str,
+        _id: &str,
+        _aliases: &[String],
+    ) -> Result<(), DockerError> {
+        Ok(())
+    }
+}
+
+fn container(i: usize, sans: &str) -> ContainerInfo {
+    let delivery = if i.is_multiple_of(2) {
+        "volume"
+    } else {
+        "container"
+    };
+    ContainerInfo {
+        id: format!("{i:064x}"),
+        name: format!("svc-{i}"),
+        labels: BTreeMap::from([
+            ("certdock.enable".to_string(), "true".to_string()),
+            ("certdock.delivery".to_string(), delivery.to_string()),
+            ("certdock.sans".to_string(), sans.to_string()),
+        ]),
+        state: ContainerState::Running,
+        networks: vec!["bridge".into()],
+    }
+}
+
+fn config(root: &std::path::Path) -> ControllerConfig {
+    let out = root.join("out");
+    ControllerConfig {
+        state_dir: root.join("state"),
+        dirs: OutputDirs {
+            out: out.clone(),
+            proxy_view: out,
+        },
+        label_prefix: "certdock".into(),
+        names: Default::default(),
+        ttls: Default::default(),
+        proxy_network: None,
+        resync: Duration::from_secs(60),
+        traefik_options: Default::default(),
+        grace: Duration::from_secs(600),
+        forward_auth: None,
+        rollover_spread: Duration::from_secs(900),
+    }
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1000]
+    } else {
+        sizes
+    };
+    println!("# wake-up of the controller — {}", machine());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for n in sizes {
+        rt.block_on(run(n));
+    }
+}
+
+type Rec = Reconciler<LocalSource, NoEngine>;
+
+fn reconciler(ca: &Arc<LocalCa>, cfg: &ControllerConfig) -> Rec {
+    let source = Arc::new(LocalSource {
+        ca: ca.clone(),
+        key_type: KeyType::EcdsaP256,
+    });
+    let holdings = Holdings::load(&cfg.state_dir).unwrap();
+    Reconciler::new(
+        Executor::new(source, Arc::new(NoEngine)),
+        holdings,
+        Arc::new(Metrics::new()),
+        Clock::System,
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median and the largest of `times`, in ms.
+fn summary(times: &mut [Duration]) -> String {
+    times.sort();
+    format!(
+        "median {:.2} ms (min {:.2}, max {:.2}, {} passes)",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1]),
+        times.len()
+    )
+}
+
+async fn run(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ca = Arc::new(
+        LocalCa::open(
+            &dir.path().join("ca"),
+            Policy::default(),
+            CaLifetimes::default(),
+            OpenMode::CreateIfMissing(KeyType::EcdsaP256),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap(),
+    );
+    let bundle = ca.bundle_pem();
+    let mut store = ContainerStore::default();
+    store.apply(WatchEvent::InitStart);
+    for i in 0..n {
+        store.apply(WatchEvent::InitApply(container(
+            i,
+            &format!("svc-{i}.internal"),
+        )));
+    }
+    store.apply(WatchEvent::InitDone);
+
+    let mut rec = reconciler(&ca, &cfg);
+    let started = Instant::now();
+    rec.reconcile(&cfg, &store, &bundle).await;
+    let first = started.elapsed();
+
+    let mut steady = Vec::new();
+    let passes: usize = std::env::var("WAKEUP_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    for _ in 0..passes {
+        let t = Instant::now();
+        rec.reconcile(&cfg, &store, &bundle).await;
+        steady.push(t.elapsed());
+    }
+
+    let mut one_change = Vec::new();
+    for round in 0..20 {
+        let i = (round * 7919) % n;
+        store.apply(WatchEvent::Upsert(container(
+            i,
+            &format!("svc-{i}.internal,alt-{round}.internal"),
+        )));
+        let t = Instant::now();
+        rec.reconcile(&cfg, &store, &bundle).await;
+        one_change.push(t.elapsed());
+    }
+    drop(rec);
+
+    let t = Instant::now();
+    let mut rec = reconciler(&ca, &cfg);
+    let load = t.elapsed();
+    let outcome = rec.reconcile(&cfg, &store, &bundle).await;
+    let restart = t.elapsed();
+    assert!(
+        !outcome.delivered,
+        "a restart over the same state must neither reissue nor redeliver"
+    );
+
+    println!(
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        ms(first),
+        summary(&mut steady),
+        summary(&mut one_change),
+        ms(load),
+        ms(restart),
+    );
+}
