@@ -191,11 +191,16 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             return;
         }
         let revoked = self.executor.revoked(serials).await;
-        for (id, held) in &mut self.holdings.held {
-            if revoked.contains(&held.serial) {
-                tracing::warn!(cert = %id, serial = %held.serial, "certificate revoked; replacing it now");
-                held.renew_at = now;
-            }
+        let due: Vec<Identity> = self
+            .holdings
+            .held
+            .iter()
+            .filter(|(_, h)| revoked.contains(&h.serial))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            tracing::warn!(cert = %id, "certificate revoked; replacing it now");
+            self.holdings.due_now(&id, now);
         }
     }
 
