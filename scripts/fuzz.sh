@@ -13,7 +13,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(labels csr names api_body acme_jws)
+    targets=(labels csr names api_body acme_jws http_request)
 fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
@@ -21,8 +21,8 @@ export RUSTC_BOOTSTRAP=1
 target_dir=${CARGO_TARGET_DIR:-$PWD/fuzz/target}/fuzz
 
 # Longest input each target reads: a few containers of labels, one CSR, a list of names, a body,
-# an ACME JWS.
-declare -A max_len=([labels]=8192 [csr]=8192 [names]=4096 [api_body]=16384 [acme_jws]=16384)
+# an ACME JWS, a request head (the listener's limit is 32 KiB).
+declare -A max_len=([labels]=8192 [csr]=8192 [names]=4096 [api_body]=16384 [acme_jws]=16384 [http_request]=32768)
 
 for t in "${targets[@]}"; do
     cargo fuzz build --target-dir "$target_dir" "$t"

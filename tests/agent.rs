@@ -212,8 +212,81 @@ fn an_agent_with_a_sign_token_stops_at_once_and_the_token_is_not_spent() {
     let body = common::body_file(d, "sign", &serde_json::json!({ "csr": csr }));
     let auth = format!("Authorization: Bearer {token}");
     let (code, answer) = serve.curl(
-        &["/v1/sign", "-H", &auth, "--data", &format!("@{}", s(&body))],
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("@{}", s(&body)),
+        ],
         &[],
     );
     assert_eq!(code, 200, "{answer}");
+}
+
+/// Issue 18: revoking an identity on the CA host (`certdock revoke --name`) makes the agent
+/// replace that container's certificate within a pass of its loop (the CRL its feed pulls),
+/// not at the renewal hours later.
+#[tokio::test]
+async fn an_identity_revoked_on_the_ca_is_replaced_in_its_container_within_a_minute() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let d = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let token = dir.path().join("agent.token");
+    std::fs::write(&token, serve.token("agent", "host5.agents.test", &[])).unwrap();
+    // A port of its own: the default one is the other agent tests'.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let agent = Certdock::start(
+        "agent",
+        &[
+            "--ca-url",
+            &serve.url_ip(),
+            "--token-file",
+            path_str(&token),
+            "--ca-fingerprint",
+            &serve.fingerprint(),
+            "--listen",
+            &listen,
+        ],
+        &[],
+    );
+    let c = ContainerSpec::default()
+        .label("certdock.enable", "true")
+        .label("certdock.name", "revoked.test")
+        .run(&d)
+        .await;
+    let got = dir.path().join("got");
+    let started = std::time::Instant::now();
+    let mut first = None;
+    while first.is_none() && started.elapsed() < Duration::from_secs(30) {
+        first = delivered(&d, &c, &got).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = first.unwrap_or_else(|| panic!("no certificate in 30 s:\n{}", agent.log_text()));
+    eprintln!(
+        "first certificate in the container after {:?}",
+        started.elapsed()
+    );
+    let out = common::certdock(&[
+        "revoke",
+        "--name",
+        "revoked.test",
+        "--state-dir",
+        s(&serve.state),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = eventually(
+        "a new certificate after the identity was revoked",
+        Duration::from_secs(60),
+        || async { delivered(&d, &c, &got).await.filter(|s| *s != first) },
+    )
+    .await;
+    assert_ne!(first, second);
 }

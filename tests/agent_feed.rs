@@ -149,3 +149,79 @@ async fn a_refused_listener_certificate_fails_closed_and_the_agent_keeps_running
     );
     assert!(agent.is_running(), "{}", agent.log_text());
 }
+
+/// The serial of the certificate served on `127.0.0.1:port`, lower-case hex as certdock writes
+/// it; `None` before there is one.
+fn served_serial(dir: &std::path::Path, port: u16) -> Option<String> {
+    let connect = format!("127.0.0.1:{port}");
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &connect, "-noservername"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let pem = dir.join("agent-served.pem");
+    std::fs::write(&pem, &out.stdout).ok()?;
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&pem)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.trim().strip_prefix("serial=")?.to_lowercase())
+}
+
+/// Revoked on the CA host, an agent's listener certificate is replaced within seconds (the
+/// CRL feed), not at its renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_listener_certificate_is_replaced_within_seconds() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let token = dir.path().join("agent.token");
+    std::fs::write(&token, serve.token("agent", "host4.agents.test", &[])).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let agent = Certdock::start(
+        "agent",
+        &[
+            "--ca-url",
+            &serve.url_ip(),
+            "--token-file",
+            path_str(&token),
+            "--ca-fingerprint",
+            &serve.fingerprint(),
+            "--listen",
+            &listen,
+            "--api-name",
+            "agent4.test",
+        ],
+        &[],
+    );
+    let d = dir.path().to_path_buf();
+    let first = eventually(
+        "the agent serves its certificate",
+        Duration::from_secs(30),
+        || async { served_serial(&d, port) },
+    )
+    .await;
+    ok(&common::certdock(&[
+        "revoke",
+        "--state-dir",
+        s(&serve.state),
+        &first,
+    ]));
+    let second = eventually(
+        "a new certificate after the revocation",
+        Duration::from_secs(20),
+        || async { served_serial(&d, port).filter(|s| *s != first) },
+    )
+    .await;
+    assert_ne!(first, second);
+    assert!(
+        agent
+            .log_text()
+            .contains("the agent HTTPS certificate was revoked"),
+        "{}",
+        agent.log_text()
+    );
+}

@@ -33,11 +33,13 @@ impl Agent {
     /// Asks as the proxy (certdock's Traefik client certificate) whether `client` may call
     /// `api`, with the client's leaf in Traefik's header.
     fn ask(&self, client: &str) -> (u16, String) {
+        self.ask_with(&traefik_header(&self.cd.out, client))
+    }
+
+    /// [`Agent::ask`] with a given leaf (Traefik's header value), e.g. one since replaced.
+    fn ask_with(&self, leaf: &str) -> (u16, String) {
         let proxy = self.cd.out.join("traefik-client");
-        let header = format!(
-            "X-Forwarded-Tls-Client-Cert: {}",
-            traefik_header(&self.cd.out, client)
-        );
+        let header = format!("X-Forwarded-Tls-Client-Cert: {leaf}");
         self.curl(
             "/v1/forward-auth/api",
             &[
@@ -200,7 +202,9 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
     let (code, _) = agent.curl("/v1/sign", &["--data", "{}"]);
     assert_eq!(code, 404);
 
-    // Revoked on the CA by the CLI: measured until the agent refuses it.
+    // Revoked on the CA by the CLI: measured until the agent refuses it. The revoked
+    // certificate itself is asked about: the agent's controller replaces the one delivered.
+    let revoked = traefik_header(&agent.cd.out, "frontend");
     ok(&common::certdock(&[
         "revoke",
         "--state-dir",
@@ -212,7 +216,7 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
         "the agent refuses the revoked client",
         Duration::from_secs(10),
         || async {
-            let (code, body) = agent.ask("frontend");
+            let (code, body) = agent.ask_with(&revoked);
             (code == 403 && body.contains("revoked")).then_some(())
         },
     )
@@ -225,7 +229,7 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
     serve.stop();
     let (code, body) = agent.ask("reporter");
     assert_eq!(code, 200, "still allowed without the CA: {body}");
-    let (code, body) = agent.ask("frontend");
+    let (code, body) = agent.ask_with(&revoked);
     assert_eq!(code, 403, "still revoked without the CA: {body}");
     let (code, body) = agent.ask("batch");
     assert_eq!(code, 403, "{body}");
@@ -252,7 +256,7 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
         .expect("the age gauge");
     assert!(age > 30, "{metrics}");
     assert_eq!(agent.ask("reporter").0, 200);
-    assert_eq!(agent.ask("frontend").0, 403);
+    assert_eq!(agent.ask_with(&revoked).0, 403);
     assert_eq!(agent.ask("batch").0, 403);
 
     // Restarted while the CA is still away: the kept CRL and listener certificate stand.
@@ -264,7 +268,11 @@ async fn an_agent_decides_forward_auth_on_its_host_learns_revocations_within_fiv
         || async { (agent.ask_quietly("reporter") == Some(200)).then_some(()) },
     )
     .await;
-    assert_eq!(agent.ask("frontend").0, 403, "the kept CRL still revokes");
+    assert_eq!(
+        agent.ask_with(&revoked).0,
+        403,
+        "the kept CRL still revokes"
+    );
     let (_, metrics) = agent.curl("/metrics", &[]);
     assert!(
         metrics

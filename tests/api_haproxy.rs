@@ -92,6 +92,8 @@ fn renewal_over_mtls_works_through_haproxy_passthrough_with_and_without_sni() {
             "/v1/sign",
             "-H",
             &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", body.display()),
         ],
@@ -116,7 +118,13 @@ fn renewal_over_mtls_works_through_haproxy_passthrough_with_and_without_sni() {
             base,
             &serve.roots,
             resolve,
-            &["/v1/renew", "--data", "{}"],
+            &[
+                "/v1/renew",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                "{}",
+            ],
             &["--cert", s(&current), "--key", s(&key)],
         );
         assert_eq!(code, 200, "{what}: {answer}");
@@ -133,7 +141,13 @@ fn renewal_over_mtls_works_through_haproxy_passthrough_with_and_without_sni() {
             base,
             &serve.roots,
             resolve,
-            &["/v1/renew", "--data", "{}"],
+            &[
+                "/v1/renew",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                "{}",
+            ],
             &[],
         );
         assert_eq!(code, 401, "{what}");

@@ -66,7 +66,16 @@ fn only_an_admin_rotates_the_ca_from_the_api() {
     let rotate = |root: bool, extra: &[String]| {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let body = if root { r#"{"root":true}"# } else { "{}" };
-        serve.curl(&["/v1/ca/rotate", "--data", body], &extra)
+        serve.curl(
+            &[
+                "/v1/ca/rotate",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                body,
+            ],
+            &extra,
+        )
     };
 
     let (code, body) = rotate(true, &[]);

@@ -88,7 +88,18 @@ fn a_fresh_token_signs_an_openssl_csr_once_and_the_same_token_is_refused_afterwa
     let body = body_file(d, "sign", &json!({"csr": csr, "ttl": "2h"}));
     let auth = format!("Authorization: Bearer {token}");
     let data = format!("@{}", body.display());
-    let (code, answer) = serve.curl(&["/v1/sign", "-H", &auth, "--data", &data], &[]);
+    let (code, answer) = serve.curl(
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &data,
+        ],
+        &[],
+    );
     assert_eq!(code, 200, "{answer}");
     let v = save_cert(d, "web", &answer);
     let verified = run(
@@ -115,7 +126,18 @@ fn a_fresh_token_signs_an_openssl_csr_once_and_the_same_token_is_refused_afterwa
             .eq_ignore_ascii_case(&format!("serial={}", v["serial"].as_str().unwrap())),
         "{serial} vs {v}"
     );
-    let (code, again) = serve.curl(&["/v1/sign", "-H", &auth, "--data", &data], &[]);
+    let (code, again) = serve.curl(
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &data,
+        ],
+        &[],
+    );
     assert!(code == 401 || code == 403, "{code} {again}");
     let err: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(err["error"], "token_used");
@@ -129,7 +151,18 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
     let serve = Serve::start(d);
     let token = serve.token("sign", "web", &[]);
     let auth = format!("Authorization: Bearer {token}");
-    let (code, body) = serve.curl(&["/v1/sign", "-H", &auth, "--data", "{not json"], &[]);
+    let (code, body) = serve.curl(
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{not json",
+        ],
+        &[],
+    );
     assert_eq!(
         (code, error_code(&body)),
         (400, "bad_request".into()),
@@ -145,6 +178,8 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
             "/v1/sign",
             "-H",
             &auth,
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", bad_csr.display()),
         ],
@@ -158,6 +193,8 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
             "/v1/sign",
             "-H",
             &auth,
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", bad_ttl.display()),
         ],
@@ -170,6 +207,8 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
             "/v1/sign",
             "-H",
             &auth,
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", too_long.display()),
         ],
@@ -187,6 +226,8 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
             "/v1/sign",
             "-H",
             &auth,
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", good.display()),
         ],
@@ -199,6 +240,8 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
             "/v1/sign",
             "-H",
             &auth,
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", huge.display()),
         ],
@@ -209,7 +252,16 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
         (413, "body_too_large".into()),
         "{body}"
     );
-    let (code, body) = serve.curl(&["/v1/sign", "--data", "{}"], &[]);
+    let (code, body) = serve.curl(
+        &[
+            "/v1/sign",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+        ],
+        &[],
+    );
     assert_eq!(
         (code, error_code(&body)),
         (401, "unauthenticated".into()),
@@ -220,6 +272,8 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
             "/v1/sign",
             "-H",
             "Authorization: Bearer cdt_x_y",
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", good.display()),
         ],
@@ -261,6 +315,8 @@ fn signed(serve: &Serve, d: &std::path::Path, stem: &str, name: &str) -> serde_j
             "/v1/sign",
             "-H",
             &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", body.display()),
         ],
@@ -295,7 +351,18 @@ fn renewal_over_mtls_keeps_the_names_changes_the_serial_and_needs_a_client_certi
     let first = signed(&serve, d, "svc", "svc.test");
     let cert = mtls(d, "svc");
     let cert: Vec<&str> = cert.iter().map(String::as_str).collect();
-    let (code, body) = serve.curl(&["/v1/renew", "-X", "POST", "--data", "{}"], &cert);
+    let (code, body) = serve.curl(
+        &[
+            "/v1/renew",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+        ],
+        &cert,
+    );
     assert_eq!(code, 200, "{body}");
     let renewed = save_cert(d, "svc-renewed", &body);
     assert_ne!(renewed["serial"], first["serial"]);
@@ -318,7 +385,13 @@ fn renewal_over_mtls_keeps_the_names_changes_the_serial_and_needs_a_client_certi
     let (new_key, csr) = openssl_csr(d, "svc-new", "ignored.test", &[]);
     let body_path = body_file(d, "renew-csr", &json!({"csr": csr}));
     let (code, body) = serve.curl(
-        &["/v1/renew", "--data", &format!("@{}", body_path.display())],
+        &[
+            "/v1/renew",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("@{}", body_path.display()),
+        ],
         &cert,
     );
     assert_eq!(code, 200, "{body}");
@@ -333,7 +406,13 @@ fn renewal_over_mtls_keeps_the_names_changes_the_serial_and_needs_a_client_certi
     );
     // A certificate that is not an enrolled agent's may renew itself but not sign for others.
     let (code, body) = serve.curl(
-        &["/v1/sign", "--data", &format!("@{}", body_path.display())],
+        &[
+            "/v1/sign",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("@{}", body_path.display()),
+        ],
         &cert,
     );
     assert_eq!(
@@ -355,7 +434,13 @@ fn a_revoked_certificate_cannot_renew_and_is_listed_in_the_crl() {
     // A certificate may not revoke another one.
     let body = body_file(d, "rev-b", &json!({"serial": other["serial"]}));
     let (code, resp) = serve.curl(
-        &["/v1/revoke", "--data", &format!("@{}", body.display())],
+        &[
+            "/v1/revoke",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("@{}", body.display()),
+        ],
         &a,
     );
     assert_eq!(
@@ -366,11 +451,26 @@ fn a_revoked_certificate_cannot_renew_and_is_listed_in_the_crl() {
     // It may revoke itself.
     let body = body_file(d, "rev-a", &json!({"serial": own["serial"]}));
     let (code, resp) = serve.curl(
-        &["/v1/revoke", "--data", &format!("@{}", body.display())],
+        &[
+            "/v1/revoke",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("@{}", body.display()),
+        ],
         &a,
     );
     assert_eq!(code, 200, "{resp}");
-    let (code, resp) = serve.curl(&["/v1/renew", "--data", "{}"], &a);
+    let (code, resp) = serve.curl(
+        &[
+            "/v1/renew",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+        ],
+        &a,
+    );
     assert_eq!((code, error_code(&resp)), (403, "revoked".into()), "{resp}");
     // An admin token revokes anyone's.
     let admin = serve.token("admin", "ops", &[]);
@@ -380,6 +480,8 @@ fn a_revoked_certificate_cannot_renew_and_is_listed_in_the_crl() {
             "/v1/revoke",
             "-H",
             &format!("Authorization: Bearer {admin}"),
+            "-H",
+            "Content-Type: application/json",
             "--data",
             &format!("@{}", body.display()),
         ],
@@ -407,7 +509,16 @@ fn a_revoked_certificate_cannot_renew_and_is_listed_in_the_crl() {
 fn metrics_are_valid_prometheus_text_with_certdock_series() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path());
-    let (code, _) = serve.curl(&["/v1/renew", "--data", "{}"], &[]);
+    let (code, _) = serve.curl(
+        &[
+            "/v1/renew",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+        ],
+        &[],
+    );
     assert_eq!(code, 401);
     let (code, text) = serve.curl(&["/metrics"], &[]);
     assert_eq!(code, 200);
@@ -487,7 +598,18 @@ fn the_api_names_are_exempt_from_allow_domain_but_signed_names_are_not() {
         let body = body_file(d, stem, &json!({ "csr": csr }));
         let auth = format!("Authorization: Bearer {token}");
         let data = format!("@{}", body.display());
-        serve.curl(&["/v1/sign", "-H", &auth, "--data", &data], &[])
+        serve.curl(
+            &[
+                "/v1/sign",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &data,
+            ],
+            &[],
+        )
     };
     let (code, refused) = sign("outside", "web.test");
     assert_eq!(code, 403, "{refused}");

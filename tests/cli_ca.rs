@@ -307,7 +307,7 @@ fn status_json_is_an_array_with_the_issued_certificate() {
 }
 
 #[test]
-fn revoked_certificates_leave_status_and_unknown_serials_are_refused() {
+fn revoked_certificates_show_as_revoked_in_status_and_unknown_serials_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state = init(dir.path());
     ok(&certdock(&[
@@ -327,8 +327,11 @@ fn revoked_certificates_leave_status_and_unknown_serials_are_refused() {
     ]));
     let serial = serial.trim().trim_start_matches("serial=");
     ok(&certdock(&["revoke", serial, "--state-dir", s(&state)]));
+    // Shown as revoked until it expires.
     let out = ok(&certdock(&["status", "--json", "--state-dir", s(&state)]));
-    assert_eq!(out.trim(), "[]");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{out}");
+    assert!(v[0]["revoked_at"].is_string(), "{out}");
     let o = certdock(&["revoke", "00ff", "--state-dir", s(&state)]);
     assert!(!o.status.success());
 }

@@ -48,6 +48,10 @@ fn run_help_shows_every_default_of_the_spec() {
         ("--log-format", "text"),
         ("--api-name", "the host name"),
         ("--proxy-network", "none"),
+        ("--handshake-timeout", "10s"),
+        ("--header-timeout", "10s"),
+        ("--body-timeout", "10s"),
+        ("--max-connections", "three quarters of the open-file limit"),
     ] {
         let line = option_lines(&text)
             .into_iter()

@@ -234,6 +234,7 @@ async fn caddy_forward_auth_admits_only_the_allowed_and_revocation_bites_at_once
         "--name",
         "ops",
     ]));
+    let revoked_frontend = setup.identity("frontend");
     let body = work.path().join("revoke.json");
     std::fs::write(
         &body,
@@ -255,13 +256,15 @@ async fn caddy_forward_auth_admits_only_the_allowed_and_revocation_bites_at_once
         ],
     );
     assert_eq!(code, 200, "{text}");
-    let frontend = get(&target, Some(&setup.identity("frontend"))).await;
+    // The revoked certificate itself (the controller soon replaces the one in the container).
+    let frontend = get(&target, Some(&revoked_frontend)).await;
     assert!(
         matches!(&frontend, Ok((403, body)) if body.contains("revoked")),
         "a revoked certificate is refused at once, though the TLS layer still accepts it: {frontend:?}"
     );
 
     // Revoked by the CLI (another process): within the decider's refresh interval.
+    let revoked_cron = setup.identity("cron");
     ok(&common::certdock(&[
         "revoke",
         "--state-dir",
@@ -273,7 +276,7 @@ async fn caddy_forward_auth_admits_only_the_allowed_and_revocation_bites_at_once
         "cron refused after revoke",
         Duration::from_secs(5),
         || async {
-            let answer = get(&target, Some(&setup.identity("cron"))).await;
+            let answer = get(&target, Some(&revoked_cron)).await;
             matches!(&answer, Ok((403, body)) if body.contains("revoked")).then_some(())
         },
     )

@@ -5,12 +5,13 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("labels", certdock::fuzzing::fuzz_labels),
     ("csr", certdock::fuzzing::fuzz_csr),
     ("names", certdock::fuzzing::fuzz_names),
     ("api_body", certdock::fuzzing::fuzz_api_body),
     ("acme_jws", certdock::acme::fuzz::fuzz_jws),
+    ("http_request", certdock::api::fuzz::fuzz_request_head),
 ];
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {

@@ -161,7 +161,18 @@ async fn scrape_of_a_busy_run() -> String {
     let body = body_file(cd.dir.path(), "sign", &json!({"csr": csr}));
     let auth = format!("Authorization: Bearer {}", token.trim());
     let data = format!("@{}", body.display());
-    let (code, answer) = curl(&["/v1/sign", "-H", &auth, "--data", &data], &[]);
+    let (code, answer) = curl(
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &data,
+        ],
+        &[],
+    );
     assert_eq!(code, 200, "{answer}");
     let (cert, key) = (certs.join("fullchain.pem"), certs.join("key.pem"));
     let mtls = ["--cert", s(&cert), "--key", s(&key)];

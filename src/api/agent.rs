@@ -23,6 +23,7 @@ use super::forward_auth::{self, ForwardAuthState};
 use super::served::{CertOrigin, Listener, ServedCert};
 use super::server::{ApiConfig, ServeError, bind_listener, serve_tls};
 use super::tls::{ApiCert, TlsError, api_cert, api_cert_name};
+use crate::authz::decider::Decider;
 use crate::ca::pem::cert_to_pem;
 use crate::ca::remote::RemoteSource;
 use crate::ca::source::{CertSource, LeafOrder, SourceError};
@@ -49,6 +50,7 @@ pub struct AgentListener {
     router: Router,
     served: ServedCert,
     origin: AgentCert,
+    limits: super::limits::Limits,
 }
 
 impl AgentListener {
@@ -69,9 +71,11 @@ impl AgentListener {
             // A restart while the CA is away keeps serving the certificate kept by the last run.
             served.publish(cert);
         }
+        let decider = forward_auth.decider.clone();
         let router = router(forward_auth, handles.cert);
         let origin = AgentCert {
             remote,
+            decider,
             order: LeafOrder {
                 name: api_cert_name(&config.names)?,
                 sans: config.names.clone(),
@@ -88,6 +92,7 @@ impl AgentListener {
             router,
             served,
             origin,
+            limits: config.limits,
         })
     }
 
@@ -97,9 +102,16 @@ impl AgentListener {
 
     /// Serves until `shutdown`, renewing the certificate in the background.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(addr = %self.local_addr, "agent forward-auth listening");
+        tracing::info!(addr = %self.local_addr, max_connections = self.limits.max_connections, "agent forward-auth listening");
         let upkeep = tokio::spawn(self.served.upkeep(self.origin));
-        serve_tls(self.listener, self.config, self.router, shutdown).await;
+        serve_tls(
+            self.listener,
+            self.config,
+            self.router,
+            self.limits,
+            shutdown,
+        )
+        .await;
         upkeep.abort();
     }
 }
@@ -115,6 +127,9 @@ fn bundle_pem(remote: &RemoteSource) -> String {
 /// The listener's certificate comes from the remote CA, for `--api-name`.
 struct AgentCert {
     remote: Arc<RemoteSource>,
+    /// The forward-auth decider, whose revoked serials (the CA's CRL, pulled by the agent's
+    /// feed every 2 s) say when the listener's own certificate was revoked.
+    decider: Arc<Decider>,
     order: LeafOrder,
 }
 
@@ -137,6 +152,10 @@ impl CertOrigin for AgentCert {
 
     fn bundle(&self) -> String {
         bundle_pem(&self.remote)
+    }
+
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.decider.is_revoked_hex(serial)
     }
 }
 

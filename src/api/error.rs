@@ -30,8 +30,14 @@ pub enum ApiError {
     Ttl(#[from] TtlError),
     #[error(transparent)]
     Usage(#[from] UsageError),
+    #[error(
+        "request bodies are JSON: send `Content-Type: application/json` (Content-Type was {got})"
+    )]
+    UnsupportedMediaType { got: String },
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive in time (--body-timeout); the connection is closed")]
+    BodyTimeout,
     #[error("no such endpoint")]
     NotFound,
     #[error("this endpoint does not answer that method")]
@@ -85,6 +91,10 @@ impl ApiError {
             ApiError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
             ApiError::Usage(_) => (S::BAD_REQUEST, "bad_usage"),
             ApiError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::BodyTimeout => (S::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotFound => (S::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "ca_unavailable"),
@@ -95,6 +105,7 @@ impl ApiError {
                 CaError::Ttl(_) => (S::FORBIDDEN, "ttl_refused"),
                 CaError::Revoked { .. } => (S::FORBIDDEN, "revoked"),
                 CaError::UnknownCertificate { .. } => (S::FORBIDDEN, "unknown_certificate"),
+                CaError::NoLiveCertificate { .. } => (S::NOT_FOUND, "unknown_identity"),
                 _ => (S::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),

@@ -18,11 +18,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
+use super::conns::is_body_timeout;
 use super::error::{ApiError, ErrorCode};
 use super::forward_auth::{self, ForwardAuthState};
 use super::session::Sessions;
 use super::tls::ApiCert;
-use crate::ca::authorize::{CsrAsk, Remote, Revoker, Rotator};
+use crate::ca::authorize::{CsrAsk, Remote, RevokeTarget, Revoker, Rotator};
 use crate::ca::csr::Csr;
 use crate::ca::issue::SignedCert;
 use crate::ca::local::{LocalCa, normalize_serial};
@@ -132,11 +133,37 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("worker task: {e}")))?
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| match r.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit: BODY_LIMIT },
+        _ if is_body_timeout(&r) => ApiError::BodyTimeout,
         _ => ApiError::BadRequest(r.body_text()),
     })
+}
+
+/// A request with a body says it is JSON (`application/json`, parameters allowed); one without
+/// a body (`curl -X POST`) may say nothing. Checked before the body is read.
+pub(super) fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        return match (length, chunked) {
+            (None | Some(0), false) => Ok(()),
+            _ => Err(ApiError::UnsupportedMediaType { got: "none".into() }),
+        };
+    };
+    let text = value.to_str().unwrap_or("(not text)");
+    let mime = text.split(';').next().unwrap_or_default().trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            got: text.chars().take(64).collect(),
+        })
+    }
 }
 
 fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -189,6 +216,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Credentialed<T> {
             .cloned()
             .unwrap_or_default();
         let credential = credential(req.headers(), peer)?;
+        json_content_type(req.headers())?;
         let body = json(&body_bytes(Bytes::from_request(req, state).await)?)?;
         Ok(Self(credential, body))
     }
@@ -316,10 +344,11 @@ async fn sign_presented(st: &AppState, req: Remote<'_>) -> Result<SignedCert, Ap
 async fn renew(
     State(st): State<AppState>,
     Extension(peer): Extension<PeerCert>,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<Json<CertResponse>, ApiError> {
     let der = peer.0.ok_or(ApiError::ClientCertificateRequired)?;
-    let bytes = body_bytes(body)?;
+    json_content_type(req.headers())?;
+    let bytes = body_bytes(Bytes::from_request(req, &st).await)?;
     // `curl -X POST` with no body means `{}`.
     let req: RenewRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RenewRequest::default()
@@ -335,32 +364,64 @@ async fn renew(
     Ok(Json(cert_response(&signed)))
 }
 
-/// Revokes a serial on the authority of an `admin` token, or of the very certificate being
-/// revoked (on this connection).
+/// Revokes a serial (and what was renewed from it) on the authority of an `admin` token, an
+/// admin's certificate or the very certificate being revoked (on this connection); or every
+/// live certificate of an identity (`{"name": …}`), for admins only.
 async fn revoke(
     State(st): State<AppState>,
     Credentialed(credential, req): Credentialed<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    let serial = normalize_serial(&req.serial)
-        .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?;
+    let target = match (&req.serial, &req.name) {
+        (Some(serial), None) => Target::Serial(
+            normalize_serial(serial)
+                .map_err(|_| ApiError::BadRequest("serial must be hex (colons allowed)".into()))?,
+        ),
+        (None, Some(name)) if !name.trim().is_empty() => Target::Identity(name.trim().into()),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of `serial` (hex) and `name` (an identity)".into(),
+            ));
+        }
+    };
     let ca = st.ca.clone();
-    let serial = blocking(move || {
+    let (target, serials) = blocking(move || {
         let now = OffsetDateTime::now_utc();
         let who = match &credential {
             Credential::Token(token) => Revoker::AdminToken(token),
             Credential::Certificate(der) => Revoker::Itself(der),
         };
-        ca.authorize_revoke(who, &serial, now)?;
-        ca.revoke(&serial, now)?;
-        Ok(serial)
+        let serials = match &target {
+            Target::Serial(serial) => {
+                ca.authorize_revoke(who, RevokeTarget::Serial(serial), now)?;
+                ca.revoke(serial, now)?
+            }
+            Target::Identity(name) => {
+                ca.authorize_revoke(who, RevokeTarget::Identity(name), now)?;
+                ca.revoke_name(name, now)?
+            }
+        };
+        tracing::info!(?serials, "revoked");
+        Ok((target, serials))
     })
     .await?;
-    // Forward-auth refuses it from the next request on, not from the next refresh.
+    // Forward-auth refuses them from the next request on, not from the next refresh.
     forward_auth::follow_local_ca_once(&st.ca, &st.forward_auth.decider).await;
+    let (serial, name) = match target {
+        Target::Serial(s) => (Some(s), None),
+        Target::Identity(n) => (None, Some(n)),
+    };
     Ok(Json(RevokeResponse {
         serial,
+        name,
         revoked: true,
+        serials,
     }))
+}
+
+/// What a revoke request names, checked.
+enum Target {
+    Serial(String),
+    Identity(String),
 }
 
 /// Rotates the intermediate (or with `root`, the root) on the authority of an `admin` token or

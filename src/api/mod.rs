@@ -2,9 +2,12 @@
 
 pub mod agent;
 pub mod agent_feed;
+pub mod conns;
 pub mod error;
 pub mod forward_auth;
+pub mod fuzz;
 pub mod handlers;
+pub mod limits;
 mod page;
 pub(crate) mod served;
 pub mod server;
@@ -15,4 +18,5 @@ mod ui;
 
 pub use error::ApiError;
 pub use handlers::{BODY_LIMIT, PeerCert};
+pub use limits::Limits;
 pub use server::{ApiConfig, ApiServer, ServeError, run_api};

@@ -19,8 +19,10 @@ use crate::core::renew::{
 };
 use crate::metrics::Metrics;
 
-/// How often the CA bundle is compared with the one the client verifier was built from.
-pub(crate) const BUNDLE_CHECK: Duration = Duration::from_secs(60);
+/// How often the CA bundle is compared with the one the client verifier was built from, and
+/// the served certificate looked up among the revoked ones (an agent's CRL feed pulls every
+/// 2 s; the local CA also wakes the loop at once, see [`CertOrigin::revocations`]).
+pub(crate) const BUNDLE_CHECK: Duration = Duration::from_secs(2);
 /// After a CA rollover, a listener's certificate is re-issued under the new chain within this.
 const ROLLOVER_SPREAD: Duration = Duration::from_secs(30);
 
@@ -43,6 +45,13 @@ pub(crate) trait CertOrigin: Send + 'static {
     fn issue(&self) -> impl Future<Output = Result<ApiCert, String>> + Send;
     /// The CA bundle client certificates are verified against now.
     fn bundle(&self) -> String;
+    /// Whether the certificate with this serial (hex) is revoked: it is then replaced at once.
+    fn is_revoked(&self, serial: &str) -> bool;
+    /// Changes after each revocation, when the origin can tell (the local CA), so the loop
+    /// looks at once rather than at its next [`CHECK_EVERY`].
+    fn revocations(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Answers every handshake, whatever its SNI (none, unknown, an API name), with the current
@@ -119,6 +128,11 @@ impl ServedCert {
         })
     }
 
+    /// The serial of the certificate served now, if there is one.
+    fn serial(&self) -> Option<String> {
+        self.cert_tx.borrow().as_ref().map(|c| c.serial.clone())
+    }
+
     /// When the certificate served now is re-issued because it predates a CA rollover (the
     /// CA `bundle` signs with another intermediate since), if it does: spread over `spread`.
     pub(crate) fn rollover_due(&self, bundle: &str, spread: Duration) -> Option<SystemTime> {
@@ -164,23 +178,43 @@ impl ServedCert {
         }
     }
 
-    /// Renews the certificate at two thirds of its life (`renew_issued_at`, with jitter),
-    /// retries a failure with `retry_after` (never past expiry), and follows the CA bundle:
-    /// after a rollover the certificate is re-issued under the new chain within `ROLLOVER_SPREAD`.
-    /// Without a certificate the listener stays closed. Runs until dropped.
+    /// Renews the certificate at two thirds of its life (`renew_issued_at`, with jitter), at
+    /// once when it is revoked, retries a failure with `retry_after` (never past expiry), and
+    /// follows the CA bundle: after a rollover the certificate is re-issued under the new chain
+    /// within `ROLLOVER_SPREAD`. Without a certificate the listener stays closed. Runs until
+    /// dropped.
     pub(crate) async fn upkeep(mut self, origin: impl CertOrigin) {
         let what = self.listener.what;
         let mut failures = 0u32;
         let mut due = self.renewal_due().unwrap_or_else(SystemTime::now);
+        let mut revocations = origin.revocations();
         loop {
             let now = SystemTime::now();
             let wake = due.min(now + BUNDLE_CHECK);
-            tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
+            let revoked_now = async {
+                let changed = match revocations.as_mut() {
+                    Some(r) => r.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    // No such signal, or its sender is gone: the periodic check remains.
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wake.duration_since(now).unwrap_or_default()) => {}
+                () = revoked_now => {}
+            }
             let bundle = origin.bundle();
             if self.follow_bundle(&bundle)
                 && let Some(at) = self.rollover_due(&bundle, ROLLOVER_SPREAD)
             {
                 due = due.min(at);
+            }
+            // Once: after a failed replacement the backoff decides when to try again.
+            if failures == 0 && self.serial().is_some_and(|s| origin.is_revoked(&s)) {
+                tracing::warn!("the {what} was revoked; replacing it now");
+                due = SystemTime::now();
             }
             if SystemTime::now() < due {
                 continue;

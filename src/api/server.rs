@@ -18,8 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::conns::{Admitted, Conns, DeadlineBody, Slot};
 use super::forward_auth::{ForwardAuthState, follow_local_ca, follow_local_ca_once};
 use super::handlers::{AppState, PeerCert, router};
+use super::limits::Limits;
 use super::served::TlsHandles;
 use super::tls::{TlsError, TlsState};
 use crate::authz::decider::Decider;
@@ -40,6 +42,8 @@ pub struct ApiConfig {
     pub key_type: KeyType,
     /// The ACME server on the same port.
     pub acme: crate::acme::AcmeConfig,
+    /// Deadlines and the connection cap of the listener.
+    pub limits: Limits,
 }
 
 /// Binds `addr` (a taken port is an error at start, not a surprise later) and says where.
@@ -50,10 +54,10 @@ pub async fn bind_listener(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
-/// A client that has not finished its handshake by then is dropped (slowloris, port scanners).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Same for a client that opened a connection but sends no request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (start line and headers). The biggest legitimate one is forward-auth's
+/// client certificate chain in a header, a few KiB; the bound also caps each connection's read
+/// buffer (hyper's own default is about 400 KiB), so the connection cap bounds memory too.
+const MAX_HEADER_SIZE: usize = 32 * 1024;
 /// How long requests in flight may take to finish after shutdown was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,6 +84,7 @@ pub struct ApiServer {
     local_addr: SocketAddr,
     tls: TlsHandles,
     router: Router,
+    limits: Limits,
     /// Renews the API certificate and follows CA rollovers; stopped with the server.
     upkeep: JoinHandle<()>,
     /// Keeps the forward-auth decider's trust and revocations current; stopped with the server.
@@ -122,6 +127,7 @@ impl ApiServer {
             local_addr,
             tls,
             router,
+            limits: config.limits,
             upkeep: tokio::spawn(state.upkeep()),
             decider_feed,
         })
@@ -134,8 +140,15 @@ impl ApiServer {
 
     /// Serves until `shutdown` completes, then lets requests in flight finish (bounded).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(addr = %self.local_addr, "HTTPS API listening");
-        serve_tls(self.listener, self.tls.config, self.router, shutdown).await;
+        tracing::info!(addr = %self.local_addr, max_connections = self.limits.max_connections, "HTTPS API listening");
+        serve_tls(
+            self.listener,
+            self.tls.config,
+            self.router,
+            self.limits,
+            shutdown,
+        )
+        .await;
         self.upkeep.abort();
         self.decider_feed.abort();
     }
@@ -143,36 +156,47 @@ impl ApiServer {
 
 /// The one accept loop (the API of `run`/`serve` and an agent's forward-auth listener): each
 /// connection takes the TLS config current when it arrives, so a renewed certificate or a new
-/// CA bundle needs no restart. Returns after `shutdown` and a bounded drain.
+/// CA bundle needs no restart, and lives within `limits` (see [`Limits`]). Returns after
+/// `shutdown` and a bounded drain.
 pub async fn serve_tls(
     listener: TcpListener,
     config: watch::Receiver<Arc<ServerConfig>>,
     router: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let conns = Conns::new(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let (tcp, remote) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, remote)) => {
-                    let config = config.borrow().clone();
-                    tokio::spawn(connection(
-                        tcp,
-                        remote,
-                        TlsAcceptor::from(config),
-                        router.clone(),
-                        graceful.watcher(),
-                    ));
-                }
+                Ok(accepted) => accepted,
                 Err(e) => {
-                    // Usually EMFILE: pause rather than spin, and keep serving.
+                    // Usually EMFILE (the cap keeps below it, but other files count too):
+                    // pause rather than spin, and keep serving.
                     tracing::warn!(error = %e, "accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
             },
-        }
+        };
+        // At the cap: an idle connection of the busiest address makes room, or this waits.
+        let admitted = tokio::select! {
+            () = &mut shutdown => break,
+            admitted = conns.admit(remote.ip()) => admitted,
+        };
+        let config = config.borrow().clone();
+        tokio::spawn(connection(
+            tcp,
+            remote,
+            TlsAcceptor::from(config),
+            router.clone(),
+            limits,
+            admitted,
+            graceful.watcher(),
+        ));
     }
     drop(listener);
     tracing::info!("HTTPS listener stopping; draining connections");
@@ -184,14 +208,36 @@ pub async fn serve_tls(
     }
 }
 
+/// One connection, closed early when the listener needs its place (see [`Conns`]).
 async fn connection(
     tcp: TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     router: Router,
+    limits: Limits,
+    admitted: Admitted,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let slot = admitted.slot.clone();
+    tokio::select! {
+        () = slot.evicted() => {
+            tracing::debug!(%remote, "connection closed to make room (connection cap)");
+        }
+        () = serve_connection(tcp, remote, acceptor, router, limits, admitted.slot.clone(), watcher) => {}
+    }
+    drop(admitted);
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    limits: Limits,
+    slot: Arc<Slot>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let stream = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -211,13 +257,25 @@ async fn connection(
             .and_then(|c| c.first())
             .map(|c| Arc::new(c.clone().into_owned())),
     );
-    let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
-        req.extensions_mut().insert(peer.clone());
-        req
-    });
+    let body_slot = slot.clone();
+    let service = router
+        .map_request(move |req: axum::http::Request<Incoming>| {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(peer.clone());
+            let body = DeadlineBody::new(body, limits.body, body_slot.clone());
+            axum::http::Request::from_parts(parts, axum::body::Body::new(body))
+        })
+        .map_response(move |resp| {
+            // Answered: idle (evictable) again until the next request's body has arrived.
+            slot.set_answering(false);
+            resp
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        // hyper starts this clock whenever it waits for a request head, so it is also the
+        // keep-alive idle limit.
+        .header_read_timeout(limits.header)
+        .max_header_size(MAX_HEADER_SIZE)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%remote, error = %e, "connection ended with an error");

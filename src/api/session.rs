@@ -88,7 +88,7 @@ impl Sessions {
 }
 
 /// The session id in the `Cookie` header(s), if one is there.
-fn cookie(headers: &HeaderMap) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -7,6 +7,7 @@ use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use super::served::{CertOrigin, CurrentCert, Listener, ServedCert, TlsHandles};
 use super::server::ApiConfig;
@@ -100,6 +101,18 @@ impl CertOrigin for LocalApiCert {
 
     fn bundle(&self) -> String {
         self.ca.bundle_pem()
+    }
+
+    /// The inventory, refreshed: a revocation by `certdock revoke` in another process counts too.
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.ca.is_revoked(serial).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the inventory to check the API certificate");
+            false
+        })
+    }
+
+    fn revocations(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.ca.revocations())
     }
 }
 
@@ -212,6 +225,7 @@ mod tests {
                 eab: false,
                 fallback_authority: "ca.test:8443".into(),
             },
+            limits: Default::default(),
         };
         let ca = LocalCa::open(
             dir.path(),

@@ -120,6 +120,14 @@ impl Decider {
         });
     }
 
+    /// Whether the serial (hex, as the inventory and the CA's answers write it) is among the
+    /// revoked ones: how a holder of a certificate (an agent's listener) learns of its own.
+    pub fn is_revoked_hex(&self, serial: &str) -> bool {
+        hex::decode(serial)
+            .map(strip_leading_zeros)
+            .is_ok_and(|s| self.read_trust().revoked.contains(&s))
+    }
+
     fn read_trust(&self) -> Arc<Trust> {
         // A poisoned lock only means a writer panicked mid-swap of an `Arc`: the value is whole.
         self.trust

@@ -114,10 +114,20 @@ pub enum Remote<'a> {
 
 /// Who may revoke a certificate.
 pub enum Revoker<'a> {
-    /// An `admin` token: any certificate.
+    /// An `admin` token: any certificate, any identity.
     AdminToken(&'a str),
-    /// The certificate on the connection (DER): only itself.
+    /// The certificate on the connection (DER): itself; an admin's certificate (see
+    /// [`ADMIN_GROUP`]) any certificate and any identity.
     Itself(&'a [u8]),
+}
+
+/// What a revocation reaches (each also the live certificates renewed from it).
+#[derive(Debug, Clone, Copy)]
+pub enum RevokeTarget<'a> {
+    /// One certificate, by its serial (normalised).
+    Serial(&'a str),
+    /// Every live certificate of an identity (`certdock.name`, the CN).
+    Identity(&'a str),
 }
 
 /// Why a caller may not have what it asks. Malformed input and CA failures pass through as
@@ -142,7 +152,9 @@ pub enum AuthError {
         "this client certificate is not an admin's (`certdock issue NAME --usage client --admin`)"
     )]
     NotAnAdmin,
-    #[error("a certificate may only revoke itself; use an admin token for others")]
+    #[error(
+        "a certificate may only revoke itself (and its renewals); revoking another certificate or an identity takes an admin token or an admin's certificate"
+    )]
     NotYourCertificate,
     #[error(
         "groups are set by `certdock.groups` labels on a certdock host (run or agent), not by a token"
@@ -279,11 +291,12 @@ impl LocalCa {
         }
     }
 
-    /// Revocation of `serial` (normalised) by `who`; an admin token is spent here.
+    /// Revocation of `what` by `who`; an admin token is spent here. A certificate may revoke
+    /// itself (and so its renewals); only an admin may revoke another one or an identity.
     pub fn authorize_revoke(
         &self,
         who: Revoker<'_>,
-        serial: &str,
+        what: RevokeTarget<'_>,
         now: OffsetDateTime,
     ) -> Result<(), AuthError> {
         match who {
@@ -291,13 +304,17 @@ impl LocalCa {
                 let grant = self.with_tokens(|t| {
                     t.redeem(secret, &[TokenKind::Admin], now.unix_timestamp())
                 })??;
-                tracing::info!(%serial, token = %grant.id, "revoking with an admin token");
+                tracing::info!(?what, token = %grant.id, "revoking with an admin token");
             }
             Revoker::Itself(der) => {
-                if self.verify_presented(der, now)?.serial != serial {
+                let own = self.verify_presented(der, now)?.serial;
+                if matches!(what, RevokeTarget::Serial(serial) if serial == own) {
+                    tracing::info!(?what, "revoking by the certificate itself");
+                } else if self.authorize_view(Viewer::Certificate(der), now).is_ok() {
+                    tracing::info!(?what, admin = %own, "revoking with an admin's certificate");
+                } else {
                     return Err(AuthError::NotYourCertificate);
                 }
-                tracing::info!(%serial, "revoking by the certificate itself");
             }
         }
         Ok(())

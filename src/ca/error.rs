@@ -36,6 +36,8 @@ pub enum CaError {
     Revoked { serial: String },
     #[error("certificate {serial} was not issued by this CA")]
     UnknownCertificate { serial: String },
+    #[error("no unrevoked, unexpired certificate is named {name:?}")]
+    NoLiveCertificate { name: String },
     #[error("the root CA expires at {not_after}; import or create a new root")]
     RootExpiring { not_after: OffsetDateTime },
     #[error("signing failed: {0}")]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use super::CaError;
 use super::authority::Authority;
@@ -30,6 +31,9 @@ pub struct Ledger {
     /// checked: a keep-alive agent presents the same certificate on every request, and the check
     /// is an ECDSA verification, dearer than the signature the request then asks for.
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// Bumped after every revocation this process records, so holders of a certificate (the
+    /// API's own) look at once rather than at their next periodic check.
+    revocations: watch::Sender<u64>,
 }
 
 impl Ledger {
@@ -42,6 +46,7 @@ impl Ledger {
             inventory: Arc::new(Mutex::new(inventory)),
             commit: OnceLock::new(),
             verified: Mutex::default(),
+            revocations: watch::Sender::new(0),
         })
     }
 
@@ -156,17 +161,65 @@ impl Ledger {
         }
     }
 
-    /// Revokes a serial (already normalised), durably, under the state lock.
-    pub fn revoke(&self, serial: &str, now: OffsetDateTime) -> Result<(), CaError> {
+    /// Revokes a serial (already normalised) and every live certificate renewed from it,
+    /// durably, in one journal append under the state lock. Returns the serials revoked, the
+    /// one asked first.
+    pub fn revoke(&self, serial: &str, now: OffsetDateTime) -> Result<Vec<String>, CaError> {
+        self.revoke_where(now, |inv, at| {
+            if !inv.contains(serial) {
+                return Err(CaError::UnknownCertificate {
+                    serial: serial.to_string(),
+                });
+            }
+            let mut all = vec![serial.to_string()];
+            all.extend(inv.live_renewals_of(serial, at));
+            Ok(all)
+        })
+    }
+
+    /// Revokes every live certificate of the identity `name` (and what was renewed from
+    /// them), like [`Ledger::revoke`]. Refused when the identity has no live certificate.
+    pub fn revoke_name(&self, name: &str, now: OffsetDateTime) -> Result<Vec<String>, CaError> {
+        self.revoke_where(now, |inv, at| {
+            let mut all = inv.live_of_name(name, at);
+            if all.is_empty() {
+                return Err(CaError::NoLiveCertificate {
+                    name: name.chars().take(64).collect(),
+                });
+            }
+            let renewals: Vec<String> = all
+                .iter()
+                .flat_map(|s| inv.live_renewals_of(s, at))
+                .collect();
+            for s in renewals {
+                if !all.contains(&s) {
+                    all.push(s);
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    fn revoke_where(
+        &self,
+        now: OffsetDateTime,
+        which: impl FnOnce(&Inventory, i64) -> Result<Vec<String>, CaError>,
+    ) -> Result<Vec<String>, CaError> {
         let _lock =
             StateLock::exclusive(&self.state_dir).map_err(|e| CaError::io(&self.state_dir, e))?;
-        let known = self.with_inventory(|inv| inv.record_revoked(serial, now.unix_timestamp()))?;
-        if !known.map_err(|e| CaError::io(&self.state_dir, e))? {
-            return Err(CaError::UnknownCertificate {
-                serial: serial.to_string(),
-            });
-        }
-        Ok(())
+        let at = now.unix_timestamp();
+        let revoked = self.with_inventory(|inv| {
+            let serials = which(inv, at)?;
+            inv.record_revoked_all(&serials, at)
+                .map_err(|e| CaError::io(&self.state_dir, e))
+        })??;
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(revoked)
+    }
+
+    /// Changes after every revocation recorded by this process.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// The CRL (DER) of every revoked, unexpired certificate, signed by `ca`'s intermediate.

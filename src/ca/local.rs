@@ -98,9 +98,42 @@ impl LocalCa {
         Ok(self.ledger.verify_presented(&ca, der, now)?.0)
     }
 
-    /// Revokes a serial (hex, any case, colons allowed). Unknown serials are an error.
-    pub fn revoke(&self, serial: &str, now: OffsetDateTime) -> Result<(), CaError> {
+    /// Revokes a serial (hex, any case, colons allowed) and every live certificate renewed
+    /// from it; returns the serials revoked, the one asked first. Unknown serials are an error.
+    pub fn revoke(&self, serial: &str, now: OffsetDateTime) -> Result<Vec<String>, CaError> {
         self.ledger.revoke(&normalize_serial(serial)?, now)
+    }
+
+    /// Revokes every live certificate of the identity `name` (its `certdock.name`, the
+    /// certificate's CN); returns their serials. An identity with none is an error.
+    pub fn revoke_name(&self, name: &str, now: OffsetDateTime) -> Result<Vec<String>, CaError> {
+        self.ledger.revoke_name(name, now)
+    }
+
+    /// Changes after every revocation this process records (see [`LocalCa::is_revoked`]).
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ledger.revocations()
+    }
+
+    /// Whether the inventory (refreshed: another process may have revoked) lists `serial` as
+    /// revoked.
+    pub fn is_revoked(&self, serial: &str) -> Result<bool, CaError> {
+        self.ledger
+            .with_inventory(|inv| inv.get(serial).is_some_and(|e| e.revoked_at.is_some()))
+    }
+
+    /// Those of `serials` the inventory (refreshed) lists as revoked.
+    pub fn revoked_among(
+        &self,
+        serials: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, CaError> {
+        self.ledger.with_inventory(|inv| {
+            serials
+                .iter()
+                .filter(|s| inv.get(s).is_some_and(|e| e.revoked_at.is_some()))
+                .cloned()
+                .collect()
+        })
     }
 
     /// The current CRL (DER), signed by the current intermediate.

@@ -68,6 +68,11 @@ pub trait CertSource: Send + Sync + 'static {
 
     /// The CA bundle to trust now (root first, then intermediates): the content of `ca.pem`.
     fn bundle(&self) -> impl Future<Output = Result<String, SourceError>> + Send;
+
+    /// Which of `serials` (hex, as certificates carry them) the CA has revoked, as far as this
+    /// source knows now: the controller replaces those at once. Never fails: what cannot be
+    /// known now counts as not revoked (the renewal schedule still applies).
+    fn revoked(&self, serials: Vec<String>) -> impl Future<Output = BTreeSet<String>> + Send;
 }
 
 /// The CA in this process, asked by the controller.
@@ -105,5 +110,18 @@ impl CertSource for LocalSource {
 
     async fn bundle(&self) -> Result<String, SourceError> {
         Ok(self.ca.bundle_pem())
+    }
+
+    async fn revoked(&self, serials: Vec<String>) -> BTreeSet<String> {
+        let ca = self.ca.clone();
+        // The inventory is refreshed from disk (a `certdock revoke` in another process counts).
+        tokio::task::spawn_blocking(move || ca.revoked_among(&serials))
+            .await
+            .map_err(|e| CaError::Internal(format!("inventory task: {e}")))
+            .and_then(|r| r)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read revocations from the inventory");
+                BTreeSet::new()
+            })
     }
 }

@@ -14,9 +14,10 @@ use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::p12::build_p12;
 use crate::core::authz::GroupName;
 use crate::core::names::{CertName, San, Usage};
-use crate::core::policy::{fmt_duration, parse_duration};
+use crate::core::policy::{NamePolicy, NameRule, fmt_duration, parse_duration};
 use crate::delivery::bundle::{Bundle, publish_dir};
 use crate::store::atomic::{Mode, write_atomic};
+use crate::store::ca_policy;
 use crate::store::tokens::TokenKind;
 
 /// The CA of the state directory, which must exist (`certdock init` or a first `run` made it).
@@ -174,6 +175,35 @@ pub fn issue(s: &Settings, a: IssueArgs) -> CmdResult {
     Ok(())
 }
 
+/// A token's scope only narrows the policy of the CA that will honour it (recorded by `run` or
+/// `serve` in STATE/policy.json): a rule outside it is refused now, not at every use.
+fn check_scope(s: &Settings, scope: &[NameRule]) -> CmdResult {
+    let Some(recorded) = ca_policy::read(&s.state_dir)
+        .map_err(|e| format!("{}: {e}", s.state_dir.join("policy.json").display()))?
+    else {
+        return Ok(());
+    };
+    let policy = NamePolicy {
+        allow: recorded.allow,
+        ..Default::default()
+    };
+    let outside = policy.outside_allow(scope);
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let list = |rules: &mut dyn Iterator<Item = &NameRule>| {
+        rules.map(ToString::to_string).collect::<Vec<_>>().join(",")
+    };
+    Err(format!(
+        "--allow-domain: the token's scope {} lies outside the CA's policy --allow-domain {} \
+         (of the running CA, recorded in {}); a scope may only narrow the policy",
+        list(&mut outside.into_iter()),
+        list(&mut policy.allow.iter()),
+        s.state_dir.join("policy.json").display()
+    )
+    .into())
+}
+
 /// The token's scope is `--allow-domain` (the names it may be used for), within the CA policy.
 pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResult {
     let ttl = parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
@@ -198,6 +228,7 @@ pub fn token_create(s: &Settings, name: &str, ttl: &str, kind: &str) -> CmdResul
     }
     let allow = s.names.allow.clone();
     let ca = open_existing(s)?;
+    check_scope(s, &allow)?;
     let expires = OffsetDateTime::now_utc() + ttl;
     let (grant, secret) = ca
         .with_tokens(|t| t.create(name, kind, allow, expires.unix_timestamp()))?
@@ -241,10 +272,29 @@ pub fn rotate(s: &Settings, root: bool) -> CmdResult {
     Ok(())
 }
 
-pub fn revoke(s: &Settings, serial: &str) -> CmdResult {
+/// `certdock revoke SERIAL` or `certdock revoke --name NAME`: prints every serial revoked,
+/// one a line (the one asked first; then those renewed from it).
+pub fn revoke(s: &Settings, serial: Option<String>, name: Option<String>) -> CmdResult {
     let ca = open_existing(s)?;
-    ca.revoke(serial, OffsetDateTime::now_utc())?;
-    eprintln!("revoked {serial}");
+    let now = OffsetDateTime::now_utc();
+    let (what, serials) = match (serial, name) {
+        (Some(serial), _) => {
+            let serials = ca.revoke(&serial, now)?;
+            (format!("certificate {serial}"), serials)
+        }
+        (None, Some(name)) => {
+            let serials = ca.revoke_name(&name, now)?;
+            (format!("identity {name}"), serials)
+        }
+        (None, None) => return Err("give a SERIAL or --name NAME".into()),
+    };
+    for serial in &serials {
+        println!("{serial}");
+    }
+    eprintln!(
+        "revoked {what}: {} certificate(s); the CRL lists them from now on",
+        serials.len()
+    );
     Ok(())
 }
 
@@ -268,6 +318,10 @@ pub fn print_settings(s: &Settings) -> CmdResult {
         "label_prefix": s.label_prefix,
         "log_format": format!("{:?}", s.log_format).to_lowercase(),
         "key_type": s.key_type.to_string(),
+        "handshake_timeout": fmt_duration(s.handshake_timeout),
+        "header_timeout": fmt_duration(s.header_timeout),
+        "body_timeout": fmt_duration(s.body_timeout),
+        "max_connections": s.max_connections,
     });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())

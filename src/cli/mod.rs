@@ -69,10 +69,16 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Revoke a certificate by serial (hex); the CRL and renewal refuse it from then on.
+    /// Revoke a certificate by serial (hex), with every certificate renewed from it, or every
+    /// live certificate of an identity (`--name`); the CRL, forward-auth and renewal refuse
+    /// them from then on.
     Revoke {
         /// The certificate's serial in hex (any case, colons allowed), as `certdock status` shows it.
-        serial: String,
+        #[arg(required_unless_present = "name")]
+        serial: Option<String>,
+        /// Revoke every unrevoked, unexpired certificate of this identity (its `certdock.name`).
+        #[arg(long, value_name = "NAME", conflicts_with = "serial")]
+        name: Option<String>,
     },
     /// The CA and its HTTPS API only (a central CA for agents); creates the CA if none exists.
     Serve,
@@ -159,7 +165,7 @@ pub fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Create { name, ttl, kind },
         } => ca_commands::token_create(&settings, &name, &ttl, &kind),
-        Command::Revoke { serial } => ca_commands::revoke(&settings, &serial),
+        Command::Revoke { serial, name } => ca_commands::revoke(&settings, serial, name),
         Command::Settings => ca_commands::print_settings(&settings),
         Command::Serve => serve::command(&settings),
     };

@@ -11,6 +11,7 @@ use crate::authz::table::AllowTable;
 use crate::ca::local::{LocalCa, OpenMode};
 use crate::ca::maintain::{MAINTAIN_EVERY, maintain_periodically};
 use crate::metrics::Metrics;
+use crate::store::ca_policy::{self, RecordedPolicy};
 
 /// The API's part of the settings.
 pub fn api_config(s: &Settings) -> ApiConfig {
@@ -19,6 +20,7 @@ pub fn api_config(s: &Settings) -> ApiConfig {
         names: s.api_names.clone(),
         key_type: s.key_type,
         acme: s.acme(),
+        limits: s.limits(),
     }
 }
 
@@ -51,6 +53,14 @@ pub async fn open_service_ca(
         root_fingerprint = %ca.root_fingerprint(),
         "CA ready (agents pin the root with --ca-fingerprint)"
     );
+    // For `certdock token create`, which must refuse a scope this CA would never honour.
+    let recorded = RecordedPolicy {
+        allow: settings.names.allow.clone(),
+        deny: settings.names.deny.clone(),
+    };
+    if let Err(e) = ca_policy::write(&settings.state_dir, &recorded) {
+        tracing::warn!(error = %e, "cannot record the name policy in STATE/policy.json");
+    }
     Ok(Arc::new(ca))
 }
 

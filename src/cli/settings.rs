@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::limits::{Limits, connection_cap, raise_open_file_limit};
 use crate::ca::authority::CaLifetimes;
 use crate::ca::keys::KeyType;
 use crate::ca::local::Policy;
@@ -26,6 +27,10 @@ pub mod defaults {
     pub const LABEL_PREFIX: &str = "certdock";
     pub const LOG_FORMAT: &str = "text";
     pub const KEY_TYPE: &str = "ecdsa-p256";
+    pub const HANDSHAKE_TIMEOUT: &str = "10s";
+    pub const HEADER_TIMEOUT: &str = "10s";
+    pub const BODY_TIMEOUT: &str = "10s";
+    pub const MAX_CONNECTIONS: &str = "three quarters of the open-file limit, at most 4096";
     pub const ROLLOVER_SPREAD: &str = "15m";
 }
 
@@ -104,6 +109,18 @@ pub struct RawSettings {
     #[arg(long, env = "CERTDOCK_ACME_EAB", global = true, value_name = "BOOL",
         help = help("New ACME accounts need an External Account Binding (`certdock token create --kind acme`): true or false", "false"))]
     pub acme_eab: Option<bool>,
+    #[arg(long, env = "CERTDOCK_HANDSHAKE_TIMEOUT", global = true, value_name = "DURATION",
+        help = help("A connection that has not finished its TLS handshake by then is closed (every listener)", defaults::HANDSHAKE_TIMEOUT))]
+    pub handshake_timeout: Option<String>,
+    #[arg(long, env = "CERTDOCK_HEADER_TIMEOUT", global = true, value_name = "DURATION",
+        help = help("A connection that has not sent a complete request head by then (after its handshake, or idle after an answer: the keep-alive limit) is closed", defaults::HEADER_TIMEOUT))]
+    pub header_timeout: Option<String>,
+    #[arg(long, env = "CERTDOCK_BODY_TIMEOUT", global = true, value_name = "DURATION",
+        help = help("A request whose body has not fully arrived by then (after its head) is answered 408 and its connection closed", defaults::BODY_TIMEOUT))]
+    pub body_timeout: Option<String>,
+    #[arg(long, env = "CERTDOCK_MAX_CONNECTIONS", global = true, value_name = "N",
+        help = help("Connections a listener holds at once; at the cap the oldest idle one is closed for a newcomer. Kept 64 below the open-file limit, whose soft value is raised to the hard one at start", defaults::MAX_CONNECTIONS))]
+    pub max_connections: Option<usize>,
     #[arg(long, env = "CERTDOCK_ROLLOVER_SPREAD", global = true, value_name = "DURATION",
         help = help("After a CA rotation, certificates issued under the old chain are re-issued spread over this", defaults::ROLLOVER_SPREAD))]
     pub rollover_spread: Option<String>,
@@ -173,6 +190,11 @@ pub struct Settings {
     pub acme_http_port: u16,
     pub acme_tls_port: u16,
     pub acme_eab: bool,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// `None`: derived from the open-file limit at start (see [`Settings::limits`]).
+    pub max_connections: Option<usize>,
     pub rollover_spread: Duration,
     pub root_overlap: Option<Duration>,
 }
@@ -238,6 +260,10 @@ impl RawSettings {
             acme_http_port: self.acme_http_port.or(file.acme_http_port),
             acme_tls_port: self.acme_tls_port.or(file.acme_tls_port),
             acme_eab: self.acme_eab.or(file.acme_eab),
+            handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
+            header_timeout: self.header_timeout.or(file.header_timeout),
+            body_timeout: self.body_timeout.or(file.body_timeout),
+            max_connections: self.max_connections.or(file.max_connections),
             rollover_spread: self.rollover_spread.or(file.rollover_spread),
             root_overlap: self.root_overlap.or(file.root_overlap),
         }
@@ -373,6 +399,27 @@ impl Settings {
                 }
             }
         };
+        let deadline = |name: &'static str, v: Option<String>, default: &str| {
+            let d = duration(name, v, default)?;
+            if d < Duration::from_millis(100) {
+                return Err(invalid(name, "must be at least 100ms"));
+            }
+            Ok(d)
+        };
+        let handshake_timeout = deadline(
+            "handshake_timeout",
+            raw.handshake_timeout,
+            defaults::HANDSHAKE_TIMEOUT,
+        )?;
+        let header_timeout = deadline(
+            "header_timeout",
+            raw.header_timeout,
+            defaults::HEADER_TIMEOUT,
+        )?;
+        let body_timeout = deadline("body_timeout", raw.body_timeout, defaults::BODY_TIMEOUT)?;
+        if raw.max_connections == Some(0) {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
         Ok(Settings {
             state_dir,
             out_dir,
@@ -393,6 +440,10 @@ impl Settings {
             acme_http_port: raw.acme_http_port.unwrap_or(80),
             acme_tls_port: raw.acme_tls_port.unwrap_or(443),
             acme_eab: raw.acme_eab.unwrap_or(false),
+            handshake_timeout,
+            header_timeout,
+            body_timeout,
+            max_connections: raw.max_connections,
             rollover_spread,
             root_overlap,
         })
@@ -420,6 +471,31 @@ impl Settings {
         }
     }
 
+    /// The listeners' deadlines and connection cap. Raises the soft open-file limit to the
+    /// hard one first (once per process is enough; again is harmless), then keeps the cap
+    /// below it.
+    pub fn limits(&self) -> Limits {
+        let open_files = raise_open_file_limit();
+        let max_connections = connection_cap(self.max_connections, open_files);
+        if self
+            .max_connections
+            .is_some_and(|asked| asked > max_connections)
+        {
+            tracing::warn!(
+                asked = self.max_connections,
+                max_connections,
+                open_files,
+                "--max-connections lowered to stay below the open-file limit"
+            );
+        }
+        Limits {
+            handshake: self.handshake_timeout,
+            header: self.header_timeout,
+            body: self.body_timeout,
+            max_connections,
+        }
+    }
+
     pub fn lifetimes(&self) -> CaLifetimes {
         CaLifetimes {
             root_overlap: self.root_overlap,
@@ -438,54 +514,4 @@ fn default_host_name() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("certdock.toml");
-        std::fs::write(
-            &file,
-            "state_dir = \"/from/file\"\nout_dir = \"/out/file\"\nallow_domain = [\"internal\", \"10.0.0.0/8\"]\n[traefik.options]\nmin_version = \"VersionTLS12\"\n",
-        )
-        .unwrap();
-        let raw = RawSettings {
-            config: Some(file),
-            state_dir: Some("/from/flag".into()),
-            ..Default::default()
-        };
-        let s = Settings::resolve(raw).unwrap();
-        assert_eq!(s.state_dir, PathBuf::from("/from/flag"));
-        assert_eq!(s.out_dir, PathBuf::from("/out/file"));
-        assert_eq!(s.traefik_out_dir, PathBuf::from("/out/file"));
-        assert_eq!(s.names.allow.len(), 2);
-        assert_eq!(s.ttls, TtlPolicy::default());
-        assert!(s.traefik_options.contains_key("min_version"));
-    }
-
-    #[test]
-    fn unknown_file_keys_and_bad_values_name_the_setting() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "stat_dir = \"/x\"\n").unwrap();
-        let e = Settings::resolve(RawSettings {
-            config: Some(file),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("stat_dir"), "{e}");
-        let e = Settings::resolve(RawSettings {
-            max_ttl: Some("forever".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("max_ttl"), "{e}");
-        let e = Settings::resolve(RawSettings {
-            log_format: Some("xml".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("log_format"), "{e}");
-    }
-}
+mod tests;

@@ -46,6 +46,11 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
         Self { source, actions }
     }
 
+    /// Which of `serials` the CA has revoked (see [`CertSource::revoked`]).
+    pub async fn revoked(&self, serials: Vec<String>) -> std::collections::BTreeSet<String> {
+        self.source.revoked(serials).await
+    }
+
     /// Carries out every [`CertPlan`]; `dirs` are read per call, so a reload reaches them.
     pub async fn execute(
         &self,

@@ -271,6 +271,14 @@ impl Holdings {
         }
     }
 
+    /// Makes a held certificate due now (it was revoked): the plan's view of it is recomputed.
+    pub fn due_now(&mut self, id: &Identity, now: SystemTime) {
+        if let Some(h) = self.held.get_mut(id) {
+            h.renew_at = now;
+            self.stale.insert(id.clone());
+        }
+    }
+
     /// The plan's view of every held certificate, as of the last [`Holdings::refresh_currents`].
     pub fn currents(&self) -> &BTreeMap<Identity, Current> {
         &self.currents

@@ -211,6 +211,23 @@ async fn renewal_is_issued_at_two_thirds_of_the_lifetime() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_revoked_certificate_is_replaced_within_a_pass_not_at_its_renewal() {
+    let mut h = Harness::start(NamePolicy::default()).await;
+    h.engine.run("web", &web(&[]));
+    sleep(SEC).await;
+    let first = h.delivered_serial("web").expect("delivered at once");
+    h.ca.revoke(&first);
+    // The loop passes at least every 30 s; the renewal would be 35 minutes away.
+    sleep(31 * SEC).await;
+    let second = h.delivered_serial("web").expect("still delivered");
+    assert_ne!(first, second, "replaced after the revocation");
+    assert_eq!(h.ca.orders_for("web").len(), 2);
+    sleep(2 * MIN).await;
+    assert_eq!(h.ca.orders_for("web").len(), 2, "and only once");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn refused_issuance_is_not_retried_like_an_outage() {
     let mut h = Harness::start(deny("denied.test")).await;
     h.engine.run(

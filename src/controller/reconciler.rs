@@ -120,6 +120,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         bundle: &str,
     ) -> Outcome {
         let now = self.clock.now();
+        self.replace_revoked(now).await;
         let containers = store.snapshot();
         let mut p = self.plan(cfg, &containers, store.listed(), bundle, now);
         let mut wake = Wake::default();
@@ -173,6 +174,33 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             next_wake: self.clock.instant_of(next).max(Instant::now() + MIN_SLEEP),
             desired: p.desired,
             delivered,
+        }
+    }
+
+    /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)
+    /// is due now: its container gets a new key and certificate at this pass, not at renewal.
+    async fn replace_revoked(&mut self, now: SystemTime) {
+        let serials: Vec<String> = self
+            .holdings
+            .held
+            .values()
+            .filter(|h| h.renew_at > now)
+            .map(|h| h.serial.clone())
+            .collect();
+        if serials.is_empty() {
+            return;
+        }
+        let revoked = self.executor.revoked(serials).await;
+        let due: Vec<Identity> = self
+            .holdings
+            .held
+            .iter()
+            .filter(|(_, h)| revoked.contains(&h.serial))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            tracing::warn!(cert = %id, "certificate revoked; replacing it now");
+            self.holdings.due_now(&id, now);
         }
     }
 

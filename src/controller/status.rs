@@ -32,6 +32,7 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
                 .allow
                 .as_ref()
                 .map(|_| format!("{}@file", allow_middleware(&id.status_name()))),
+            revoked_at: None,
         };
         if d.containers.is_empty() {
             out.push(entry(None));
@@ -53,6 +54,7 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
             groups: Vec::new(),
             allow: None,
             middleware: None,
+            revoked_at: None,
         });
     }
     for r in &plan.refused {
@@ -68,6 +70,7 @@ pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
             groups: Vec::new(),
             allow: None,
             middleware: None,
+            revoked_at: None,
         });
     }
     out

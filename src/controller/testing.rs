@@ -307,4 +307,17 @@ impl CertSource for TestCa {
     async fn bundle(&self) -> Result<String, SourceError> {
         Ok(self.ca.bundle_pem())
     }
+
+    async fn revoked(&self, serials: Vec<String>) -> std::collections::BTreeSet<String> {
+        self.ca.revoked_among(&serials).unwrap_or_default()
+    }
+}
+
+impl TestCa {
+    /// Revokes a serial as `certdock revoke` would.
+    pub fn revoke(&self, serial: &str) {
+        self.ca
+            .revoke(serial, OffsetDateTime::now_utc())
+            .expect("a serial this CA issued");
+    }
 }

@@ -115,6 +115,11 @@ pub enum PolicyError {
         "{name} is one of the CA's own API names (--api-name) and is never issued to anyone else"
     )]
     Reserved { name: String },
+    #[error(
+        "{name} is refused: the scope of this token or agent lies wholly outside the CA's \
+         --allow-domain, so it may sign nothing (a scope only narrows the policy; make a new token within it)"
+    )]
+    ScopeOutsidePolicy { name: String },
     #[error("a certificate needs at least one name")]
     NoNames,
     #[error("a certificate may carry at most {max} names, this one asks for {count}")]
@@ -166,6 +171,11 @@ impl NamePolicy {
     }
 
     fn check_one(&self, san: &San) -> Result<(), PolicyError> {
+        if self.refuses_everything() {
+            return Err(PolicyError::ScopeOutsidePolicy {
+                name: san.to_string(),
+            });
+        }
         if let San::Dns(d) = san
             && d.is_wildcard()
             && !self.allow_wildcards
@@ -241,12 +251,33 @@ impl NamePolicy {
         };
         if p.allow.is_empty() {
             // Nothing of the scope lies within policy: refuse everything rather than fall open.
-            p.allow = vec![NameRule::Range(
-                "255.255.255.255/32".parse().expect("literal"),
-            )];
+            p.allow = vec![nothing()];
         }
         p
     }
+
+    /// A narrowed policy that nothing of its scope survived ([`NamePolicy::narrowed`]).
+    fn refuses_everything(&self) -> bool {
+        self.allow.len() == 1 && self.allow[0] == nothing()
+    }
+
+    /// The rules of `scope` that lie outside this policy's allow list (none when it allows
+    /// any name): what a token or agent scope may not have, checked when the token is made.
+    pub fn outside_allow<'a>(&self, scope: &'a [NameRule]) -> Vec<&'a NameRule> {
+        if self.allow.is_empty() {
+            return Vec::new();
+        }
+        scope
+            .iter()
+            .filter(|s| !self.allow.iter().any(|a| rule_within(s, a)))
+            .collect()
+    }
+}
+
+/// The allow list of a policy that allows nothing: one address no certificate may carry (the
+/// limited broadcast address), matched before any rule ([`NamePolicy::refuses_everything`]).
+fn nothing() -> NameRule {
+    NameRule::Range("255.255.255.255/32".parse().expect("literal"))
 }
 
 /// An address and its other spelling: `::ffff:10.0.0.1` is `10.0.0.1` to many TLS clients
@@ -527,6 +558,29 @@ mod tests {
         let scoped = p.narrowed(&NameRule::parse_list("team.internal").unwrap());
         assert!(scoped.check(&sans(&["a.team.internal"])).is_ok());
         assert!(scoped.check(&sans(&["b.other.internal"])).is_err());
+    }
+
+    #[test]
+    fn a_scope_wholly_outside_the_policy_refuses_everything_and_says_why() {
+        let p = NamePolicy {
+            allow: NameRule::parse_list("internal").unwrap(),
+            ..Default::default()
+        };
+        let scope = NameRule::parse_list("example.com,team.internal,10.0.0.0/8").unwrap();
+        let outside: Vec<String> = p
+            .outside_allow(&scope)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(outside, ["example.com", "10.0.0.0/8"]);
+        assert!(NamePolicy::default().outside_allow(&scope).is_empty());
+        let scoped = p.narrowed(&NameRule::parse_list("example.com").unwrap());
+        // Even the one address the refusing allow list holds.
+        for name in ["web.example.com", "255.255.255.255"] {
+            let e = scoped.check(&sans(&[name])).unwrap_err();
+            assert!(matches!(e, PolicyError::ScopeOutsidePolicy { .. }), "{e}");
+            assert!(!e.to_string().contains("255.255.255.255/32"), "{e}");
+        }
     }
 
     #[test]

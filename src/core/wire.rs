@@ -32,11 +32,16 @@ pub struct RenewRequest {
     pub csr: Option<String>,
 }
 
-/// `POST /v1/revoke`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /v1/revoke`: exactly one of `serial` (a certificate and what was renewed from it)
+/// and `name` (every live certificate of an identity; admins only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RevokeRequest {
     /// Hex, any case, colons allowed.
-    pub serial: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// An identity: its `certdock.name`, the certificates' CN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `POST /v1/ca/rotate`: a new intermediate, or with `root` a new root cross-signed by the
@@ -59,8 +64,16 @@ pub struct RotateResponse {
 /// The answer of `POST /v1/revoke`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeResponse {
-    pub serial: String,
+    /// The serial asked for (normalised), when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The identity asked for, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub revoked: bool,
+    /// Every certificate this request revoked: the serial asked and the live certificates
+    /// renewed from it, or every live certificate of the identity.
+    pub serials: Vec<String>,
 }
 
 /// The answer of sign and renew: PEM strings, the serial in hex and not-after in RFC 3339.

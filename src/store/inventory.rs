@@ -229,6 +229,68 @@ impl Inventory {
         Ok(true)
     }
 
+    /// Durably records the revocation of every serial in `serials` (one journal append), all
+    /// known ones; the unknown are left out. Returns the serials recorded.
+    pub fn record_revoked_all(&mut self, serials: &[String], at: i64) -> io::Result<Vec<String>> {
+        let known: Vec<String> = serials
+            .iter()
+            .filter(|s| self.by_serial.contains_key(*s))
+            .cloned()
+            .collect();
+        if known.is_empty() {
+            return Ok(known);
+        }
+        let recs: Vec<Record> = known
+            .iter()
+            .map(|serial| Record::Revoked {
+                serial: serial.clone(),
+                at,
+            })
+            .collect();
+        self.journal.append(&recs)?;
+        self.apply(recs);
+        Ok(known)
+    }
+
+    /// The live (unrevoked, unexpired at `now`) certificates renewed from `serial`, directly or
+    /// through other renewals (revoked or not): what must fall with it. The lineage is the
+    /// requester of a renewal over mTLS (`renew:<serial>`), recorded since the first release.
+    pub fn live_renewals_of(&self, serial: &str, now: i64) -> Vec<String> {
+        let mut children: HashMap<&str, Vec<&Entry>> = HashMap::new();
+        for e in self.by_serial.values() {
+            if let Requester::Renewal(parent) = &e.record.requester {
+                children.entry(parent.as_str()).or_default().push(e);
+            }
+        }
+        let mut live = BTreeSet::new();
+        let mut seen = BTreeSet::from([serial]);
+        let mut next = vec![serial];
+        while let Some(s) = next.pop() {
+            for e in children.get(s).into_iter().flatten() {
+                let child = e.record.serial.as_str();
+                if seen.insert(child) {
+                    next.push(child);
+                    if e.revoked_at.is_none() && e.record.not_after > now {
+                        live.insert(child.to_string());
+                    }
+                }
+            }
+        }
+        live.into_iter().collect()
+    }
+
+    /// The live (unrevoked, unexpired at `now`) certificates of the identity `name`.
+    pub fn live_of_name(&self, name: &str, now: i64) -> Vec<String> {
+        let mut serials: Vec<String> = self
+            .by_serial
+            .values()
+            .filter(|e| e.record.name == name && e.revoked_at.is_none() && e.record.not_after > now)
+            .map(|e| e.record.serial.clone())
+            .collect();
+        serials.sort();
+        serials
+    }
+
     pub fn get(&self, serial: &str) -> Option<&Entry> {
         self.by_serial.get(serial)
     }
@@ -349,6 +411,47 @@ mod tests {
             line.contains(r#""requester":"api:agent-token:0a1b""#),
             "{line}"
         );
+    }
+
+    #[test]
+    fn renewals_are_followed_through_revoked_and_expired_links_and_names_gather_an_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        let renewed = |serial: &str, from: &str| {
+            IssuedRecord::sample(serial, Requester::Renewal(from.into()))
+        };
+        let mut other = rec("b1");
+        other.name = "other".into();
+        let mut other_renewed = renewed("b2", "b1");
+        other_renewed.name = "other".into();
+        record_issued(
+            &mut inv,
+            vec![
+                rec("a1"),
+                renewed("a2", "a1"),
+                renewed("a3", "a2"),
+                renewed("a4", "a3"),
+                renewed("a5", "a1"),
+                other,
+                other_renewed,
+            ],
+        );
+        assert!(inv.record_revoked("a2", 10).unwrap());
+        assert_eq!(inv.live_renewals_of("a1", 20), vec!["a3", "a4", "a5"]);
+        assert_eq!(inv.live_renewals_of("a4", 20), Vec::<String>::new());
+        assert_eq!(inv.live_of_name("web", 20), vec!["a1", "a3", "a4", "a5"]);
+        assert_eq!(
+            inv.live_of_name("web", 100),
+            Vec::<String>::new(),
+            "expired"
+        );
+        let revoked = inv
+            .record_revoked_all(&["a3".into(), "zz".into(), "a4".into()], 30)
+            .unwrap();
+        assert_eq!(revoked, vec!["a3", "a4"]);
+        let inv = Inventory::open(dir.path()).unwrap();
+        assert_eq!(inv.get("a4").unwrap().revoked_at, Some(30));
+        assert_eq!(inv.live_of_name("web", 20), vec!["a1", "a5"]);
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct StatusEntry {
     /// The Traefik middleware that enforces `allow`, as routers name it (`…@file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub middleware: Option<String>,
+    /// RFC 3339: when this certificate was revoked (by its serial, a certificate it was
+    /// renewed from, or its identity); absent while it is not.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339_seconds"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// A text-table column: header, width, cell.
@@ -62,7 +70,10 @@ impl StatusEntry {
             e.middleware.clone().unwrap_or_else(|| "-".into())
         }),
         ("ERROR / SANS", 0, |e| {
-            e.error.clone().unwrap_or_else(|| {
+            let revoked = e
+                .revoked_at
+                .map(|t| format!("REVOKED at {}", show_time(Some(t))));
+            e.error.clone().or(revoked).unwrap_or_else(|| {
                 let sans: Vec<String> = e.sans.iter().map(ToString::to_string).collect();
                 sans.join(",")
             })
@@ -94,8 +105,8 @@ pub fn read(state_dir: &Path) -> io::Result<Option<Vec<StatusEntry>>> {
 }
 
 /// What `certdock status --json` prints (and `GET /v1/status` carries): the controller's
-/// entries, then the still-valid certificates `certdock issue` made that no entry shows, by
-/// name and expiry.
+/// entries, then the unexpired certificates `certdock issue` made that no entry shows, by
+/// name and expiry; each with `revoked_at` when the inventory lists it as revoked.
 pub fn with_cli_issued(
     mut entries: Vec<StatusEntry>,
     inv: &Inventory,
@@ -105,11 +116,8 @@ pub fn with_cli_issued(
         entries.iter().filter_map(|e| e.serial.clone()).collect();
     let mut extra: Vec<StatusEntry> = inv
         .entries()
-        .filter(|e| {
-            e.record.requester == Requester::Cli
-                && e.revoked_at.is_none()
-                && e.record.not_after > now
-        })
+        // Revoked ones too, until they expire: their `revoked_at` says so.
+        .filter(|e| e.record.requester == Requester::Cli && e.record.not_after > now)
         .filter(|e| !shown.contains(&e.record.serial))
         .map(|e| StatusEntry {
             name: e.record.name.clone(),
@@ -123,10 +131,20 @@ pub fn with_cli_issued(
             groups: e.record.groups.iter().map(ToString::to_string).collect(),
             allow: None,
             middleware: None,
+            revoked_at: None,
         })
         .collect();
     extra.sort_by(|a, b| (&a.name, &a.not_after).cmp(&(&b.name, &b.not_after)));
     entries.extend(extra);
+    // A revocation shows on the controller's row until the controller replaces the certificate.
+    for e in &mut entries {
+        e.revoked_at = e
+            .serial
+            .as_deref()
+            .and_then(|s| inv.get(s))
+            .and_then(|i| i.revoked_at)
+            .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+    }
     entries
 }
 
@@ -242,6 +260,7 @@ mod tests {
             groups: vec![],
             allow: None,
             middleware: None,
+            revoked_at: None,
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["not_after"], "2026-11-30T19:00:00Z");

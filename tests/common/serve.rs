@@ -68,6 +68,18 @@ impl Serve {
     }
 
     pub fn start_at(dir: &Path, state: &Path, port: u16, extra: &[&str]) -> Serve {
+        Self::start_under(&[], dir, state, port, extra)
+    }
+
+    /// Like [`Serve::start_at`], run by `wrapper` (e.g. `prlimit --nofile=…`, which execs it,
+    /// so the process is still certdock).
+    pub fn start_under(
+        wrapper: &[&str],
+        dir: &Path,
+        state: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Serve {
         let log = dir.join(format!("serve-{port}.log"));
         let log_file = fs::File::create(&log).expect("log file");
         let listen = format!("127.0.0.1:{port}");
@@ -81,7 +93,15 @@ impl Serve {
             API_NAMES,
         ];
         args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_certdock"))
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(env!("CARGO_BIN_EXE_certdock"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_certdock")),
+        };
+        let child = command
             .args(&args)
             .env_remove("CERTDOCK_STATE_DIR")
             .env("CERTDOCK_LOG", "info")
@@ -150,6 +170,11 @@ impl Serve {
             .next()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// The process id (of certdock itself, also under an exec-ing wrapper).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
     }
 
     pub fn log(&self) -> String {

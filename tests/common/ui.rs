@@ -52,7 +52,18 @@ pub fn populate(serve: &Serve) {
     let body = body_file(d, "enrol", &json!({"csr": csr, "enrol": true}));
     let auth = format!("Authorization: Bearer {token}");
     let data = format!("@{}", body.display());
-    let (code, answer) = serve.curl(&["/v1/sign", "-H", &auth, "--data", &data], &[]);
+    let (code, answer) = serve.curl(
+        &[
+            "/v1/sign",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &data,
+        ],
+        &[],
+    );
     assert_eq!(code, 200, "{answer}");
     save_cert(d, "agent", &answer);
     let status = json!([

@@ -17,6 +17,7 @@ fn blank() -> StatusEntry {
         groups: vec![],
         allow: None,
         middleware: None,
+        revoked_at: None,
     }
 }
 

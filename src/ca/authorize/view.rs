@@ -168,4 +168,44 @@ mod tests {
             ca.with_tokens(|t| t.check(&sign, &[TokenKind::Sign], now().unix_timestamp()));
         assert!(unspent.unwrap().is_ok());
     }
+
+    #[test]
+    fn an_admins_certificate_revokes_others_and_identities_and_a_plain_one_only_itself() {
+        use crate::ca::authorize::{RevokeTarget, Revoker};
+        let (_dir, ca) = ca();
+        let serial = |der: &[u8]| {
+            crate::ca::facts::CertFacts::from_der("t", der)
+                .unwrap()
+                .serial
+        };
+        let ops = admin_group_cert(&ca, Local::Operator, "ops", Usage::CLIENT);
+        let web = admin_group_cert(&ca, Local::Controller, "web", Usage::CLIENT);
+        let web_serial = serial(&web);
+        let by = |der| Revoker::Itself(der);
+        assert!(matches!(
+            ca.authorize_revoke(by(&web), RevokeTarget::Serial(&serial(&ops)), now()),
+            Err(AuthError::NotYourCertificate)
+        ));
+        assert!(matches!(
+            ca.authorize_revoke(by(&web), RevokeTarget::Identity("web"), now()),
+            Err(AuthError::NotYourCertificate)
+        ));
+        assert!(
+            ca.authorize_revoke(by(&web), RevokeTarget::Serial(&web_serial), now())
+                .is_ok()
+        );
+        assert!(
+            ca.authorize_revoke(by(&ops), RevokeTarget::Serial(&web_serial), now())
+                .is_ok()
+        );
+        assert!(
+            ca.authorize_revoke(by(&ops), RevokeTarget::Identity("web"), now())
+                .is_ok()
+        );
+        assert_eq!(ca.revoke_name("web", now()).unwrap(), vec![web_serial]);
+        assert!(matches!(
+            ca.revoke_name("web", now()),
+            Err(crate::ca::CaError::NoLiveCertificate { .. })
+        ));
+    }
 }

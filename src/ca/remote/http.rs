@@ -15,6 +15,9 @@ use crate::tls::{VERSIONS, private_key_from_pem, provider, root_store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle pooled connections are dropped before the CA's keep-alive limit (its `--header-timeout`,
+/// 10 s by default) closes them, so a request rarely races the CA's close.
+const POOL_IDLE: Duration = Duration::from_secs(5);
 
 fn client(config: ClientConfig) -> Result<reqwest::Client, RemoteError> {
     reqwest::Client::builder()
@@ -22,6 +25,7 @@ fn client(config: ClientConfig) -> Result<reqwest::Client, RemoteError> {
         .https_only(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE)
         .build()
         .map_err(|e| RemoteError::Tls(format!("HTTP client: {}", error_chain(&e))))
 }
