@@ -211,18 +211,7 @@ fn an_agent_with_a_sign_token_stops_at_once_and_the_token_is_not_spent() {
     let (_, csr) = common::openssl_csr(d, "host2", "host2", &[]);
     let body = common::body_file(d, "sign", &serde_json::json!({ "csr": csr }));
     let auth = format!("Authorization: Bearer {token}");
-    let (code, answer) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", s(&body)),
-        ],
-        &[],
-    );
+    let (code, answer) = serve.post_json("/v1/sign", &auth, &format!("@{}", s(&body)));
     assert_eq!(code, 200, "{answer}");
 }
 

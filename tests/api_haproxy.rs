@@ -87,17 +87,10 @@ fn renewal_over_mtls_works_through_haproxy_passthrough_with_and_without_sni() {
     let token = serve.token("sign", "svc", &[]);
     let (_, csr) = openssl_csr(d, "svc", "svc.test", &["DNS:svc.test"]);
     let body = body_file(d, "sign", &json!({"csr": csr}));
-    let (code, answer) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", body.display()),
-        ],
-        &[],
+    let (code, answer) = serve.post_json(
+        "/v1/sign",
+        &format!("Authorization: Bearer {token}"),
+        &format!("@{}", body.display()),
     );
     assert_eq!(code, 200, "{answer}");
     let mut last = save_cert(d, "svc", &answer)["serial"].clone();

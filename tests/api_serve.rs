@@ -88,18 +88,7 @@ fn a_fresh_token_signs_an_openssl_csr_once_and_the_same_token_is_refused_afterwa
     let body = body_file(d, "sign", &json!({"csr": csr, "ttl": "2h"}));
     let auth = format!("Authorization: Bearer {token}");
     let data = format!("@{}", body.display());
-    let (code, answer) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &data,
-        ],
-        &[],
-    );
+    let (code, answer) = serve.post_json("/v1/sign", &auth, &data);
     assert_eq!(code, 200, "{answer}");
     let v = save_cert(d, "web", &answer);
     let verified = run(
@@ -126,18 +115,7 @@ fn a_fresh_token_signs_an_openssl_csr_once_and_the_same_token_is_refused_afterwa
             .eq_ignore_ascii_case(&format!("serial={}", v["serial"].as_str().unwrap())),
         "{serial} vs {v}"
     );
-    let (code, again) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &data,
-        ],
-        &[],
-    );
+    let (code, again) = serve.post_json("/v1/sign", &auth, &data);
     assert!(code == 401 || code == 403, "{code} {again}");
     let err: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(err["error"], "token_used");
@@ -151,18 +129,7 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
     let serve = Serve::start(d);
     let token = serve.token("sign", "web", &[]);
     let auth = format!("Authorization: Bearer {token}");
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            "{not json",
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", &auth, "{not json");
     assert_eq!(
         (code, error_code(&body)),
         (400, "bad_request".into()),
@@ -173,47 +140,14 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
         "bad",
         &json!({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
     );
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", bad_csr.display()),
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", &auth, &format!("@{}", bad_csr.display()));
     assert_eq!((code, error_code(&body)), (400, "bad_csr".into()), "{body}");
     let (_, csr) = openssl_csr(d, "x", "x.test", &[]);
     let bad_ttl = body_file(d, "ttl", &json!({"csr": csr, "ttl": "forever"}));
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", bad_ttl.display()),
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", &auth, &format!("@{}", bad_ttl.display()));
     assert_eq!((code, error_code(&body)), (400, "bad_ttl".into()), "{body}");
     let too_long = body_file(d, "long", &json!({"csr": csr, "ttl": "400d"}));
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", too_long.display()),
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", &auth, &format!("@{}", too_long.display()));
     assert_eq!(
         (code, error_code(&body)),
         (403, "ttl_refused".into()),
@@ -221,63 +155,25 @@ fn malformed_input_is_refused_before_the_token_is_spent_and_oversized_bodies_get
     );
     // The token survived all of the above.
     let good = body_file(d, "good", &json!({"csr": csr}));
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", good.display()),
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", &auth, &format!("@{}", good.display()));
     assert_eq!(code, 200, "{body}");
     let huge = body_file(d, "huge", &json!({"csr": "A".repeat(100 * 1024)}));
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", huge.display()),
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", &auth, &format!("@{}", huge.display()));
     assert_eq!(
         (code, error_code(&body)),
         (413, "body_too_large".into()),
         "{body}"
     );
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            "{}",
-        ],
-        &[],
-    );
+    let (code, body) = serve.post_json("/v1/sign", "", "{}");
     assert_eq!(
         (code, error_code(&body)),
         (401, "unauthenticated".into()),
         "{body}"
     );
-    let (code, body) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            "Authorization: Bearer cdt_x_y",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", good.display()),
-        ],
-        &[],
+    let (code, body) = serve.post_json(
+        "/v1/sign",
+        "Authorization: Bearer cdt_x_y",
+        &format!("@{}", good.display()),
     );
     assert_eq!(
         (code, error_code(&body)),
@@ -310,17 +206,10 @@ fn signed(serve: &Serve, d: &std::path::Path, stem: &str, name: &str) -> serde_j
     let token = serve.token("sign", stem, &[]);
     let (_, csr) = openssl_csr(d, stem, name, &[&format!("DNS:{name}")]);
     let body = body_file(d, &format!("{stem}-sign"), &json!({"csr": csr}));
-    let (code, answer) = serve.curl(
-        &[
-            "/v1/sign",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", body.display()),
-        ],
-        &[],
+    let (code, answer) = serve.post_json(
+        "/v1/sign",
+        &format!("Authorization: Bearer {token}"),
+        &format!("@{}", body.display()),
     );
     assert_eq!(code, 200, "{answer}");
     save_cert(d, stem, &answer)
@@ -475,17 +364,10 @@ fn a_revoked_certificate_cannot_renew_and_is_listed_in_the_crl() {
     // An admin token revokes anyone's.
     let admin = serve.token("admin", "ops", &[]);
     let body = body_file(d, "rev-b2", &json!({"serial": other["serial"]}));
-    let (code, resp) = serve.curl(
-        &[
-            "/v1/revoke",
-            "-H",
-            &format!("Authorization: Bearer {admin}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            &format!("@{}", body.display()),
-        ],
-        &[],
+    let (code, resp) = serve.post_json(
+        "/v1/revoke",
+        &format!("Authorization: Bearer {admin}"),
+        &format!("@{}", body.display()),
     );
     assert_eq!(code, 200, "{resp}");
     let crl = d.join("crl.der");
@@ -509,16 +391,7 @@ fn a_revoked_certificate_cannot_renew_and_is_listed_in_the_crl() {
 fn metrics_are_valid_prometheus_text_with_certdock_series() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path());
-    let (code, _) = serve.curl(
-        &[
-            "/v1/renew",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            "{}",
-        ],
-        &[],
-    );
+    let (code, _) = serve.post_json("/v1/renew", "", "{}");
     assert_eq!(code, 401);
     let (code, text) = serve.curl(&["/metrics"], &[]);
     assert_eq!(code, 200);
@@ -598,18 +471,7 @@ fn the_api_names_are_exempt_from_allow_domain_but_signed_names_are_not() {
         let body = body_file(d, stem, &json!({ "csr": csr }));
         let auth = format!("Authorization: Bearer {token}");
         let data = format!("@{}", body.display());
-        serve.curl(
-            &[
-                "/v1/sign",
-                "-H",
-                &auth,
-                "-H",
-                "Content-Type: application/json",
-                "--data",
-                &data,
-            ],
-            &[],
-        )
+        serve.post_json("/v1/sign", &auth, &data)
     };
     let (code, refused) = sign("outside", "web.test");
     assert_eq!(code, 403, "{refused}");

@@ -203,6 +203,16 @@ impl Serve {
         )
     }
 
+    /// `POST path` with the JSON body in the file `@data` (curl's `--data @FILE`), its
+    /// Content-Type, and `header` (e.g. `Authorization: Bearer …`) when not empty.
+    pub fn post_json(&self, path: &str, header: &str, data: &str) -> (u16, String) {
+        let mut args = vec![path, "-H", "Content-Type: application/json", "--data", data];
+        if !header.is_empty() {
+            args.extend(["-H", header]);
+        }
+        self.curl(&args, &[])
+    }
+
     /// `certdock token create` against this CA's state directory.
     pub fn token(&self, kind: &str, name: &str, extra: &[&str]) -> String {
         let mut args = vec![
