@@ -428,7 +428,10 @@ async fn started_and_readable(docker: &Docker, id: &str) -> (SystemTime, SystemT
         if let (Some(sec), Some(usec)) = (field("time.tv_sec"), field("time.tv_usec")) {
             let seen = SystemTime::UNIX_EPOCH + Duration::from_micros(sec * 1_000_000 + usec);
             let inspect = docker
-                .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
                 .await
                 .expect("inspect");
             let started = inspect
