@@ -1,7 +1,9 @@
 //! Group 3 — the controller against the real Docker engine:
 //!  * latency: Docker `create`/`start` event → files delivered, one container at a time, for
 //!    `volume` delivery (the moment `OUT/certs/NAME/cert.pem` appears) and `container` delivery
-//!    (the timestamp of certdock's own `"message":"delivered"` log line);
+//!    (the timestamp of certdock's own `"message":"delivered"` log line), and for container
+//!    delivery Docker's `State.StartedAt` → the moment the container's own entrypoint found
+//!    `cert.pem` readable (it polls every 1 ms and prints the clock);
 //!  * burst: N labelled containers (`traefik.hosts`, volume) created and started back to back →
 //!    time from the last start until every certificate is on disk, until `traefik/certdock.yml`
 //!    names all of them, and how many times that YAML was written (each is a Traefik reload);
@@ -10,7 +12,8 @@
 //!
 //! Containers run the local test image (`tests/images/build.sh`), carry `io.certdock.test=1`
 //! and a label prefix of their own (so no other certdock acts on them), and are removed at the
-//! end. Run: `scripts/bench.sh controller` (needs Docker; `BENCH_BURSTS=30,100,300`).
+//! end. Run: `scripts/bench.sh controller` (needs Docker; `BENCH_BURSTS=30,100,300`;
+//! `BENCH_LATENCY=volume,container` picks the latency modes, each measured `BENCH_RUNS` times).
 
 mod common;
 
@@ -210,14 +213,29 @@ impl EventTimes {
     }
 }
 
+/// The entrypoint of a container-delivery sample: waits for its certificate the way the README
+/// tells an application to, then prints the moment it became readable (busybox `date` has no
+/// nanoseconds; `adjtimex` reads the same host clock to the microsecond).
+const WAIT_FOR_CERT: &str = "until [ -s /run/certdock/cert.pem ]; do usleep 1000; done; \
+     adjtimex | grep time.tv; exec sleep 86400";
+
 async fn create(docker: &Docker, name: &str, labels: HashMap<String, String>) -> String {
+    create_with(docker, name, labels, vec!["sleep".into(), "86400".into()]).await
+}
+
+async fn create_with(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+    cmd: Vec<String>,
+) -> String {
     let mut labels = labels;
     labels.insert("io.certdock.test".into(), "1".into());
     labels.insert("io.certdock.bench".into(), "1".into());
     let body = ContainerCreateBody {
         image: Some(IMAGE.to_string()),
         // No fork loop: 300 of these must stay cheap for the machine being measured.
-        cmd: Some(vec!["sleep".into(), "86400".into()]),
+        cmd: Some(cmd),
         labels: Some(labels),
         ..Default::default()
     };
@@ -298,8 +316,11 @@ async fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
 
-    for delivery in ["volume", "container"] {
-        latency(&docker, &events, delivery).await;
+    let modes = std::env::var("BENCH_LATENCY").unwrap_or_else(|_| "volume,container".into());
+    for delivery in modes.split(',').filter(|m| !m.is_empty()) {
+        for _ in 0..runs() {
+            latency(&docker, &events, delivery).await;
+        }
     }
     for n in bursts {
         burst(&docker, &events, n).await;
@@ -313,6 +334,7 @@ async fn latency(docker: &Docker, events: &EventTimes, delivery: &str) {
     let run = Run::start(dir.path(), &prefix, "latency");
     run.wait_ready();
     let (mut from_create, mut from_start) = (Vec::new(), Vec::new());
+    let mut readable = Vec::new();
     let mut ids = Vec::new();
     for i in 0..LATENCY_SAMPLES {
         let name = format!("lat-{}-{i}-{}", &delivery[..3], uniq());
@@ -333,9 +355,14 @@ async fn latency(docker: &Docker, events: &EventTimes, delivery: &str) {
             })
         });
         // What `docker run` does: create, then start at once.
-        let id = create(docker, &name, labels).await;
+        let id = if delivery == "container" {
+            let cmd = vec!["sh".into(), "-c".into(), WAIT_FOR_CERT.into()];
+            create_with(docker, &name, labels, cmd).await
+        } else {
+            create(docker, &name, labels).await
+        };
         start(docker, &id).await;
-        ids.push(id);
+        ids.push(id.clone());
         let delivered_at = if let Some(watch) = watch {
             watch.await.unwrap()
         } else {
@@ -354,6 +381,10 @@ async fn latency(docker: &Docker, events: &EventTimes, delivery: &str) {
         };
         let delivered_at = delivered_at
             .unwrap_or_else(|| panic!("{name} never served; see {}", run.log.display()));
+        if delivery == "container" {
+            let (started, seen) = started_and_readable(docker, &id).await;
+            readable.push(ms_between(started, seen));
+        }
         from_create.push(ms_between(events.get(&name, "create").await, delivered_at));
         from_start.push(ms_between(events.get(&name, "start").await, delivered_at));
         // Let the loop go idle between samples: this measures one event, not a burst.
@@ -369,9 +400,52 @@ async fn latency(docker: &Docker, events: &EventTimes, delivery: &str) {
         quantile(&from_start, 0.99),
         quantile(&from_start, 1.0),
     );
+    if !readable.is_empty() {
+        println!(
+            "controller latency delivery=container samples={LATENCY_SAMPLES} \
+             StartedAt->cert.pem readable inside p50={:.1} ms p99={:.1} ms max={:.1} ms",
+            quantile(&readable, 0.5),
+            quantile(&readable, 0.99),
+            quantile(&readable, 1.0),
+        );
+    }
     remove_all(docker, &ids).await;
     drop(run);
     drop(dir);
+}
+
+/// Docker's `State.StartedAt` of the container, and the moment its entrypoint
+/// ([`WAIT_FOR_CERT`]) found `cert.pem` readable, from its output.
+async fn started_and_readable(docker: &Docker, id: &str) -> (SystemTime, SystemTime) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("docker").args(["logs", id]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| -> Option<u64> {
+            let line = text.lines().find(|l| l.contains(key))?;
+            line.rsplit(':').next()?.trim().parse().ok()
+        };
+        if let (Some(sec), Some(usec)) = (field("time.tv_sec"), field("time.tv_usec")) {
+            let seen = SystemTime::UNIX_EPOCH + Duration::from_micros(sec * 1_000_000 + usec);
+            let inspect = docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .expect("inspect");
+            let started = inspect
+                .state
+                .and_then(|s| s.started_at)
+                .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
+                .expect("StartedAt");
+            let started = SystemTime::UNIX_EPOCH
+                + Duration::from_nanos(started.unix_timestamp_nanos() as u64);
+            return (started, seen);
+        }
+        assert!(Instant::now() < deadline, "{id} never saw its cert.pem");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// N containers started back to back; then a fresh certdock resyncing them.

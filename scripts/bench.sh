@@ -15,7 +15,8 @@
 #             GET /health on the same server, same load generator and connections (Docker)
 #
 # Environment: BENCH_RUNS (default 3; medians and min–max are reported), BENCH_SECONDS (length of
-# a throughput run, default 3 for in-process, 10 for the API), BENCH_BURSTS (default 30,100,300),
+# a throughput run, default 3 for in-process, 10 for the API), BENCH_BURSTS (default 30,100,300;
+# empty for none), BENCH_LATENCY (controller latency modes, default volume,container),
 # CARGO_TARGET_DIR. Peers are Debian packages (openssl, golang-cfssl) and oha from crates.io;
 # missing ones are installed. All traffic goes to 127.0.0.1. Results go to stdout and to
 # bench-results/<group>-<timestamp>.txt.

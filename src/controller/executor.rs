@@ -156,11 +156,14 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
     }
 
     async fn copy(&self, copy: &Copy, bundle: &Bundle, v: &str) -> Result<(), ()> {
-        let files: Vec<(String, Vec<u8>, u32)> = bundle
+        let mut files: Vec<(String, Vec<u8>, u32)> = bundle
             .files()
             .into_iter()
             .map(|(n, c, m)| (n.to_string(), c, m.bits()))
             .collect();
+        // cert.pem last: on a first delivery its link appears after every other file's, so an
+        // entrypoint that waits for cert.pem (README) finds the whole set.
+        files.sort_by_key(|(n, _, _)| n == "cert.pem");
         self.upload(copy, &files, v, &bundle.version).await
     }
 
@@ -202,6 +205,7 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
             uid: copy.owner.uid,
             gid: copy.owner.gid,
             version: v,
+            first: copy.first,
         };
         if let Err(e) = self.actions.upload(upload).await {
             if !e.is_not_found() {
@@ -210,10 +214,25 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
             return Err(());
         }
         tracing::info!(container = %copy.container_name, path = %copy.path, serial = %what, "delivered");
-        if copy.running
-            && let Some(r) = &copy.reload
-        {
-            self.reload(&copy.container_id, r).await?;
+        match &copy.reload {
+            Some(r) if copy.running => self.reload(&copy.container_id, r).await?,
+            // Planned while only created: `docker run` may have started it since (the upload
+            // waited for the start's lock), and then its process runs without having read these
+            // files. A signal reaches it; a container still not running answers 409, which is
+            // fine. A restart would start a created container, so that one waits.
+            Some(Reload::Signal(s)) => {
+                match self.actions.signal(&copy.container_id, s.name()).await {
+                    Ok(()) => {
+                        tracing::info!(container = %copy.container_id, reload = %s.name(), "reload sent (started during the copy)")
+                    }
+                    Err(e) if e.status_code() == Some(409) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %copy.container_id, error = %e, "reload failed");
+                        return Err(());
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

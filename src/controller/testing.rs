@@ -156,13 +156,19 @@ impl TestEngine {
         self.lock().log.iter().filter(|(_, a)| pred(a)).count()
     }
 
-    /// Records `act`, or fails as the engine would (500 while failing, 404 for a missing container).
+    /// Records `act`, or fails as the engine would (500 while failing, 404 for a missing
+    /// container, 409 for a signal to one that does not run).
     fn act(&self, container: &str, act: Act) -> Result<(), DockerError> {
         let mut e = self.lock();
+        let running = |c: &ContainerInfo| c.state == ContainerState::Running;
         let status_code = if e.failing {
             500
         } else if !e.containers.contains_key(container) {
             404
+        } else if matches!(act, Act::Signal { .. })
+            && !e.containers.get(container).is_some_and(running)
+        {
+            409
         } else {
             e.log.push((Instant::now(), act));
             return Ok(());

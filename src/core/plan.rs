@@ -185,9 +185,11 @@ pub struct Copy {
     pub container_name: String,
     pub path: ContainerPath,
     pub owner: Owner,
-    /// Sent after the copy, when the container runs (a created container reads on start).
+    /// Sent after the copy when the container runs, or started during it.
     pub reload: Option<Reload>,
     pub running: bool,
+    /// Nothing delivered here yet (ledger): the upload skips reading the layout.
+    pub first: bool,
 }
 
 /// All work for one identity, in order: issue, then publish and copy, then reload.
@@ -432,6 +434,7 @@ pub fn plan(world: &World<'_>) -> Plan {
                             owner: spec.owner,
                             reload: spec.reload,
                             running,
+                            first: have.is_none(),
                         });
                     }
                 }

@@ -42,6 +42,7 @@ pub fn copies(
             owner: spec.owner,
             reload: spec.reload,
             running: c.state == ContainerState::Running,
+            first: !copied.contains_key(&c.id),
         })
         .collect()
 }

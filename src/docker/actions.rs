@@ -17,6 +17,9 @@ pub struct Upload<'a> {
     pub uid: u32,
     pub gid: u32,
     pub version: &'a str,
+    /// No earlier delivery into this container is recorded: one archive call, without reading
+    /// the directory first (see [`upload::upload_first`]).
+    pub first: bool,
 }
 
 /// What the controller asks of a Docker engine. Two implementations: [`BollardActions`] (the
@@ -94,7 +97,12 @@ where
 {
     async fn upload(&self, u: Upload<'_>) -> Result<(), DockerError> {
         self.with(|d| async move {
-            upload::upload_files(&d, u.container_id, u.dir, u.files, u.uid, u.gid, u.version).await
+            let (id, dir, files, version) = (u.container_id, u.dir, u.files, u.version);
+            if u.first {
+                upload::upload_first(&d, id, dir, files, u.uid, u.gid, version).await
+            } else {
+                upload::upload_files(&d, id, dir, files, u.uid, u.gid, version).await
+            }
         })
         .await
     }

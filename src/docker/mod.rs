@@ -14,5 +14,5 @@ pub use bollard::Docker;
 pub use client::{DEFAULT_DOCKER_HOST, DockerHost, connect, connect_to};
 pub use error::DockerError;
 pub use ops::{connect_network, inspect, restart, send_signal};
-pub use upload::upload_files;
+pub use upload::{upload_files, upload_first};
 pub use watcher::{WatchConfig, WatchEvent, watch};

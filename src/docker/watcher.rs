@@ -31,7 +31,8 @@ const NETWORK_ACTIONS: [&str; 2] = ["connect", "disconnect"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// A container appeared or changed (state, name, networks). For containers without the
-    /// `<prefix>.enable` label the record is built from the event alone: `networks` is empty.
+    /// `<prefix>.enable` label, and for every `create`, the record is built from the event
+    /// alone: `networks` is empty.
     Upsert(ContainerInfo),
     /// The container with this id no longer exists. May name an id never upserted.
     Remove(String),
@@ -242,7 +243,8 @@ async fn list(
 }
 
 /// Turns one Docker event into watch events. Opted-in containers are inspected (state and
-/// networks must be exact); others are described from the event's attributes alone.
+/// networks must be exact), except at `create`; others are described from the event's
+/// attributes alone.
 async fn on_event(
     docker: &Docker,
     enable_label: &str,
@@ -276,7 +278,21 @@ async fn on_event(
     if !labelled {
         return Ok(unlabelled(is_container_event, &id, &action, &attributes));
     }
-    match ops::inspect(docker, &id).await {
+    if is_container_event
+        && action == "create"
+        && let Some(info) = convert::from_event(&id, &action, &attributes)
+    {
+        // `docker run` starts the container right after creating it, and the start holds the
+        // container's lock in the daemon until the process runs: an inspect now would wait for
+        // all of it before the controller could even issue. The event carries the labels and
+        // the name; networks come with the inspect at `start`.
+        opted_in.insert(id);
+        return Ok(vec![WatchEvent::Upsert(info)]);
+    }
+    let began = std::time::Instant::now();
+    let inspected = ops::inspect(docker, &id).await;
+    tracing::debug!(container = %id, %action, inspect_ms = began.elapsed().as_secs_f64() * 1e3, "inspect timing");
+    match inspected {
         Ok(Some(info)) => {
             opted_in.insert(id);
             Ok(vec![WatchEvent::Upsert(info)])
