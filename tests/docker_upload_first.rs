@@ -5,6 +5,7 @@
 mod common;
 
 use certdock::docker;
+use certdock::docker::Upload;
 use common::ContainerSpec;
 
 fn files(cert: &str, key: &str) -> Vec<(String, Vec<u8>, u32)> {
@@ -21,12 +22,15 @@ async fn a_first_upload_into_a_created_container_is_read_at_start() {
     let files = files("CERT-1", "KEY-1");
     docker::upload_first(
         &docker,
-        &container.id,
-        "/run/certdock",
-        &files,
-        1000,
-        1001,
-        "v1",
+        &Upload {
+            container_id: &container.id,
+            dir: "/run/certdock",
+            files: &files,
+            uid: 1000,
+            gid: 1001,
+            version: "v1",
+            first: true,
+        },
     )
     .await
     .expect("upload into a created container");
@@ -73,12 +77,15 @@ async fn a_first_upload_over_an_earlier_delivery_replaces_the_whole_set() {
     }
     docker::upload_first(
         &docker,
-        &container.id,
-        dir,
-        &files("CERT-3", "KEY-3"),
-        0,
-        0,
-        "v3",
+        &Upload {
+            container_id: &container.id,
+            dir,
+            files: &files("CERT-3", "KEY-3"),
+            uid: 0,
+            gid: 0,
+            version: "v3",
+            first: true,
+        },
     )
     .await
     .expect("first upload over an earlier one");

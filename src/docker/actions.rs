@@ -97,10 +97,10 @@ where
 {
     async fn upload(&self, u: Upload<'_>) -> Result<(), DockerError> {
         self.with(|d| async move {
-            let (id, dir, files, version) = (u.container_id, u.dir, u.files, u.version);
             if u.first {
-                upload::upload_first(&d, id, dir, files, u.uid, u.gid, version).await
+                upload::upload_first(&d, &u).await
             } else {
+                let (id, dir, files, version) = (u.container_id, u.dir, u.files, u.version);
                 upload::upload_files(&d, id, dir, files, u.uid, u.gid, version).await
             }
         })

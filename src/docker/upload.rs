@@ -9,6 +9,7 @@ use bollard::query_parameters::{ContainerArchiveInfoOptions, UploadToContainerOp
 use tar::{Builder, EntryType, Header};
 
 use super::DockerError;
+use super::actions::Upload;
 use crate::core::atomic_dir::{
     DATA_LINK, Step, VERSION_FILE, file_link_target, is_reserved, link_is_current, slot_of,
     swap_steps,
@@ -90,21 +91,14 @@ pub async fn upload_files(
 ///
 /// # Errors
 /// As [`upload_files`].
-pub async fn upload_first(
-    docker: &Docker,
-    container_id: &str,
-    dir: &str,
-    files: &[UploadFile],
-    uid: u32,
-    gid: u32,
-    version: &str,
-) -> Result<(), DockerError> {
-    let dir = validate(dir, files, version)?;
+pub async fn upload_first(docker: &Docker, u: &Upload<'_>) -> Result<(), DockerError> {
+    let (container_id, files) = (u.container_id, u.files);
+    let dir = validate(u.dir, files, u.version)?;
     let began = Instant::now();
     let names: Vec<&str> = files.iter().map(|(n, _, _)| n.as_str()).collect();
     let steps = swap_steps(&names, None, |_| false);
-    let owner = Owner::new(uid, gid);
-    let result = put(docker, container_id, &dir, &steps, files, owner, version).await;
+    let owner = Owner::new(u.uid, u.gid);
+    let result = put(docker, container_id, &dir, &steps, files, owner, u.version).await;
     tracing::debug!(
         container = %container_id,
         put_ms = began.elapsed().as_secs_f64() * 1e3,

@@ -73,6 +73,23 @@ pub fn write_if_changed(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<boo
     }
 }
 
+/// `value` as pretty JSON in `path` (0600), written only when it changed (see [`write_if_changed`]).
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> io::Result<bool> {
+    let json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_if_changed(path, &json, Mode::Secret)
+}
+
+/// The JSON in `path`; `None` when there is no such file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes a directory (and its parents) with the given mode on the last component. An existing
 /// directory is left alone when its mode is already right (a chmod is an event for watchers),
 /// and when it belongs to someone else (a volume's root in Kubernetes) and cannot be changed.

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{Mode, write_if_changed};
 use crate::core::policy::NameRule;
 
 const FILE: &str = "policy.json";
@@ -20,19 +19,12 @@ pub struct RecordedPolicy {
 }
 
 pub fn write(state_dir: &Path, policy: &RecordedPolicy) -> io::Result<bool> {
-    let json = serde_json::to_vec_pretty(policy).map_err(io::Error::other)?;
-    write_if_changed(&state_dir.join(FILE), &json, Mode::Secret)
+    super::atomic::write_json(&state_dir.join(FILE), policy)
 }
 
 /// `None` when no CA has served this state directory yet (or one of a release before this).
 pub fn read(state_dir: &Path) -> io::Result<Option<RecordedPolicy>> {
-    match std::fs::read(state_dir.join(FILE)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(io::Error::other),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    super::atomic::read_json(&state_dir.join(FILE))
 }
 
 #[cfg(test)]

@@ -7,14 +7,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::atomic::{Mode, write_if_changed};
 use super::inventory::Inventory;
 use super::requester::Requester;
 use crate::core::names::{San, Usage};
 
 /// One managed certificate (or one container whose labels were refused). The JSON field names
 /// and formats are the `certdock status --json` contract.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusEntry {
     pub name: String,
     /// Container name, or null for certificates not tied to a container.
@@ -89,19 +88,12 @@ fn show_time(t: Option<OffsetDateTime>) -> String {
 const FILE: &str = "status.json";
 
 pub fn write(state_dir: &Path, entries: &[StatusEntry]) -> io::Result<bool> {
-    let json = serde_json::to_vec_pretty(entries).map_err(io::Error::other)?;
-    write_if_changed(&state_dir.join(FILE), &json, Mode::Secret)
+    super::atomic::write_json(&state_dir.join(FILE), entries)
 }
 
 /// `None` when no controller has ever written a status.
 pub fn read(state_dir: &Path) -> io::Result<Option<Vec<StatusEntry>>> {
-    match std::fs::read(state_dir.join(FILE)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(io::Error::other),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    super::atomic::read_json(&state_dir.join(FILE))
 }
 
 /// What `certdock status --json` prints (and `GET /v1/status` carries): the controller's
@@ -250,17 +242,9 @@ mod tests {
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_796_065_200_123_456_789).unwrap();
         let e = StatusEntry {
             name: "web".into(),
-            container: None,
-            sans: vec![],
             usage: Some(Usage::CLIENT),
-            serial: None,
             not_after: Some(t),
-            next_renewal: None,
-            error: None,
-            groups: vec![],
-            allow: None,
-            middleware: None,
-            revoked_at: None,
+            ..Default::default()
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["not_after"], "2026-11-30T19:00:00Z");

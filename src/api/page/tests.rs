@@ -5,20 +5,7 @@ use std::collections::HashMap;
 use super::*;
 
 fn blank() -> StatusEntry {
-    StatusEntry {
-        name: String::new(),
-        container: None,
-        sans: vec![],
-        usage: None,
-        serial: None,
-        not_after: None,
-        next_renewal: None,
-        error: None,
-        groups: vec![],
-        allow: None,
-        middleware: None,
-        revoked_at: None,
-    }
+    StatusEntry::default()
 }
 
 #[test]
