@@ -152,19 +152,12 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         Ok(true)
     }
 
-    /// Replaces the journal with exactly `records` (atomically: temp file, fsync, rename), for
-    /// a store that keeps only what is live (the ACME store at start-up).
+    /// Replaces the journal with exactly `records` (both halves of a compaction at once; a new
+    /// file, fsynced, renamed into place), for a store that keeps only what is live and has read
+    /// everything first (the ACME store at start-up).
     pub fn compact(&mut self, records: &[T]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for r in records {
-            serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
-        super::atomic::write_atomic(&self.path, &buf, super::atomic::Mode::Secret)?;
-        self.file = Self::open_file(&self.path)?;
-        self.ino = self.file.metadata()?.ino();
-        self.read_to = buf.len() as u64;
-        Ok(())
+        let c = Compaction::write(self.compaction_base(), records)?;
+        self.finish_compaction(c).map(|_| ())
     }
 
     pub fn path(&self) -> &Path {
