@@ -25,6 +25,7 @@ use certdock::ca::local::{LocalCa, OpenMode, Policy};
 use certdock::controller::holdings::{Held, Holdings, TrustedBundle, version};
 use certdock::controller::outputs::{OutputDirs, publish};
 use certdock::core::container::{ContainerInfo, ContainerState};
+use certdock::core::labelled::Labelled;
 use certdock::core::labels::LabelContext;
 use certdock::core::names::CertName;
 use certdock::core::plan::{Identity, World, plan};
@@ -164,15 +165,16 @@ fn plan_once(
         .collect();
     let published = holdings.published_versions();
     let empty = BTreeMap::new();
+    let ctx = LabelContext {
+        prefix: "certdock",
+        names,
+        ttls,
+        proxy_network_configured: false,
+        forward_auth: true,
+    };
     plan(&World {
-        containers,
-        labels: LabelContext {
-            prefix: "certdock",
-            names,
-            ttls,
-            proxy_network_configured: false,
-            forward_auth: true,
-        },
+        containers: &Labelled::parse_all(containers, &ctx),
+        label_prefix: "certdock",
         proxy_network: None,
         traefik_client: None,
         current: &current,

@@ -5,7 +5,8 @@
 //! in the store (half volume, half container delivery), their certificates issued by the real
 //! CA in a first pass; the Docker actions succeed without an engine (steady state makes none).
 //! Measured:
-//! - `steady`: a wake-up with nothing to do (an event that changed nothing certdock cares about);
+//! - `steady`: a wake-up with nothing to do and nothing changed (a timer);
+//! - `unrelated event`: a wake-up after a container without certdock labels started;
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
@@ -175,7 +176,7 @@ async fn run(n: usize) {
 
     let mut rec = reconciler(&ca, &cfg);
     let started = Instant::now();
-    rec.reconcile(&cfg, &store, &bundle).await;
+    rec.reconcile(&cfg, &mut store, &bundle).await;
     let first = started.elapsed();
 
     let mut steady = Vec::new();
@@ -185,8 +186,23 @@ async fn run(n: usize) {
         .unwrap_or(50);
     for _ in 0..passes {
         let t = Instant::now();
-        rec.reconcile(&cfg, &store, &bundle).await;
+        rec.reconcile(&cfg, &mut store, &bundle).await;
         steady.push(t.elapsed());
+    }
+
+    // An event certdock does not care about: a container without labels starts.
+    let mut unrelated = Vec::new();
+    for round in 0..passes {
+        store.apply(WatchEvent::Upsert(ContainerInfo {
+            id: format!("{:064x}", 1_000_000 + round),
+            name: format!("unrelated-{round}"),
+            labels: BTreeMap::new(),
+            state: ContainerState::Running,
+            networks: vec!["bridge".into()],
+        }));
+        let t = Instant::now();
+        rec.reconcile(&cfg, &mut store, &bundle).await;
+        unrelated.push(t.elapsed());
     }
 
     let mut one_change = Vec::new();
@@ -197,7 +213,7 @@ async fn run(n: usize) {
             &format!("svc-{i}.internal,alt-{round}.internal"),
         )));
         let t = Instant::now();
-        rec.reconcile(&cfg, &store, &bundle).await;
+        rec.reconcile(&cfg, &mut store, &bundle).await;
         one_change.push(t.elapsed());
     }
     drop(rec);
@@ -205,7 +221,7 @@ async fn run(n: usize) {
     let t = Instant::now();
     let mut rec = reconciler(&ca, &cfg);
     let load = t.elapsed();
-    let outcome = rec.reconcile(&cfg, &store, &bundle).await;
+    let outcome = rec.reconcile(&cfg, &mut store, &bundle).await;
     let restart = t.elapsed();
     assert!(
         !outcome.delivered,
@@ -213,9 +229,10 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
+        summary(&mut unrelated),
         summary(&mut one_change),
         ms(load),
         ms(restart),

@@ -14,6 +14,7 @@ use crate::ca::local::normalize_serial;
 use crate::ca::pem::pem_block;
 use crate::controller::outputs::OutputDirs;
 use crate::core::container::{ContainerInfo, ContainerState};
+use crate::core::labelled::Labelled;
 use crate::core::labels::{
     self, CertSpec, ContainerPath, LabelContext, MAX_PATH_LEN, Owner, Reload,
 };
@@ -131,9 +132,10 @@ pub fn check_labels_and_plan(containers: &[ContainerInfo], names: &NamePolicy) {
         usage: Usage::CLIENT,
         ttl: ttls.default,
     };
+    let labelled = Labelled::parse_all(containers, &ctx);
     let world = |current| World {
-        containers,
-        labels: ctx,
+        containers: &labelled,
+        label_prefix: PREFIX,
         proxy_network: Some("proxy"),
         traefik_client: Some(&traefik_client),
         current,

@@ -16,7 +16,7 @@ use super::retry::{FailureKind, error_policy};
 use super::status::status_entries;
 use super::store::ContainerStore;
 use crate::ca::source::CertSource;
-use crate::core::container::ContainerInfo;
+use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
 use crate::core::plan::{CertSpecLite, Desired, Failure, Identity, Plan, World, plan};
@@ -85,6 +85,17 @@ impl Wake {
     }
 }
 
+/// What the labels are read with under `cfg`.
+fn label_context(cfg: &ControllerConfig) -> LabelContext<'_> {
+    LabelContext {
+        prefix: &cfg.label_prefix,
+        names: &cfg.names,
+        ttls: &cfg.ttls,
+        proxy_network_configured: cfg.proxy_network.is_some(),
+        forward_auth: cfg.forward_auth.is_some(),
+    }
+}
+
 // === impl Reconciler ===
 
 impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
@@ -116,12 +127,12 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     pub async fn reconcile(
         &mut self,
         cfg: &ControllerConfig,
-        store: &ContainerStore,
+        store: &mut ContainerStore,
         bundle: &str,
     ) -> Outcome {
         let now = self.clock.now();
         self.replace_revoked(now).await;
-        let containers = store.snapshot();
+        let containers = store.snapshot(&label_context(cfg));
         let mut p = self.plan(cfg, &containers, store.listed(), bundle, now);
         let mut wake = Wake::default();
         if let Some(t) = p.next_wake {
@@ -150,7 +161,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
         self.apply_orphans(cfg, &p, now);
         if store.listed() {
-            let live: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+            let live: BTreeSet<&str> = containers.iter().map(|l| l.container.id.as_str()).collect();
             self.holdings
                 .ledger
                 .copied
@@ -207,7 +218,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     fn plan(
         &mut self,
         cfg: &ControllerConfig,
-        containers: &[ContainerInfo],
+        containers: &[Arc<Labelled>],
         listed: bool,
         bundle: &str,
         now: SystemTime,
@@ -220,13 +231,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         let traefik_client = traefik_client_spec(cfg);
         let world = World {
             containers,
-            labels: LabelContext {
-                prefix: &cfg.label_prefix,
-                names: &cfg.names,
-                ttls: &cfg.ttls,
-                proxy_network_configured: cfg.proxy_network.is_some(),
-                forward_auth: cfg.forward_auth.is_some(),
-            },
+            label_prefix: &cfg.label_prefix,
             proxy_network: cfg.proxy_network.as_deref(),
             traefik_client: Some(&traefik_client),
             current: self.holdings.currents(),

@@ -339,7 +339,7 @@ where
                 .forget_altered_publications(&self.cfg.dirs);
         }
         self.rec
-            .reconcile(&self.cfg, &self.store, &self.bundle)
+            .reconcile(&self.cfg, &mut self.store, &self.bundle)
             .await
     }
 }

@@ -1,10 +1,14 @@
 //! The containers as last seen: one writer (the watcher's events), read by the reconciler.
 //! A relist is buffered and swapped in whole at `InitDone`, so planning never sees half a list.
+//! Each container's labels are parsed once and the parse kept until the container or the
+//! label settings change: a wake-up parses only what changed (issue 17).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::core::container::ContainerInfo;
+use crate::core::labelled::{LabelSettings, Labelled};
+use crate::core::labels::LabelContext;
 use crate::docker::WatchEvent;
 
 #[derive(Debug, Default)]
@@ -13,9 +17,13 @@ pub struct ContainerStore {
     relisting: Option<BTreeMap<String, ContainerInfo>>,
     /// True once a first full list is in: before that nothing may be removed.
     listed: bool,
-    /// `containers` as one slice, made at the first snapshot after a change and shared until
-    /// the next: a wake-up that nothing changed copies nothing.
-    snapshot: OnceLock<Arc<[ContainerInfo]>>,
+    /// Parses made under `parsed_under`, by container id; an entry holds the container as it
+    /// was parsed, and goes when that container changes or leaves.
+    parsed: HashMap<String, Arc<Labelled>>,
+    parsed_under: Option<LabelSettings>,
+    /// Every container with its parse, made at the first snapshot after a change and shared
+    /// until the next: a wake-up that nothing changed copies and parses nothing.
+    snapshot: Option<Arc<[Arc<Labelled>]>>,
 }
 
 impl ContainerStore {
@@ -23,7 +31,7 @@ impl ContainerStore {
     pub fn apply(&mut self, event: WatchEvent) -> bool {
         let changed = self.apply_event(event);
         if changed {
-            self.snapshot = OnceLock::new();
+            self.snapshot = None;
         }
         changed
     }
@@ -34,12 +42,18 @@ impl ContainerStore {
                 if let Some(buf) = self.relisting.as_mut() {
                     buf.insert(c.id.clone(), c.clone());
                 }
-                self.containers.insert(c.id.clone(), c.clone()) != Some(c)
+                if self.containers.get(&c.id) == Some(&c) {
+                    return false;
+                }
+                self.parsed.remove(&c.id);
+                self.containers.insert(c.id.clone(), c);
+                true
             }
             WatchEvent::Remove(id) => {
                 if let Some(buf) = self.relisting.as_mut() {
                     buf.remove(&id);
                 }
+                self.parsed.remove(&id);
                 self.containers.remove(&id).is_some()
             }
             WatchEvent::InitStart => {
@@ -59,6 +73,9 @@ impl ContainerStore {
                 let changed = list != self.containers || !self.listed;
                 self.containers = list;
                 self.listed = true;
+                let containers = &self.containers;
+                self.parsed
+                    .retain(|id, l| containers.get(id) == Some(&l.container));
                 changed
             }
         }
@@ -68,11 +85,34 @@ impl ContainerStore {
         self.listed
     }
 
-    /// Every container as last seen, sorted by id.
-    pub fn snapshot(&self) -> Arc<[ContainerInfo]> {
-        self.snapshot
-            .get_or_init(|| self.containers.values().cloned().collect())
-            .clone()
+    /// Every container as last seen with its labels parsed under `ctx`, sorted by name
+    /// then id (the order the plan takes them in).
+    pub fn snapshot(&mut self, ctx: &LabelContext<'_>) -> Arc<[Arc<Labelled>]> {
+        if !self.parsed_under.as_ref().is_some_and(|s| s.matches(ctx)) {
+            self.parsed.clear();
+            self.parsed_under = Some(LabelSettings::of(ctx));
+            self.snapshot = None;
+        }
+        if let Some(s) = &self.snapshot {
+            return s.clone();
+        }
+        let parsed = &mut self.parsed;
+        let mut list: Vec<Arc<Labelled>> = self
+            .containers
+            .iter()
+            .map(|(id, c)| {
+                parsed
+                    .entry(id.clone())
+                    .or_insert_with(|| Arc::new(Labelled::parse(c.clone(), ctx)))
+                    .clone()
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (&a.container.name, &a.container.id).cmp(&(&b.container.name, &b.container.id))
+        });
+        let list: Arc<[Arc<Labelled>]> = list.into();
+        self.snapshot = Some(list.clone());
+        list
     }
 }
 
@@ -80,6 +120,7 @@ impl ContainerStore {
 mod tests {
     use super::*;
     use crate::core::container::ContainerState;
+    use crate::core::policy::{NamePolicy, TtlPolicy};
 
     fn c(id: &str) -> ContainerInfo {
         ContainerInfo {
@@ -91,23 +132,91 @@ mod tests {
         }
     }
 
+    fn labelled(id: &str, sans: &str) -> ContainerInfo {
+        let mut c = c(id);
+        c.labels = [("certdock.enable", "true"), ("certdock.sans", sans)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c
+    }
+
+    fn ctx<'a>(prefix: &'a str, names: &'a NamePolicy, ttls: &'a TtlPolicy) -> LabelContext<'a> {
+        LabelContext {
+            prefix,
+            names,
+            ttls,
+            proxy_network_configured: false,
+            forward_auth: false,
+        }
+    }
+
+    fn ids(list: &[Arc<Labelled>]) -> Vec<&str> {
+        list.iter().map(|l| l.container.id.as_str()).collect()
+    }
+
     #[test]
     fn a_relist_replaces_the_world_only_when_done() {
+        let (names, ttls) = (NamePolicy::default(), TtlPolicy::default());
+        let ctx = ctx("certdock", &names, &ttls);
         let mut s = ContainerStore::default();
         s.apply(WatchEvent::Upsert(c("old")));
         assert!(!s.listed());
         s.apply(WatchEvent::InitStart);
         s.apply(WatchEvent::InitApply(c("new")));
-        assert_eq!(s.snapshot().len(), 1);
-        assert_eq!(s.snapshot()[0].id, "old", "half a list is never visible");
+        assert_eq!(
+            ids(&s.snapshot(&ctx)),
+            vec!["old"],
+            "half a list is never visible"
+        );
         assert!(s.apply(WatchEvent::InitDone));
         assert!(s.listed());
-        assert_eq!(
-            s.snapshot()
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["new"]
+        assert_eq!(ids(&s.snapshot(&ctx)), vec!["new"]);
+    }
+
+    #[test]
+    fn labels_are_parsed_again_only_for_what_changed() {
+        let (names, ttls) = (NamePolicy::default(), TtlPolicy::default());
+        let ctx = ctx("certdock", &names, &ttls);
+        let mut s = ContainerStore::default();
+        s.apply(WatchEvent::Upsert(labelled("a", "a.internal")));
+        s.apply(WatchEvent::Upsert(labelled("b", "b.internal")));
+        let first = s.snapshot(&ctx);
+        assert!(first.iter().all(|l| matches!(l.spec, Ok(Some(_)))));
+        assert!(
+            Arc::ptr_eq(&first, &s.snapshot(&ctx)),
+            "nothing changed: the same list"
         );
+
+        // The same container again changes nothing; another one's change re-parses it alone.
+        assert!(!s.apply(WatchEvent::Upsert(labelled("a", "a.internal"))));
+        assert!(s.apply(WatchEvent::Upsert(labelled("b", "bad name!"))));
+        let second = s.snapshot(&ctx);
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "a kept its parse");
+        assert!(
+            second[1].spec.is_err(),
+            "b parsed again: {:?}",
+            second[1].spec
+        );
+
+        // A relist with the same containers keeps every parse.
+        s.apply(WatchEvent::InitStart);
+        s.apply(WatchEvent::InitApply(labelled("a", "a.internal")));
+        s.apply(WatchEvent::InitApply(labelled("b", "bad name!")));
+        s.apply(WatchEvent::InitDone);
+        let third = s.snapshot(&ctx);
+        assert!(Arc::ptr_eq(&second[0], &third[0]) && Arc::ptr_eq(&second[1], &third[1]));
+
+        // Other label settings make every parse stale: under another prefix nothing asks.
+        let other = LabelContext {
+            prefix: "other",
+            ..ctx
+        };
+        let fourth = s.snapshot(&other);
+        assert!(fourth.iter().all(|l| matches!(l.spec, Ok(None))));
+        assert!(matches!(s.snapshot(&ctx)[0].spec, Ok(Some(_))));
+
+        assert!(s.apply(WatchEvent::Remove("a".into())));
+        assert_eq!(ids(&s.snapshot(&ctx)), vec!["b"]);
     }
 }

@@ -7,11 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::authz::{AllowList, GroupName};
 use super::container::{ContainerInfo, ContainerState};
-use super::labels::{self, CertSpec, ContainerPath, Delivery, LabelContext, Owner, Reload};
+use super::labelled::Labelled;
+use super::labels::{CertSpec, ContainerPath, Delivery, Owner, Reload};
 use super::names::{CertName, San, Usage, traefik_client};
 use super::trust_only;
 
@@ -104,8 +106,10 @@ pub struct Failure {
 
 /// Everything the decision depends on.
 pub struct World<'a> {
-    pub containers: &'a [ContainerInfo],
-    pub labels: LabelContext<'a>,
+    /// Every container with its labels parsed ([`Labelled`]), in any order.
+    pub containers: &'a [Arc<Labelled>],
+    /// `--label-prefix`, for the refusals' words.
+    pub label_prefix: &'a str,
     /// `--proxy-network`, when set.
     pub proxy_network: Option<&'a str>,
     /// Whether to keep a client certificate for Traefik's serversTransport.
@@ -227,14 +231,26 @@ fn desire<'w>(
     refused: &mut Vec<Refusal>,
 ) -> (
     BTreeMap<Identity, Desired>,
-    Vec<(&'w ContainerInfo, CertSpec)>,
+    Vec<(&'w ContainerInfo, &'w CertSpec)>,
 ) {
     let mut desired: BTreeMap<Identity, Desired> = BTreeMap::new();
     let mut accepted = Vec::new();
-    let mut containers: Vec<&ContainerInfo> = world.containers.iter().collect();
-    containers.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-    for c in containers {
-        let spec = match labels::parse(c, &world.labels) {
+    // Only containers that ask for certdock matter, taken by name then id: which of two
+    // disagreeing containers is refused must not depend on the order they came in.
+    let mut containers: Vec<&'w Labelled> = world
+        .containers
+        .iter()
+        .map(|l| &**l)
+        .filter(|l| l.asks())
+        .collect();
+    fn by_name<'l>(l: &&'l Labelled) -> (&'l str, &'l str) {
+        (&l.container.name, &l.container.id)
+    }
+    if !containers.is_sorted_by_key(by_name) {
+        containers.sort_by_key(by_name);
+    }
+    for Labelled { container: c, spec } in containers {
+        let spec = match spec {
             Ok(Some(spec)) => spec,
             Ok(None) => continue,
             Err(e) => {
@@ -243,7 +259,7 @@ fn desire<'w>(
                     container_name: c.name.clone(),
                     name: c
                         .labels
-                        .get(&format!("{}.name", world.labels.prefix))
+                        .get(&format!("{}.name", world.label_prefix))
                         .cloned(),
                     error: e.to_string(),
                 });
@@ -255,7 +271,7 @@ fn desire<'w>(
             continue;
         }
         let id = Identity::Named(spec.name.clone());
-        let want = lite(&spec);
+        let want = lite(spec);
         match desired.get_mut(&id) {
             Some(d) if d.spec != want || d.allow != spec.allow => {
                 let first = d
@@ -269,7 +285,7 @@ fn desire<'w>(
                     name: Some(spec.name.to_string()),
                     error: format!(
                         "label {}.name={}: container {first} already uses this name with other sans, usage, ttl, groups or allow list; containers sharing a name must ask for the same certificate",
-                        world.labels.prefix, spec.name
+                        world.label_prefix, spec.name
                     ),
                 });
                 continue;
@@ -318,7 +334,7 @@ pub fn plan(world: &World<'_>) -> Plan {
     let mut out = Plan::default();
     let (desired, accepted) = desire(world, &mut out.refused);
     // The containers of each name, found in one pass instead of a search per identity.
-    let mut by_name: BTreeMap<&CertName, Vec<&(&ContainerInfo, CertSpec)>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&CertName, Vec<&(&ContainerInfo, &CertSpec)>> = BTreeMap::new();
     for a in accepted.iter().filter(|(_, s)| s.usage.wants_certificate()) {
         by_name.entry(&a.1.name).or_default().push(a);
     }

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::core::labels::LabelContext;
 use crate::core::policy::{NamePolicy, TtlPolicy};
 
 const H: Duration = Duration::from_secs(3600);
@@ -46,15 +47,16 @@ impl Fixture {
     }
 
     fn plan(&self, containers: &[ContainerInfo], now: SystemTime) -> Plan {
+        let ctx = LabelContext {
+            prefix: "certdock",
+            names: &self.names,
+            ttls: &self.ttls,
+            proxy_network_configured: true,
+            forward_auth: true,
+        };
         plan(&World {
-            containers,
-            labels: LabelContext {
-                prefix: "certdock",
-                names: &self.names,
-                ttls: &self.ttls,
-                proxy_network_configured: true,
-                forward_auth: true,
-            },
+            containers: &Labelled::parse_all(containers, &ctx),
+            label_prefix: "certdock",
             proxy_network: Some("proxy"),
             traefik_client: None,
             current: &self.current,

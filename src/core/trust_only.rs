@@ -27,7 +27,7 @@ pub fn refusal(label: &str, value: &str) -> Option<&'static str> {
 /// The version of a trust-only delivery: a digest of the CA bundle (`ca_version`).
 /// Returns the copies due: every accepted trust-only container whose delivered version differs.
 pub fn copies(
-    accepted: &[(&ContainerInfo, CertSpec)],
+    accepted: &[(&ContainerInfo, &CertSpec)],
     copied: &BTreeMap<String, String>,
     ca_version: &str,
 ) -> Vec<Copy> {
@@ -48,7 +48,7 @@ pub fn copies(
 }
 
 /// (name, container name) of every accepted trust-only container.
-pub fn members(accepted: &[(&ContainerInfo, CertSpec)]) -> Vec<(String, String)> {
+pub fn members(accepted: &[(&ContainerInfo, &CertSpec)]) -> Vec<(String, String)> {
     accepted
         .iter()
         .filter(|(_, spec)| !spec.usage.wants_certificate())
