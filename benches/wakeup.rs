@@ -190,14 +190,19 @@ async fn run(n: usize) {
         steady.push(t.elapsed());
     }
 
-    // An event certdock does not care about: a container without labels starts.
+    // An event certdock does not care about: a container without labels starts or stops
+    // (ten of them, taking turns).
     let mut unrelated = Vec::new();
     for round in 0..passes {
         store.apply(WatchEvent::Upsert(ContainerInfo {
-            id: format!("{:064x}", 1_000_000 + round),
-            name: format!("unrelated-{round}"),
+            id: format!("{:064x}", 1_000_000 + round % 10),
+            name: format!("unrelated-{}", round % 10),
             labels: BTreeMap::new(),
-            state: ContainerState::Running,
+            state: if (round / 10).is_multiple_of(2) {
+                ContainerState::Running
+            } else {
+                ContainerState::Stopped
+            },
             networks: vec!["bridge".into()],
         }));
         let t = Instant::now();

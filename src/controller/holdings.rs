@@ -197,6 +197,13 @@ impl Holdings {
         let mut held = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                // A write cut short by a crash (`store::atomic`): the file it was replacing is
+                // whole; the half-written copy is nobody's. This process has written nothing yet.
+                tracing::info!(file = %entry.path().display(), "removing a temporary file left by a crash");
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
             let Some(key) = name.strip_suffix(".pem") else {
                 continue;
             };
@@ -351,4 +358,27 @@ fn split_managed(text: &str) -> Result<(String, String, String), String> {
         .map(|i| i + BEGIN_CERT.len())
         .ok_or("no chain")?;
     Ok((key, rest[..second].to_string(), rest[second..].to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_files_left_by_a_crash_are_removed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let managed = dir.path().join("managed");
+        std::fs::create_dir_all(&managed).unwrap();
+        std::fs::write(managed.join(".ledger.json.4242.tmp"), b"{\"cop").unwrap();
+        std::fs::write(managed.join(".web.pem.4242.tmp"), b"-----BEGIN").unwrap();
+        std::fs::write(managed.join("ledger.json"), b"{}").unwrap();
+        let h = Holdings::load(dir.path()).unwrap();
+        assert!(h.held.is_empty());
+        let mut left: Vec<String> = std::fs::read_dir(&managed)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["ledger.json"]);
+    }
 }

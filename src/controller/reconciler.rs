@@ -12,9 +12,10 @@ use super::clock::Clock;
 use super::config::ControllerConfig;
 use super::executor::{Executor, WorkResult};
 use super::holdings::{Holdings, TrustedBundle, version};
+use super::outputs::OutputDirs;
 use super::retry::{FailureKind, error_policy};
 use super::status::status_entries;
-use super::store::ContainerStore;
+use super::store::{ContainerStore, Snapshot};
 use crate::ca::source::CertSource;
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
@@ -33,7 +34,8 @@ const MIN_SLEEP: Duration = Duration::from_millis(10);
 /// What a pass leaves for the loop.
 pub struct Outcome {
     pub next_wake: Instant,
-    pub desired: BTreeMap<Identity, Desired>,
+    /// The same `Arc` as the last pass's when the pass was skipped (see [`Quiet`]).
+    pub desired: Arc<BTreeMap<Identity, Desired>>,
     /// Something was published under the output directory (the Traefik file may change).
     pub delivered: bool,
 }
@@ -48,6 +50,46 @@ pub struct Reconciler<S, A> {
     refused: BTreeMap<Identity, CertSpecLite>,
     /// What status.json holds (where, and the entries), so an unchanged status is not rewritten.
     status_written: Option<(PathBuf, Vec<StatusEntry>)>,
+    /// Set after a pass that found nothing to do; see [`Quiet`].
+    quiet: Option<Quiet>,
+}
+
+/// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
+/// and its `next_wake` is the first moment the clock alone could change it (going forward; a
+/// clock set back plans again at once): until then, the same containers, CA bundle and
+/// holdings give the same empty plan, and a wake-up (an event about another container, a
+/// file event, a timer) is answered without planning again.
+/// Holdings change only in a pass or through the methods that drop this ([`Reconciler::
+/// replace_revoked`], [`Reconciler::settings_changed`], [`Reconciler::verify_outputs`]).
+/// At the latest after [`MAX_SLEEP`] a whole pass runs anyway.
+struct Quiet {
+    asking: Arc<[Arc<Labelled>]>,
+    listed: bool,
+    bundle: String,
+    /// When the plan was made: a clock set back before it may make a certificate not yet
+    /// valid, so the plan is made again.
+    planned_at: SystemTime,
+    until: SystemTime,
+    desired: Arc<BTreeMap<Identity, Desired>>,
+}
+
+impl Quiet {
+    fn holds(&self, snapshot: &Snapshot, listed: bool, bundle: &str, now: SystemTime) -> bool {
+        Arc::ptr_eq(&self.asking, &snapshot.asking)
+            && self.listed == listed
+            && self.bundle == bundle
+            && self.planned_at <= now
+            && now < self.until
+    }
+}
+
+/// Whether a plan asks for nothing to be done.
+fn idle(p: &Plan) -> bool {
+    p.work.is_empty()
+        && p.attaches.is_empty()
+        && p.trust_copies.is_empty()
+        && p.newly_orphaned.is_empty()
+        && p.remove.is_empty()
 }
 
 /// The plan's inputs derived from the holdings (the ledger keeps file keys and Unix seconds).
@@ -112,14 +154,23 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             clock,
             refused: BTreeMap::new(),
             status_written: None,
+            quiet: None,
         }
     }
 
-    /// Forgets CA refusals, so the next pass asks again (the config, and so the policy, changed).
-    pub fn forget_refusals(&mut self) {
+    /// The settings changed: CA refusals are forgotten, so the next pass asks again (the
+    /// policy may have changed), and the next pass plans whatever it finds.
+    pub fn settings_changed(&mut self) {
+        self.quiet = None;
         for id in std::mem::take(&mut self.refused).keys() {
             self.holdings.failures.remove(id);
         }
+    }
+
+    /// Forgets publications whose files are no longer exactly ours, to publish them again.
+    pub fn verify_outputs(&mut self, dirs: &OutputDirs) {
+        self.quiet = None;
+        self.holdings.forget_altered_publications(dirs);
     }
 
     /// One pass over the whole world. It never sleeps: the outcome says when to run again
@@ -132,15 +183,30 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     ) -> Outcome {
         let now = self.clock.now();
         self.replace_revoked(now).await;
-        let containers = store.snapshot(&label_context(cfg));
-        let mut p = self.plan(cfg, &containers, store.listed(), bundle, now);
+        let snapshot = store.snapshot(&label_context(cfg));
+        if let Some(q) = &self.quiet
+            && q.holds(&snapshot, store.listed(), bundle, now)
+        {
+            return Outcome {
+                next_wake: self
+                    .clock
+                    .instant_of(q.until)
+                    .max(Instant::now() + MIN_SLEEP),
+                desired: q.desired.clone(),
+                delivered: false,
+            };
+        }
+        self.quiet = None;
+        let mut p = self.plan(cfg, &snapshot.asking, store.listed(), bundle, now);
         let mut wake = Wake::default();
         if let Some(t) = p.next_wake {
             wake.at(t);
         }
-        if self.retry_changed_orders(&mut p) {
+        let retry_now = self.retry_changed_orders(&mut p);
+        if retry_now {
             wake.at(now);
         }
+        let quiet = idle(&p) && !retry_now;
         self.log_refusals(&p);
 
         let results = self
@@ -161,7 +227,11 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
         self.apply_orphans(cfg, &p, now);
         if store.listed() {
-            let live: BTreeSet<&str> = containers.iter().map(|l| l.container.id.as_str()).collect();
+            let live: BTreeSet<&str> = snapshot
+                .all
+                .iter()
+                .map(|l| l.container.id.as_str())
+                .collect();
             self.holdings
                 .ledger
                 .copied
@@ -181,9 +251,20 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
 
         let latest = now + MAX_SLEEP;
         let next = wake.0.map_or(latest, |w| w.min(latest));
+        let desired = Arc::new(p.desired);
+        if quiet {
+            self.quiet = Some(Quiet {
+                asking: snapshot.asking.clone(),
+                listed: store.listed(),
+                bundle: bundle.to_string(),
+                planned_at: now,
+                until: next,
+                desired: desired.clone(),
+            });
+        }
         Outcome {
             next_wake: self.clock.instant_of(next).max(Instant::now() + MIN_SLEEP),
-            desired: p.desired,
+            desired,
             delivered,
         }
     }
@@ -212,6 +293,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         for id in due {
             tracing::warn!(cert = %id, "certificate revoked; replacing it now");
             self.holdings.due_now(&id, now);
+            self.quiet = None;
         }
     }
 
@@ -394,3 +476,7 @@ fn traefik_client_spec(cfg: &ControllerConfig) -> CertSpecLite {
         ttl: cfg.ttls.default,
     }
 }
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

@@ -121,7 +121,7 @@ struct Running<S, A, W, E> {
     store: ContainerStore,
     bundle: String,
     /// The plan's wanted certificates as of the last pass, for the proxy files.
-    desired: BTreeMap<Identity, Desired>,
+    desired: Arc<BTreeMap<Identity, Desired>>,
     /// Check published files against the holdings at the next pass.
     verify_outputs: bool,
     timers: Timers,
@@ -174,7 +174,7 @@ where
             rec,
             store: ContainerStore::default(),
             bundle: String::new(),
-            desired: BTreeMap::new(),
+            desired: Arc::default(),
             verify_outputs: true,
             timers: Timers {
                 reconcile_at: Some(Instant::now()),
@@ -275,7 +275,7 @@ where
             }
             self.verify_outputs = true;
         }
-        self.rec.forget_refusals();
+        self.rec.settings_changed();
         self.cfg = new;
         true
     }
@@ -286,17 +286,22 @@ where
             let outcome = self.pass().await;
             // The CA bundle is asked for again at least this often: a rotation is seen soon.
             self.timers.reconcile_at = Some(outcome.next_wake.min(now + CA_BUNDLE_CHECK));
-            // At once, not after the burst: the decider must know a list before Traefik's
-            // configuration names its middleware.
-            self.allow.publish(
-                outcome
-                    .desired
-                    .iter()
-                    .filter_map(|(id, d)| Some((id.status_name(), d.allow.clone()?)))
-                    .collect(),
-            );
-            if outcome.desired != self.desired || outcome.delivered {
-                self.desired = outcome.desired;
+            // A skipped pass hands back the very same wanted set: nothing to compare or publish.
+            let same = Arc::ptr_eq(&outcome.desired, &self.desired);
+            if !same {
+                // At once, not after the burst: the decider must know a list before Traefik's
+                // configuration names its middleware.
+                self.allow.publish(
+                    outcome
+                        .desired
+                        .iter()
+                        .filter_map(|(id, d)| Some((id.status_name(), d.allow.clone()?)))
+                        .collect(),
+                );
+            }
+            let changed = !same && outcome.desired != self.desired;
+            self.desired = outcome.desired;
+            if changed || outcome.delivered {
                 self.timers.burst(now);
             }
         }
@@ -334,9 +339,7 @@ where
         // Traefik file waits for the burst to settle.
         refresh_ca_files(&self.cfg.dirs, &self.bundle);
         if std::mem::take(&mut self.verify_outputs) {
-            self.rec
-                .holdings
-                .forget_altered_publications(&self.cfg.dirs);
+            self.rec.verify_outputs(&self.cfg.dirs);
         }
         self.rec
             .reconcile(&self.cfg, &mut self.store, &self.bundle)

@@ -21,9 +21,21 @@ pub struct ContainerStore {
     /// was parsed, and goes when that container changes or leaves.
     parsed: HashMap<String, Arc<Labelled>>,
     parsed_under: Option<LabelSettings>,
+    /// The asking part of the last snapshot, kept when a new one asks the same.
+    asking: Option<Arc<[Arc<Labelled>]>>,
     /// Every container with its parse, made at the first snapshot after a change and shared
     /// until the next: a wake-up that nothing changed copies and parses nothing.
-    snapshot: Option<Arc<[Arc<Labelled>]>>,
+    snapshot: Option<Snapshot>,
+}
+
+/// The containers as of one moment, each with its parse, sorted by name then id.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub all: Arc<[Arc<Labelled>]>,
+    /// Those that ask for certdock (well or badly): all the plan looks at. The same `Arc` as
+    /// in the previous snapshot when none of them changed, came or went, so a change to other
+    /// containers is seen to change nothing certdock cares about.
+    pub asking: Arc<[Arc<Labelled>]>,
 }
 
 impl ContainerStore {
@@ -87,7 +99,7 @@ impl ContainerStore {
 
     /// Every container as last seen with its labels parsed under `ctx`, sorted by name
     /// then id (the order the plan takes them in).
-    pub fn snapshot(&mut self, ctx: &LabelContext<'_>) -> Arc<[Arc<Labelled>]> {
+    pub fn snapshot(&mut self, ctx: &LabelContext<'_>) -> Snapshot {
         if !self.parsed_under.as_ref().is_some_and(|s| s.matches(ctx)) {
             self.parsed.clear();
             self.parsed_under = Some(LabelSettings::of(ctx));
@@ -96,6 +108,7 @@ impl ContainerStore {
         if let Some(s) = &self.snapshot {
             return s.clone();
         }
+        let previous = self.asking.take();
         let parsed = &mut self.parsed;
         let mut list: Vec<Arc<Labelled>> = self
             .containers
@@ -110,9 +123,23 @@ impl ContainerStore {
         list.sort_by(|a, b| {
             (&a.container.name, &a.container.id).cmp(&(&b.container.name, &b.container.id))
         });
-        let list: Arc<[Arc<Labelled>]> = list.into();
-        self.snapshot = Some(list.clone());
-        list
+        let asking: Vec<Arc<Labelled>> = list.iter().filter(|l| l.asks()).cloned().collect();
+        let asking = match previous {
+            Some(prev)
+                if prev.len() == asking.len()
+                    && prev.iter().zip(&asking).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+            {
+                prev
+            }
+            _ => asking.into(),
+        };
+        self.asking = Some(asking.clone());
+        let snapshot = Snapshot {
+            all: list.into(),
+            asking,
+        };
+        self.snapshot = Some(snapshot.clone());
+        snapshot
     }
 }
 
@@ -165,13 +192,13 @@ mod tests {
         s.apply(WatchEvent::InitStart);
         s.apply(WatchEvent::InitApply(c("new")));
         assert_eq!(
-            ids(&s.snapshot(&ctx)),
+            ids(&s.snapshot(&ctx).all),
             vec!["old"],
             "half a list is never visible"
         );
         assert!(s.apply(WatchEvent::InitDone));
         assert!(s.listed());
-        assert_eq!(ids(&s.snapshot(&ctx)), vec!["new"]);
+        assert_eq!(ids(&s.snapshot(&ctx).all), vec!["new"]);
     }
 
     #[test]
@@ -181,17 +208,29 @@ mod tests {
         let mut s = ContainerStore::default();
         s.apply(WatchEvent::Upsert(labelled("a", "a.internal")));
         s.apply(WatchEvent::Upsert(labelled("b", "b.internal")));
-        let first = s.snapshot(&ctx);
+        let first = s.snapshot(&ctx).all;
         assert!(first.iter().all(|l| matches!(l.spec, Ok(Some(_)))));
         assert!(
-            Arc::ptr_eq(&first, &s.snapshot(&ctx)),
+            Arc::ptr_eq(&first, &s.snapshot(&ctx).all),
             "nothing changed: the same list"
+        );
+
+        // A container without labels changes the list but not what asks for certdock.
+        let asking = s.snapshot(&ctx).asking;
+        assert!(s.apply(WatchEvent::Upsert(c("other"))));
+        let with_other = s.snapshot(&ctx);
+        assert_eq!(with_other.all.len(), 3);
+        assert!(
+            Arc::ptr_eq(&asking, &with_other.asking),
+            "the same asking list"
         );
 
         // The same container again changes nothing; another one's change re-parses it alone.
         assert!(!s.apply(WatchEvent::Upsert(labelled("a", "a.internal"))));
         assert!(s.apply(WatchEvent::Upsert(labelled("b", "bad name!"))));
-        let second = s.snapshot(&ctx);
+        assert!(s.apply(WatchEvent::Remove("other".into())));
+        let second = s.snapshot(&ctx).all;
+        assert!(!Arc::ptr_eq(&asking, &s.snapshot(&ctx).asking), "b changed");
         assert!(Arc::ptr_eq(&first[0], &second[0]), "a kept its parse");
         assert!(
             second[1].spec.is_err(),
@@ -204,7 +243,7 @@ mod tests {
         s.apply(WatchEvent::InitApply(labelled("a", "a.internal")));
         s.apply(WatchEvent::InitApply(labelled("b", "bad name!")));
         s.apply(WatchEvent::InitDone);
-        let third = s.snapshot(&ctx);
+        let third = s.snapshot(&ctx).all;
         assert!(Arc::ptr_eq(&second[0], &third[0]) && Arc::ptr_eq(&second[1], &third[1]));
 
         // Other label settings make every parse stale: under another prefix nothing asks.
@@ -213,10 +252,11 @@ mod tests {
             ..ctx
         };
         let fourth = s.snapshot(&other);
-        assert!(fourth.iter().all(|l| matches!(l.spec, Ok(None))));
-        assert!(matches!(s.snapshot(&ctx)[0].spec, Ok(Some(_))));
+        assert!(fourth.all.iter().all(|l| matches!(l.spec, Ok(None))));
+        assert!(fourth.asking.is_empty());
+        assert!(matches!(s.snapshot(&ctx).all[0].spec, Ok(Some(_))));
 
         assert!(s.apply(WatchEvent::Remove("a".into())));
-        assert_eq!(ids(&s.snapshot(&ctx)), vec!["b"]);
+        assert_eq!(ids(&s.snapshot(&ctx).all), vec!["b"]);
     }
 }

@@ -1,0 +1,150 @@
+//! A pass that nothing changed is skipped (see `Quiet`), and every kind of change plans again.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::controller::testing::{Act, TestCa, TestEngine};
+use crate::core::container::{ContainerInfo, ContainerState};
+use crate::core::policy::NamePolicy;
+use crate::docker::WatchEvent;
+
+fn container(id: &str, labels: &[(&str, &str)]) -> ContainerInfo {
+    ContainerInfo {
+        id: id.into(),
+        name: id.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        state: ContainerState::Running,
+        networks: vec![],
+    }
+}
+
+fn web(sans: &str) -> ContainerInfo {
+    container(
+        "web",
+        &[
+            ("certdock.enable", "true"),
+            ("certdock.sans", sans),
+            ("certdock.delivery", "container"),
+        ],
+    )
+}
+
+fn config(root: &std::path::Path) -> ControllerConfig {
+    let out = root.join("out");
+    ControllerConfig {
+        state_dir: root.join("state"),
+        dirs: OutputDirs {
+            out: out.clone(),
+            proxy_view: out,
+        },
+        label_prefix: "certdock".into(),
+        names: NamePolicy::default(),
+        ttls: Default::default(),
+        proxy_network: None,
+        resync: Duration::from_secs(60),
+        traefik_options: Default::default(),
+        grace: Duration::from_secs(600),
+        forward_auth: None,
+        rollover_spread: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    let clock = Clock::tokio_at(SystemTime::now());
+    let ca = Arc::new(TestCa::open(
+        &dir.path().join("ca"),
+        NamePolicy::default(),
+        clock,
+    ));
+    let engine = Arc::new(TestEngine::default());
+    engine.run("web", &[]);
+    let holdings = Holdings::load(&cfg.state_dir).unwrap();
+    let mut rec = Reconciler::new(
+        Executor::new(ca.clone(), engine.clone()),
+        holdings,
+        Arc::new(Metrics::new()),
+        clock,
+    );
+    let bundle = ca.bundle().await.unwrap();
+    let mut store = ContainerStore::default();
+    store.apply(WatchEvent::InitStart);
+    store.apply(WatchEvent::InitApply(web("web.internal")));
+    store.apply(WatchEvent::InitDone);
+    let uploads = || engine.count(|a| matches!(a, Act::Upload { .. }));
+
+    let first = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert_eq!(
+        (ca.orders_for("web").len(), uploads()),
+        (1, 1),
+        "issued and delivered"
+    );
+    let idle = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(
+        !Arc::ptr_eq(&first.desired, &idle.desired),
+        "a pass with work is not skipped"
+    );
+    let skipped = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(
+        Arc::ptr_eq(&idle.desired, &skipped.desired),
+        "nothing changed: skipped"
+    );
+
+    // Another container coming and going changes nothing certdock plans from.
+    store.apply(WatchEvent::Upsert(container("db", &[])));
+    let other = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(
+        Arc::ptr_eq(&idle.desired, &other.desired),
+        "an unlabelled container: skipped"
+    );
+
+    // A different CA bundle plans again: the chain in the container follows it.
+    let rolled = format!("{bundle}\n");
+    let again = rec.reconcile(&cfg, &mut store, &rolled).await;
+    assert!(
+        !Arc::ptr_eq(&idle.desired, &again.desired),
+        "another bundle: planned"
+    );
+    assert_eq!(uploads(), 2, "redelivered with the other bundle");
+    let again = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert_eq!(uploads(), 3);
+
+    // The settings changed: planned again.
+    rec.settings_changed();
+    let after_reload = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(!Arc::ptr_eq(&again.desired, &after_reload.desired));
+
+    // A revocation is seen while quiet, and the certificate replaced at once.
+    let serial = rec.holdings.held.values().next().unwrap().serial.clone();
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    ca.revoke(&serial);
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert_eq!((ca.orders_for("web").len(), uploads()), (2, 4), "replaced");
+
+    // The labels changed: planned again, reissued with the new name.
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    store.apply(WatchEvent::Upsert(web("web.internal,alt.internal")));
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert_eq!((ca.orders_for("web").len(), uploads()), (3, 5), "reissued");
+
+    // The clock reaching the renewal time plans again with nothing else changed.
+    let quiet = rec.reconcile(&cfg, &mut store, &bundle).await;
+    let renew_at = rec.holdings.held.values().next().unwrap().renew_at;
+    let wait = renew_at.duration_since(clock.now()).unwrap() + Duration::from_secs(1);
+    tokio::time::advance(wait).await;
+    let renewed = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(!Arc::ptr_eq(&quiet.desired, &renewed.desired));
+    assert_eq!(
+        (ca.orders_for("web").len(), uploads()),
+        (4, 6),
+        "renewed on time"
+    );
+}
