@@ -456,8 +456,8 @@ async fn burst(docker: &Docker, events: &EventTimes, n: usize) {
     // volume delivery serves it), so 1,000 of them fit a small machine without 1,000 shims.
     let started = std::env::var("BENCH_BURST_START").map_or(true, |v| v != "0");
     let event = if started { "start" } else { "create" };
-    let (mut files, mut yaml, mut writes, mut resync, mut rss) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut files, mut yaml, mut writes, mut resync, mut rss, mut hwm) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
         let dir = tempfile::tempdir().unwrap();
         let prefix = format!("cdb-{}", uniq());
@@ -512,7 +512,9 @@ async fn burst(docker: &Docker, events: &EventTimes, n: usize) {
         files.push(ms_between(last_start, all_files));
         yaml.push(ms_between(last_start, all_yaml));
         writes.push((run.log_lines("wrote proxy configuration").len() - writes_before) as f64);
-        rss.push(rss_kib(&run.pid()).0 as f64 / 1024.0);
+        let (now, peak) = rss_kib(&run.pid());
+        rss.push(now as f64 / 1024.0);
+        hwm.push(peak as f64 / 1024.0);
         drop(run);
 
         // Startup resync: a fresh certdock (new state, new CA) beside N running containers.
@@ -534,11 +536,12 @@ async fn burst(docker: &Docker, events: &EventTimes, n: usize) {
     }
     println!(
         "controller burst N={n} ({event}d) runs={runs}: last {event} -> all files {} ms; -> all in certdock.yml {} ms; \
-         certdock.yml writes {}; startup resync (fresh state) -> all files {} ms; RSS of run with N managed {} MiB",
+         certdock.yml writes {}; startup resync (fresh state) -> all files {} ms; RSS of run with N managed {} MiB (peak {} MiB)",
         Stats::of(&files).show(0),
         Stats::of(&yaml).show(0),
         Stats::of(&writes).show(0),
         Stats::of(&resync).show(0),
         Stats::of(&rss).show(1),
+        Stats::of(&hwm).show(1),
     );
 }
