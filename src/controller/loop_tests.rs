@@ -1,6 +1,6 @@
 //! The whole loop on tokio's paused clock, with the in-memory engine and the real CA: no Docker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -9,8 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::outputs::OutputDirs;
-use super::testing::{Act, CaMode, TestCa, TestEngine};
+use super::testing::{Act, CaMode, TestCa, TestEngine, config};
 use super::{Clock, Controller, ControllerConfig, Reloadable};
 use crate::authz::table::AllowTable;
 use crate::ca::pem::{certs_from_pem, parse_cert};
@@ -37,26 +36,6 @@ struct Harness {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     dirs: TempDir,
-}
-
-fn config(root: &Path) -> ControllerConfig {
-    let out = root.join("out");
-    ControllerConfig {
-        state_dir: root.join("state"),
-        dirs: OutputDirs {
-            out: out.clone(),
-            proxy_view: out,
-        },
-        label_prefix: "certdock".into(),
-        names: NamePolicy::default(),
-        ttls: Default::default(),
-        proxy_network: None,
-        resync: 60 * SEC,
-        traefik_options: Default::default(),
-        grace: 10 * MIN,
-        forward_auth: Some("https://certdock:8443".into()),
-        rollover_spread: Duration::from_secs(60),
-    }
 }
 
 fn deny(suffixes: &str) -> NamePolicy {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::controller::testing::{Act, TestCa, TestEngine};
+use crate::controller::testing::{Act, TestCa, TestEngine, config};
 use crate::core::container::{ContainerInfo, ContainerState};
 use crate::core::policy::NamePolicy;
 use crate::docker::WatchEvent;
@@ -31,26 +31,6 @@ fn web(sans: &str) -> ContainerInfo {
             ("certdock.delivery", "container"),
         ],
     )
-}
-
-fn config(root: &std::path::Path) -> ControllerConfig {
-    let out = root.join("out");
-    ControllerConfig {
-        state_dir: root.join("state"),
-        dirs: OutputDirs {
-            out: out.clone(),
-            proxy_view: out,
-        },
-        label_prefix: "certdock".into(),
-        names: NamePolicy::default(),
-        ttls: Default::default(),
-        proxy_network: None,
-        resync: Duration::from_secs(60),
-        traefik_options: Default::default(),
-        grace: Duration::from_secs(600),
-        forward_auth: None,
-        rollover_spread: Duration::from_secs(60),
-    }
 }
 
 #[tokio::test(start_paused = true)]

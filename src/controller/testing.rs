@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::clock::Clock;
+use super::config::ControllerConfig;
+use super::outputs::OutputDirs;
 use crate::ca::authority::CaLifetimes;
 use crate::ca::authorize::{Local, Order};
 use crate::ca::issue::Issued;
@@ -21,6 +23,28 @@ use crate::core::container::{ContainerInfo, ContainerState};
 use crate::core::names::CertName;
 use crate::core::policy::NamePolicy;
 use crate::docker::{DockerActions, DockerError, Upload, WatchConfig, WatchEvent};
+
+/// The settings of a test controller over `root`: state and output directories inside it,
+/// forward-auth on, 10 minutes of grace, a 60 s rollover spread.
+pub fn config(root: &Path) -> ControllerConfig {
+    let out = root.join("out");
+    ControllerConfig {
+        state_dir: root.join("state"),
+        dirs: OutputDirs {
+            out: out.clone(),
+            proxy_view: out,
+        },
+        label_prefix: "certdock".into(),
+        names: NamePolicy::default(),
+        ttls: Default::default(),
+        proxy_network: None,
+        resync: std::time::Duration::from_secs(60),
+        traefik_options: Default::default(),
+        grace: std::time::Duration::from_secs(600),
+        forward_auth: Some("https://certdock:8443".into()),
+        rollover_spread: std::time::Duration::from_secs(60),
+    }
+}
 
 /// Something the engine was asked to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
