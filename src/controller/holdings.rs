@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
@@ -29,15 +30,23 @@ pub struct Held {
     pub serial: String,
     pub cert_pem: String,
     pub key: SecretPem,
-    pub chain_pem: String,
     pub sans: Vec<San>,
     pub groups: BTreeSet<GroupName>,
     pub usage: Usage,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub renew_at: SystemTime,
-    /// The intermediates of `chain_pem`, parsed once (empty when unreadable: not trusted).
-    chain_der: Vec<CertificateDer<'static>>,
+    /// The chain above the leaf: the same for every certificate one intermediate signed, so
+    /// held once for all of them (see [`Holdings`]'s `chains`; 1,000 copies were ~2 MiB).
+    chain: Arc<HeldChain>,
+}
+
+/// The intermediates above a leaf, as delivered (PEM) and parsed once (DER; empty when
+/// unreadable: not trusted).
+#[derive(Debug, PartialEq, Eq)]
+struct HeldChain {
+    pem: String,
+    der: Vec<CertificateDer<'static>>,
 }
 
 /// The CA bundle trusted now, read once per pass: what every held certificate's chain is
@@ -92,20 +101,27 @@ impl Held {
             serial: facts.serial,
             cert_pem: cert_pem.to_string(),
             key,
-            chain_pem: chain_pem.to_string(),
             sans: facts.sans,
             groups: facts.groups,
             usage: facts.usage,
             not_before,
             not_after,
-            chain_der: certs_from_pem("chain", chain_pem).unwrap_or_default(),
+            chain: Arc::new(HeldChain {
+                pem: chain_pem.to_string(),
+                der: certs_from_pem("chain", chain_pem).unwrap_or_default(),
+            }),
         })
+    }
+
+    /// The chain above the leaf, PEM.
+    pub fn chain_pem(&self) -> &str {
+        &self.chain.pem
     }
 
     /// The plan's view against `bundle`, the CA bundle trusted now (which versions the delivery
     /// too). A certificate issued before a CA rollover is due within the bundle's rollover spread.
     pub fn current(&self, bundle: &TrustedBundle) -> Current {
-        let issuer = self.chain_der.first();
+        let issuer = self.chain.der.first();
         // The issuing intermediate must still be trusted; a cross-certificate after it may
         // leave the bundle (the overlap ended) without making the leaf untrustworthy.
         let chain_trusted = issuer.is_some_and(|c| bundle.certs.contains(c));
@@ -142,7 +158,7 @@ impl Held {
             version: self.serial.clone(),
             cert_pem: self.cert_pem.clone(),
             key: self.key.clone(),
-            chain_pem: self.chain_pem.clone(),
+            chain_pem: self.chain.pem.clone(),
             ca_pem: ca_pem.to_string(),
         }
     }
@@ -185,6 +201,25 @@ pub struct Holdings {
     stale: BTreeSet<Identity>,
     /// The ledger as last saved, so an unchanged one is neither serialised nor compared on disk.
     saved_ledger: Option<Ledger>,
+    /// The distinct chains of the held certificates (one or two: the intermediate, and the
+    /// next one during a rollover), each held once.
+    chains: Chains,
+}
+
+/// Interns [`HeldChain`]s: a held certificate whose chain equals one already held points to it.
+#[derive(Debug, Default)]
+struct Chains(Vec<Arc<HeldChain>>);
+
+impl Chains {
+    fn share(&mut self, mut held: Held) -> Held {
+        // Chains no held certificate uses any more are dropped first (the list stays tiny).
+        self.0.retain(|c| Arc::strong_count(c) > 1);
+        match self.0.iter().find(|c| ***c == *held.chain) {
+            Some(same) => held.chain = same.clone(),
+            None => self.0.push(held.chain.clone()),
+        }
+        held
+    }
 }
 
 const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
@@ -195,6 +230,7 @@ impl Holdings {
         let dir = state_dir.join("managed");
         create_dir(&dir, 0o700)?;
         let mut held = BTreeMap::new();
+        let mut chains = Chains::default();
         for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') && name.ends_with(".tmp") {
@@ -215,7 +251,7 @@ impl Holdings {
                 .and_then(|(k, c, ch)| Held::parse(SecretPem::new(k), &c, &ch))
             {
                 Ok(h) => {
-                    held.insert(id, h);
+                    held.insert(id, chains.share(h));
                 }
                 Err(e) => {
                     tracing::warn!(file = %entry.path().display(), error = %e, "ignoring an unreadable managed certificate; it will be reissued")
@@ -240,6 +276,7 @@ impl Holdings {
             currents_for: None,
             stale: BTreeSet::new(),
             saved_ledger: None,
+            chains,
         })
     }
 
@@ -250,13 +287,14 @@ impl Holdings {
             "{}{}{}",
             held.key.secret_pem(),
             held.cert_pem,
-            held.chain_pem
+            held.chain.pem
         );
         write_atomic(
             &self.dir.join(format!("{}.pem", id.file_key())),
             text.as_bytes(),
             Mode::Secret,
         )?;
+        let held = self.chains.share(held);
         self.held.insert(id.clone(), held);
         self.stale.insert(id.clone());
         Ok(())
@@ -363,6 +401,42 @@ fn split_managed(text: &str) -> Result<(String, String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::source::{CertSource, LeafOrder};
+    use crate::controller::Clock;
+    use crate::controller::testing::TestCa;
+    use crate::core::names::CertName;
+
+    #[tokio::test]
+    async fn certificates_of_one_intermediate_hold_one_chain() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        let ca = TestCa::open(&ca_dir, Default::default(), Clock::System);
+        let mut h = Holdings::load(dir.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            let order = LeafOrder {
+                name: CertName::parse(name).unwrap(),
+                sans: vec![San::parse(&format!("{name}.internal")).unwrap()],
+                usage: Usage::SERVER,
+                groups: Default::default(),
+                ttl: Duration::from_secs(3600),
+                internal: false,
+            };
+            let issued = ca.issue(&order).await.unwrap();
+            let held = Held::from_issued(&issued).unwrap();
+            h.store(&Identity::Named(order.name), held).unwrap();
+        }
+        let shared = |h: &Holdings| {
+            let chains: Vec<_> = h.held.values().map(|x| x.chain.clone()).collect();
+            assert_eq!(chains.len(), 3);
+            chains.iter().all(|c| Arc::ptr_eq(c, &chains[0]))
+        };
+        assert!(shared(&h), "stored");
+        let a = Identity::Named(CertName::parse("a").unwrap());
+        assert!(h.held[&a].chain_pem().contains("BEGIN CERTIFICATE"));
+        assert!(shared(&Holdings::load(dir.path()).unwrap()), "loaded");
+    }
 
     #[test]
     fn temporary_files_left_by_a_crash_are_removed_at_load() {

@@ -13,8 +13,8 @@ use crate::docker::WatchEvent;
 
 #[derive(Debug, Default)]
 pub struct ContainerStore {
-    containers: BTreeMap<String, ContainerInfo>,
-    relisting: Option<BTreeMap<String, ContainerInfo>>,
+    containers: BTreeMap<String, Arc<ContainerInfo>>,
+    relisting: Option<BTreeMap<String, Arc<ContainerInfo>>>,
     /// True once a first full list is in: before that nothing may be removed.
     listed: bool,
     /// Parses made under `parsed_under`, by container id; an entry holds the container as it
@@ -51,6 +51,7 @@ impl ContainerStore {
     fn apply_event(&mut self, event: WatchEvent) -> bool {
         match event {
             WatchEvent::Upsert(c) => {
+                let c = Arc::new(c);
                 if let Some(buf) = self.relisting.as_mut() {
                     buf.insert(c.id.clone(), c.clone());
                 }
@@ -74,14 +75,22 @@ impl ContainerStore {
             }
             WatchEvent::InitApply(c) => {
                 if let Some(buf) = self.relisting.as_mut() {
-                    buf.insert(c.id.clone(), c);
+                    buf.insert(c.id.clone(), Arc::new(c));
                 }
                 false
             }
             WatchEvent::InitDone => {
-                let Some(list) = self.relisting.take() else {
+                let Some(mut list) = self.relisting.take() else {
                     return false;
                 };
+                // What did not change keeps the `Arc` its parse refers to (held once).
+                for (id, c) in &mut list {
+                    if let Some(old) = self.containers.get(id)
+                        && old == c
+                    {
+                        *c = old.clone();
+                    }
+                }
                 let changed = list != self.containers || !self.listed;
                 self.containers = list;
                 self.listed = true;
@@ -245,6 +254,10 @@ mod tests {
         s.apply(WatchEvent::InitDone);
         let third = s.snapshot(&ctx).all;
         assert!(Arc::ptr_eq(&second[0], &third[0]) && Arc::ptr_eq(&second[1], &third[1]));
+        assert!(
+            Arc::ptr_eq(&third[0].container, &s.containers["a"]),
+            "one copy of each container, shared by the store and its parse"
+        );
 
         // Other label settings make every parse stale: under another prefix nothing asks.
         let other = LabelContext {

@@ -14,13 +14,14 @@ use super::policy::{NamePolicy, TtlPolicy};
 /// One container and what its labels ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labelled {
-    pub container: ContainerInfo,
+    /// Shared with the store that saw it: held once however many parses refer to it.
+    pub container: Arc<ContainerInfo>,
     /// `Ok(None)`: the container does not enable certdock. `Err`: it does, and a label is bad.
     pub spec: Result<Option<CertSpec>, LabelError>,
 }
 
 impl Labelled {
-    pub fn parse(container: ContainerInfo, ctx: &LabelContext<'_>) -> Self {
+    pub fn parse(container: Arc<ContainerInfo>, ctx: &LabelContext<'_>) -> Self {
         let spec = labels::parse(&container, ctx);
         Self { container, spec }
     }
@@ -30,7 +31,7 @@ impl Labelled {
     pub fn parse_all(containers: &[ContainerInfo], ctx: &LabelContext<'_>) -> Vec<Arc<Self>> {
         containers
             .iter()
-            .map(|c| Arc::new(Self::parse(c.clone(), ctx)))
+            .map(|c| Arc::new(Self::parse(Arc::new(c.clone()), ctx)))
             .collect()
     }
 

@@ -249,7 +249,8 @@ fn desire<'w>(
     if !containers.is_sorted_by_key(by_name) {
         containers.sort_by_key(by_name);
     }
-    for Labelled { container: c, spec } in containers {
+    for Labelled { container, spec } in containers {
+        let c: &'w ContainerInfo = container;
         let spec = match spec {
             Ok(Some(spec)) => spec,
             Ok(None) => continue,
