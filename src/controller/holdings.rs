@@ -199,8 +199,9 @@ pub struct Holdings {
     currents_for: Option<(String, Duration)>,
     /// Identities stored since `currents` was brought up to date.
     stale: BTreeSet<Identity>,
-    /// The ledger as last saved, so an unchanged one is neither serialised nor compared on disk.
-    saved_ledger: Option<Ledger>,
+    /// SHA-256 of the ledger's JSON as last saved (a digest, not a copy), so an unchanged one is
+    /// not written or compared on disk.
+    saved_ledger: Option<Vec<u8>>,
     /// The distinct chains of the held certificates (one or two: the intermediate, and the
     /// next one during a rollover), each held once.
     chains: Chains,
@@ -376,12 +377,13 @@ impl Holdings {
     }
 
     pub fn save_ledger(&mut self) -> io::Result<()> {
-        if self.saved_ledger.as_ref() == Some(&self.ledger) {
+        let json = serde_json::to_vec_pretty(&self.ledger).map_err(io::Error::other)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &json);
+        if self.saved_ledger.as_deref() == Some(digest.as_ref()) {
             return Ok(());
         }
-        let json = serde_json::to_vec_pretty(&self.ledger).map_err(io::Error::other)?;
         crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)?;
-        self.saved_ledger = Some(self.ledger.clone());
+        self.saved_ledger = Some(digest.as_ref().to_vec());
         Ok(())
     }
 }

@@ -48,8 +48,9 @@ pub struct Reconciler<S, A> {
     pub clock: Clock,
     /// The order each refused identity was refused for: a different one is asked at once.
     refused: BTreeMap<Identity, CertSpecLite>,
-    /// What status.json holds (where, and the entries), so an unchanged status is not rewritten.
-    status_written: Option<(PathBuf, Vec<StatusEntry>)>,
+    /// What status.json holds (where, and a digest of the entries: a copy of 1,000 entries
+    /// would be ~0.5 MiB), so an unchanged status is not rewritten.
+    status_written: Option<(PathBuf, [u8; 32])>,
     /// Set after a pass that found nothing to do; see [`Quiet`].
     quiet: Option<Quiet>,
 }
@@ -81,6 +82,15 @@ impl Quiet {
             && self.planned_at <= now
             && now < self.until
     }
+}
+
+/// SHA-256 of the entries' JSON: what tells an unchanged status.
+fn digest_of(entries: &[StatusEntry]) -> [u8; 32] {
+    let json = serde_json::to_vec(entries).unwrap_or_default();
+    let d = ring::digest::digest(&ring::digest::SHA256, &json);
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// Whether a plan asks for nothing to be done.
@@ -241,9 +251,9 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             tracing::error!(error = %e, "cannot save the delivery ledger");
         }
         let entries = status_entries(&p, &self.holdings);
-        let written = (cfg.state_dir.clone(), entries);
+        let written = (cfg.state_dir.clone(), digest_of(&entries));
         if self.status_written.as_ref() != Some(&written) {
-            match crate::store::status::write(&written.0, &written.1) {
+            match crate::store::status::write(&written.0, &entries) {
                 Ok(_) => self.status_written = Some(written),
                 Err(e) => tracing::warn!(error = %e, "cannot write status.json"),
             }
