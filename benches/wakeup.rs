@@ -7,6 +7,7 @@
 //! Measured:
 //! - `steady`: a wake-up with nothing to do and nothing changed (a timer);
 //! - `unrelated event`: a wake-up after a container without certdock labels started;
+//! - `a labelled container stops/starts`: a whole pass that finds nothing to issue or deliver;
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
@@ -210,6 +211,20 @@ async fn run(n: usize) {
         unrelated.push(t.elapsed());
     }
 
+    // A labelled container stops or starts: a whole pass (what asks changed), nothing to issue.
+    let mut labelled_state = Vec::new();
+    for round in 0..passes {
+        let i = (round / 2 * 7919) % n;
+        let mut c = container(i, &format!("svc-{i}.internal"));
+        if round.is_multiple_of(2) {
+            c.state = ContainerState::Stopped;
+        }
+        store.apply(WatchEvent::Upsert(c));
+        let t = Instant::now();
+        rec.reconcile(&cfg, &mut store, &bundle).await;
+        labelled_state.push(t.elapsed());
+    }
+
     let mut one_change = Vec::new();
     for round in 0..20 {
         let i = (round * 7919) % n;
@@ -234,10 +249,11 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
         summary(&mut unrelated),
+        summary(&mut labelled_state),
         summary(&mut one_change),
         ms(load),
         ms(restart),
