@@ -58,6 +58,12 @@ pub enum Record {
     Revoked { serial: String, at: i64 },
 }
 
+/// Records written by [`Inventory::write_issued`], waiting for their fsync.
+pub struct Written {
+    records: Vec<Record>,
+    read_past: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub record: IssuedRecord,
@@ -114,11 +120,18 @@ impl Inventory {
         Ok(())
     }
 
-    /// Indexes records this process wrote; `in_file` counts them when they are read back.
-    fn apply(&mut self, records: Vec<Record>) {
+    /// Indexes records this process wrote. `read_past`: the journal will not hand them back
+    /// (see [`Journal::append_unsynced`]), so they are counted in the file now; otherwise
+    /// `in_file` counts them when [`Inventory::refresh`] reads them back.
+    fn apply(&mut self, records: Vec<Record>, read_past: bool) {
         let mut uncounted = 0;
+        let in_file = if read_past {
+            &mut self.in_file
+        } else {
+            &mut uncounted
+        };
         for r in records {
-            apply_one(&mut self.by_serial, &mut uncounted, self.drop_before, r);
+            apply_one(&mut self.by_serial, in_file, self.drop_before, r);
         }
     }
 
@@ -200,19 +213,20 @@ impl Inventory {
     /// Writes issued records without waiting for the disk (the group commit, `ca::commit`,
     /// batches many into one fsync). The caller fsyncs the returned file (holding the state lock, not this inventory),
     /// then calls [`Inventory::apply_issued`]. (A `refresh` in between may read the records from
-    /// the page cache early: harmless, since nobody holds those certificates yet.)
+    /// the page cache early when another process appended before them: harmless, since nobody
+    /// holds those certificates yet.)
     pub fn write_issued(
         &mut self,
         records: Vec<IssuedRecord>,
-    ) -> io::Result<(std::fs::File, Vec<Record>)> {
-        let recs: Vec<Record> = records.into_iter().map(Record::Issued).collect();
-        let sync = self.journal.append_unsynced(&recs)?;
-        Ok((sync, recs))
+    ) -> io::Result<(std::sync::Arc<std::fs::File>, Written)> {
+        let records: Vec<Record> = records.into_iter().map(Record::Issued).collect();
+        let (sync, read_past) = self.journal.append_unsynced(&records)?;
+        Ok((sync, Written { records, read_past }))
     }
 
     /// After the caller's fsync of [`Inventory::write_issued`]: the records join the index.
-    pub fn apply_issued(&mut self, records: Vec<Record>) {
-        self.apply(records);
+    pub fn apply_issued(&mut self, written: Written) {
+        self.apply(written.records, written.read_past);
     }
 
     /// Durably records a revocation. Returns false when the serial is unknown.
@@ -224,8 +238,8 @@ impl Inventory {
             serial: serial.to_string(),
             at,
         };
-        self.journal.append(std::slice::from_ref(&rec))?;
-        self.apply(vec![rec]);
+        let read_past = self.journal.append(std::slice::from_ref(&rec))?;
+        self.apply(vec![rec], read_past);
         Ok(true)
     }
 
@@ -247,8 +261,8 @@ impl Inventory {
                 at,
             })
             .collect();
-        self.journal.append(&recs)?;
-        self.apply(recs);
+        let read_past = self.journal.append(&recs)?;
+        self.apply(recs, read_past);
         Ok(known)
     }
 

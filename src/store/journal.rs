@@ -10,6 +10,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,7 +62,8 @@ impl Compaction {
 
 pub struct Journal<T> {
     path: PathBuf,
-    file: File,
+    /// Shared with writers waiting for their fsync (see [`Journal::append_unsynced`]).
+    file: Arc<File>,
     /// Bytes of the file already parsed (always just after a newline).
     read_to: u64,
     /// Inode seen at open: when the file is replaced (a restored state directory), readers start over.
@@ -83,7 +85,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let ino = file.metadata()?.ino();
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             read_to: 0,
             ino,
             _records: PhantomData,
@@ -108,21 +110,34 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     /// Appends records and fsyncs. The caller holds the state lock when other processes may write.
-    pub fn append(&mut self, records: &[T]) -> io::Result<()> {
-        self.append_unsynced(records)?.sync_data()
+    /// Returns whether this reader is past them (see [`Journal::append_unsynced`]).
+    pub fn append(&mut self, records: &[T]) -> io::Result<bool> {
+        let (sync, past) = self.append_unsynced(records)?;
+        sync.sync_data()?;
+        Ok(past)
     }
 
     /// Writes records without waiting for the disk. They are durable once the returned handle's
     /// `sync_data` succeeds, which the caller may run after releasing its in-memory locks (but
     /// still holding the state lock), so that readers of the index do not wait for the disk.
-    pub fn append_unsynced(&mut self, records: &[T]) -> io::Result<File> {
+    ///
+    /// The flag is true when this reader had read everything before them: it is then moved past
+    /// them, so [`Journal::refresh`] never hands a writer back its own records (the caller
+    /// applies them itself). When it is false another process appended since the last read, and
+    /// refresh returns those and these alike.
+    pub fn append_unsynced(&mut self, records: &[T]) -> io::Result<(Arc<File>, bool)> {
         if records.is_empty() {
-            return self.file.try_clone();
+            return Ok((self.file.clone(), false));
         }
-        self.reopen_if_replaced()?;
+        // One `stat` says both whether the file was replaced and (the caller holding the state
+        // lock, nobody else appends) where it ends.
+        let meta = std::fs::metadata(&self.path)?;
+        self.reopen_if(meta.ino())?;
+        let len = meta.len();
         let mut buf = Vec::with_capacity(records.len() * 256);
-        let len = self.file.metadata()?.len();
-        if len > 0 && !self.ends_with_newline(len)? {
+        // `read_to` is always just after a newline: a journal read to its end needs no seal.
+        let caught_up = len == self.read_to;
+        if len > 0 && !caught_up && !self.ends_with_newline(len)? {
             // Seal the torn record a crashed writer left, so ours starts on a line of its own.
             buf.push(b'\n');
         }
@@ -130,8 +145,11 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf)?;
-        self.file.try_clone()
+        (&*self.file).write_all(&buf)?;
+        if caught_up {
+            self.read_to = len + buf.len() as u64;
+        }
+        Ok((self.file.clone(), caught_up))
     }
 
     /// Records appended (by anyone) since the last read. Returns `Err` only on I/O failure.
@@ -145,10 +163,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// [`Journal::refresh`], one record at a time; false when the file was replaced (nothing
     /// was read: reload everything).
     pub fn refresh_each(&mut self, each: impl FnMut(T)) -> io::Result<bool> {
-        if self.reopen_if_replaced()? {
+        let meta = std::fs::metadata(&self.path)?;
+        if self.reopen_if(meta.ino())? {
             return Ok(false);
         }
-        self.read_each(each)?;
+        // Nothing appended since the last read (the common case, one `stat`): no read at all.
+        if meta.len() != self.read_to {
+            self.read_each(each)?;
+        }
         Ok(true)
     }
 
@@ -188,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 ));
             }
             let mut tail = Vec::new();
-            let mut f = &self.file;
+            let mut f = &*self.file;
             f.seek(SeekFrom::Start(c.from))?;
             f.read_to_end(&mut tail)?;
             // Only whole records: nobody writes now, so a line without its newline is torn.
@@ -198,7 +220,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             c.file.sync_data()?;
             std::fs::rename(&c.tmp, &self.path)?;
             super::atomic::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
-            self.file = Self::open_file(&self.path)?;
+            self.file = Arc::new(Self::open_file(&self.path)?);
             self.ino = self.file.metadata()?.ino();
             self.read_to = c.len + tail.len() as u64;
             Ok(tail
@@ -213,12 +235,12 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         result
     }
 
-    fn reopen_if_replaced(&mut self) -> io::Result<bool> {
-        let ino = std::fs::metadata(&self.path)?.ino();
+    /// Reopens the journal when the file at its path is no longer `ino` (it was replaced).
+    fn reopen_if(&mut self, ino: u64) -> io::Result<bool> {
         if ino == self.ino {
             return Ok(false);
         }
-        self.file = Self::open_file(&self.path)?;
+        self.file = Arc::new(Self::open_file(&self.path)?);
         self.ino = ino;
         self.read_to = 0;
         Ok(true)
@@ -226,14 +248,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     fn ends_with_newline(&mut self, len: u64) -> io::Result<bool> {
         let mut last = [0u8; 1];
-        let mut f = &self.file;
+        let mut f = &*self.file;
         f.seek(SeekFrom::Start(len - 1))?;
         f.read_exact(&mut last)?;
         Ok(last[0] == b'\n')
     }
 
     fn read_each(&mut self, mut each: impl FnMut(T)) -> io::Result<()> {
-        let mut f = &self.file;
+        let mut f = &*self.file;
         f.seek(SeekFrom::Start(self.read_to))?;
         let mut reader = BufReader::with_capacity(64 * 1024, f);
         let mut line = Vec::new();
