@@ -58,11 +58,8 @@ pub enum Record {
     Revoked { serial: String, at: i64 },
 }
 
-/// Records written by [`Inventory::write_issued`], waiting for their fsync.
-pub struct Written {
-    records: Vec<Record>,
-    read_past: bool,
-}
+/// Records written by [`Inventory::write_issued`] and not indexed yet, waiting for their fsync.
+pub struct Written(Vec<Record>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -98,8 +95,9 @@ impl Inventory {
     /// read one record at a time, so a long history costs neither memory nor start-up.
     pub fn open_live(state_dir: &Path, now: i64) -> io::Result<Self> {
         let mut inv = Self {
-            // Opened to create it; read by `reload`.
-            journal: Journal::open_unread(&state_dir.join("inventory.log"))?,
+            // Opened to create it; read by `reload`. Reserving: an issuance's fsync writes
+            // its record's block, not the inode too.
+            journal: Journal::open_unread_reserving(&state_dir.join("inventory.log"))?,
             by_serial: HashMap::new(),
             in_file: 0,
             drop_before: now.saturating_sub(KEEP_EXPIRED_SECS),
@@ -116,7 +114,7 @@ impl Inventory {
             (&mut self.by_serial, &mut self.in_file, self.drop_before);
         // Applied record by record: a long journal is never whole in memory.
         self.journal =
-            Journal::open_each(&path, |r| apply_one(by_serial, in_file, drop_before, r))?;
+            Journal::open_each_reserving(&path, |r| apply_one(by_serial, in_file, drop_before, r))?;
         Ok(())
     }
 
@@ -211,22 +209,31 @@ impl Inventory {
     }
 
     /// Writes issued records without waiting for the disk (the group commit, `ca::commit`,
-    /// batches many into one fsync). The caller fsyncs the returned file (holding the state lock, not this inventory),
-    /// then calls [`Inventory::apply_issued`]. (A `refresh` in between may read the records from
-    /// the page cache early when another process appended before them: harmless, since nobody
-    /// holds those certificates yet.)
+    /// batches many into one fsync). The caller fsyncs the returned file (holding the state
+    /// lock, not this inventory), then calls [`Inventory::apply_issued`].
+    ///
+    /// The records join the index here already when the journal will not hand them back (see
+    /// [`Journal::append_unsynced`]): a compaction starting before the fsync must find them in
+    /// the index, since it carries over only what lies past what was read. Otherwise a
+    /// `refresh` reads them back. Either way they may be in the index before they are durable:
+    /// harmless, since nobody holds those certificates yet.
     pub fn write_issued(
         &mut self,
         records: Vec<IssuedRecord>,
     ) -> io::Result<(std::sync::Arc<std::fs::File>, Written)> {
         let records: Vec<Record> = records.into_iter().map(Record::Issued).collect();
         let (sync, read_past) = self.journal.append_unsynced(&records)?;
-        Ok((sync, Written { records, read_past }))
+        if read_past {
+            self.apply(records, true);
+            return Ok((sync, Written(Vec::new())));
+        }
+        Ok((sync, Written(records)))
     }
 
-    /// After the caller's fsync of [`Inventory::write_issued`]: the records join the index.
+    /// After the caller's fsync of [`Inventory::write_issued`]: the records not indexed yet
+    /// join the index.
     pub fn apply_issued(&mut self, written: Written) {
-        self.apply(written.records, written.read_past);
+        self.apply(written.0, false);
     }
 
     /// Durably records a revocation. Returns false when the serial is unknown.
@@ -527,6 +534,27 @@ mod tests {
         record_issued(&mut inv, vec![valid_until("next", now + 100)]);
         let reopened = Inventory::open(dir.path()).unwrap();
         assert_eq!(reopened.len(), 4);
+    }
+
+    #[test]
+    fn records_waiting_for_their_fsync_survive_a_compaction_started_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * KEEP_EXPIRED_SECS;
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        record_issued(&mut inv, vec![valid_until("old", now + 100)]);
+        // The writer has written a batch and waits for the disk (no `apply_issued` yet) when
+        // the compaction takes its records.
+        let (file, written) = inv
+            .write_issued(vec![valid_until("pending", now + 100)])
+            .unwrap();
+        let (records, base) = inv.compaction_records(now).unwrap();
+        let prepared = Compaction::write(base, &records).unwrap();
+        inv.finish_compaction(prepared, records.len()).unwrap();
+        file.sync_data().unwrap();
+        inv.apply_issued(written);
+        let reopened = Inventory::open(dir.path()).unwrap();
+        assert!(reopened.get("pending").is_some(), "a record lost by compaction");
+        assert_eq!(reopened.len(), 2);
     }
 
     #[test]

@@ -4,16 +4,27 @@
 //! most one torn last line without its newline; readers ignore it and the next writer seals it
 //! with a newline first, so one torn record never hides the ones after it. Several processes may
 //! share a journal: writers hold the state lock, readers catch up with [`Journal::refresh`].
+//!
+//! A *reserving* journal (the inventory's) keeps zeroed space after its last record and
+//! writes new records into it, so that an append does not grow the file: ext4 then need not
+//! write the inode on every fsync, only the data block (one disk write instead of two). A NUL
+//! byte where a record would start marks the end of the records; NULs followed by records
+//! (appended by a release that did not reserve) are skipped. A journal without NULs (every
+//! earlier release's) reads as before and gets its reserve at its next append.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// Zeroed bytes a reserving journal writes after its records when it runs out of room: one
+/// growth of the file (and inode write) per about 800 inventory records.
+const RESERVE: usize = 256 << 10;
 
 /// Where a compaction starts (see [`Journal::compaction_base`]).
 pub struct CompactionBase {
@@ -68,6 +79,11 @@ pub struct Journal<T> {
     read_to: u64,
     /// Inode seen at open: when the file is replaced (a restored state directory), readers start over.
     ino: u64,
+    /// Writes into zeroed space after the records (see the module documentation).
+    reserve: bool,
+    /// The file's length when this journal last read or wrote it: while it is unchanged, a
+    /// reserving journal's news can only be records written into the reserve at `read_to`.
+    seen_len: u64,
     _records: PhantomData<fn() -> T>,
 }
 
@@ -81,13 +97,24 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     /// Opens (creating) the journal without reading it.
     pub fn open_unread(path: &Path) -> io::Result<Self> {
-        let file = Self::open_file(path)?;
+        Self::open_unread_with(path, false)
+    }
+
+    /// [`Journal::open_unread`] for a reserving journal (see the module documentation).
+    pub fn open_unread_reserving(path: &Path) -> io::Result<Self> {
+        Self::open_unread_with(path, true)
+    }
+
+    fn open_unread_with(path: &Path, reserve: bool) -> io::Result<Self> {
+        let file = Self::open_file(path, reserve)?;
         let ino = file.metadata()?.ino();
         Ok(Self {
             path: path.to_path_buf(),
             file: Arc::new(file),
             read_to: 0,
             ino,
+            reserve,
+            seen_len: 0,
             _records: PhantomData,
         })
     }
@@ -96,17 +123,34 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// journal is never all in memory at once.
     pub fn open_each(path: &Path, each: impl FnMut(T)) -> io::Result<Self> {
         let mut journal = Self::open_unread(path)?;
-        journal.read_each(each)?;
+        journal.read_all(each)?;
         Ok(journal)
     }
 
-    fn open_file(path: &Path) -> io::Result<File> {
+    /// [`Journal::open_each`] for a reserving journal (see the module documentation).
+    pub fn open_each_reserving(path: &Path, each: impl FnMut(T)) -> io::Result<Self> {
+        let mut journal = Self::open_unread_reserving(path)?;
+        journal.read_all(each)?;
+        Ok(journal)
+    }
+
+    /// A reserving journal writes at a position of its own (`O_APPEND` would ignore it).
+    fn open_file(path: &Path, reserve: bool) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(reserve)
+            .append(!reserve)
             .create(true)
             .mode(0o600)
             .open(path)
+    }
+
+    /// Reads everything there is (at open).
+    fn read_all(&mut self, each: impl FnMut(T)) -> io::Result<()> {
+        let len = self.file.metadata()?.len();
+        self.read_each(each)?;
+        self.seen_len = len;
+        Ok(())
     }
 
     /// Appends records and fsyncs. The caller holds the state lock when other processes may write.
@@ -134,10 +178,9 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let meta = std::fs::metadata(&self.path)?;
         self.reopen_if(meta.ino())?;
         let len = meta.len();
+        let (at, caught_up, seal) = self.write_position(len)?;
         let mut buf = Vec::with_capacity(records.len() * 256);
-        // `read_to` is always just after a newline: a journal read to its end needs no seal.
-        let caught_up = len == self.read_to;
-        if len > 0 && !caught_up && !self.ends_with_newline(len)? {
+        if seal {
             // Seal the torn record a crashed writer left, so ours starts on a line of its own.
             buf.push(b'\n');
         }
@@ -145,11 +188,59 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        (&*self.file).write_all(&buf)?;
+        let end = at + buf.len() as u64;
+        if self.reserve {
+            if end > len {
+                // Out of room: the next reserve goes out with these records.
+                buf.resize(buf.len() + RESERVE, 0);
+            }
+            self.file.write_all_at(&buf, at)?;
+            if caught_up {
+                // Otherwise the length stays unseen: the records before these are news.
+                self.seen_len = len.max(at + buf.len() as u64);
+            }
+        } else {
+            (&*self.file).write_all(&buf)?;
+        }
         if caught_up {
-            self.read_to = len + buf.len() as u64;
+            self.read_to = end;
         }
         Ok((self.file.clone(), caught_up))
+    }
+
+    /// Where the next records go in a file of `len` bytes, whether everything before is read
+    /// (`read_to` is always just after a newline), and whether a torn record must be sealed.
+    fn write_position(&mut self, len: u64) -> io::Result<(u64, bool, bool)> {
+        if !self.reserve {
+            let caught_up = len == self.read_to;
+            let seal = len > 0 && !caught_up && !self.ends_with_newline(len)?;
+            return Ok((len, caught_up, seal));
+        }
+        if !self.has_news(len)? {
+            return Ok((self.read_to, true, false));
+        }
+        // Records this reader has not read (another process's, or a torn one): ours go after
+        // the last byte that is not reserve.
+        let mut rest = vec![0u8; len.saturating_sub(self.read_to) as usize];
+        self.file.read_exact_at(&mut rest, self.read_to)?;
+        Ok(match rest.iter().rposition(|&b| b != 0) {
+            Some(i) => (self.read_to + i as u64 + 1, false, rest[i] != b'\n'),
+            None => (self.read_to, true, false),
+        })
+    }
+
+    /// Whether the file (now `len` bytes) may hold records this reader has not read.
+    fn has_news(&self, len: u64) -> io::Result<bool> {
+        if len == self.read_to {
+            return Ok(false);
+        }
+        if !self.reserve || len != self.seen_len {
+            return Ok(true);
+        }
+        // Same length: only a record written into the reserve, right where reading stopped.
+        let mut first = [0u8; 1];
+        let n = self.file.read_at(&mut first, self.read_to)?;
+        Ok(n == 1 && first[0] != 0)
     }
 
     /// Records appended (by anyone) since the last read. Returns `Err` only on I/O failure.
@@ -167,9 +258,11 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         if self.reopen_if(meta.ino())? {
             return Ok(false);
         }
-        // Nothing appended since the last read (the common case, one `stat`): no read at all.
-        if meta.len() != self.read_to {
+        // Nothing written since the last read (the common case: one `stat`, and for a
+        // reserving journal one byte read): no read at all.
+        if self.has_news(meta.len())? {
             self.read_each(each)?;
+            self.seen_len = meta.len();
         }
         Ok(true)
     }
@@ -220,9 +313,10 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             c.file.sync_data()?;
             std::fs::rename(&c.tmp, &self.path)?;
             super::atomic::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
-            self.file = Arc::new(Self::open_file(&self.path)?);
+            self.file = Arc::new(Self::open_file(&self.path, self.reserve)?);
             self.ino = self.file.metadata()?.ino();
             self.read_to = c.len + tail.len() as u64;
+            self.seen_len = self.read_to;
             Ok(tail
                 .split(|&b| b == b'\n')
                 .filter(|l| !l.is_empty())
@@ -240,9 +334,10 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         if ino == self.ino {
             return Ok(false);
         }
-        self.file = Arc::new(Self::open_file(&self.path)?);
+        self.file = Arc::new(Self::open_file(&self.path, self.reserve)?);
         self.ino = ino;
         self.read_to = 0;
+        self.seen_len = 0;
         Ok(true)
     }
 
@@ -260,8 +355,16 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let mut reader = BufReader::with_capacity(64 * 1024, f);
         let mut line = Vec::new();
         loop {
+            // Reserve where a record would start: the end, unless records follow it.
+            let zeros = skip_zeros(&mut reader)?;
+            if zeros > 0 {
+                if reader.fill_buf()?.is_empty() {
+                    break;
+                }
+                self.read_to += zeros;
+            }
             line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
+            let n = read_line(&mut reader, &mut line)?;
             // Only whole lines count: a line without its newline is being written, or was torn.
             if n == 0 || line.last() != Some(&b'\n') {
                 break;
@@ -280,6 +383,48 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             }
         }
         Ok(())
+    }
+}
+
+/// Consumes NUL bytes (reserve) at the reader's position; returns how many.
+fn skip_zeros(reader: &mut impl BufRead) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let buf = reader.fill_buf()?;
+        let zeros = buf.iter().take_while(|&&b| b == 0).count();
+        let more = zeros == buf.len() && !buf.is_empty();
+        reader.consume(zeros);
+        total += zeros as u64;
+        if !more {
+            return Ok(total);
+        }
+    }
+}
+
+/// Reads up to and including a newline, stopping early (without consuming it) at a NUL: a
+/// record torn inside the reserve ends there, not a megabyte later.
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<usize> {
+    let mut n = 0;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        match buf.iter().position(|&b| b == b'\n' || b == 0) {
+            Some(i) => {
+                let newline = buf[i] == b'\n';
+                let take = if newline { i + 1 } else { i };
+                line.extend_from_slice(&buf[..take]);
+                reader.consume(take);
+                return Ok(n + take);
+            }
+            None => {
+                let len = buf.len();
+                line.extend_from_slice(buf);
+                reader.consume(len);
+                n += len;
+            }
+        }
     }
 }
 
@@ -327,5 +472,72 @@ mod tests {
             None,
             "a replaced file asks readers to reload"
         );
+    }
+
+    fn reserving(p: &Path) -> (Journal<u32>, Vec<u32>) {
+        let mut all = Vec::new();
+        let j = Journal::open_each_reserving(p, |r| all.push(r)).unwrap();
+        (j, all)
+    }
+
+    #[test]
+    fn a_reserving_journal_writes_into_its_reserve_without_growing_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.log");
+        // A journal of an earlier release: no reserve. It reads as before.
+        std::fs::write(&p, b"1\n2\n").unwrap();
+        let (mut j, recs) = reserving(&p);
+        assert_eq!(recs, vec![1, 2]);
+        assert!(j.append(&[3]).unwrap(), "read to its end: not handed back");
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert_eq!(len, 6 + RESERVE as u64, "records, then the reserve");
+        assert!(j.append(&[4, 5]).unwrap());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), len, "written into the reserve");
+        assert_eq!(j.refresh().unwrap(), Some(vec![]), "a writer's own records stay its own");
+        assert_eq!(reserving(&p).1, vec![1, 2, 3, 4, 5]);
+        let (_, plain) = Journal::<u32>::open(&p).unwrap();
+        assert_eq!(plain, vec![1, 2, 3, 4, 5], "a plain reader stops at the reserve too");
+        // What every earlier release counted as records: the lines.
+        let text = std::fs::read(&p).unwrap();
+        assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 5);
+    }
+
+    #[test]
+    fn readers_see_records_written_into_the_reserve_and_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.log");
+        let (mut reader, _) = reserving(&p);
+        let (mut writer, _) = reserving(&p);
+        writer.append(&[1]).unwrap();
+        assert_eq!(reader.refresh().unwrap(), Some(vec![1]));
+        writer.append(&[2]).unwrap();
+        assert_eq!(reader.refresh().unwrap(), Some(vec![2]), "same length, new record");
+        assert_eq!(reader.refresh().unwrap(), Some(vec![]));
+        // An earlier release appends (O_APPEND) after the reserve, sealing what it takes for a
+        // torn line first.
+        let mut old = OpenOptions::new().append(true).open(&p).unwrap();
+        old.write_all(b"\n3\n").unwrap();
+        assert_eq!(reader.refresh().unwrap(), Some(vec![3]));
+        // The writer has not read 3: it writes after it, and hands back both.
+        assert!(!writer.append(&[4]).unwrap());
+        assert_eq!(writer.refresh().unwrap(), Some(vec![3, 4]));
+        assert_eq!(reader.refresh().unwrap(), Some(vec![4]));
+        assert_eq!(reserving(&p).1, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_record_torn_in_the_reserve_is_ignored_and_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.log");
+        let (mut j, _) = reserving(&p);
+        j.append(&[1]).unwrap();
+        // A crash in the middle of a write into the reserve: a prefix, then zeros.
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(b"{\"to", 2).unwrap();
+        let (mut again, recs) = reserving(&p);
+        assert_eq!(recs, vec![1]);
+        assert!(!again.append(&[2]).unwrap(), "the torn record was not read past");
+        assert_eq!(reserving(&p).1, vec![1, 2]);
+        assert_eq!(again.refresh().unwrap(), Some(vec![2]));
     }
 }
