@@ -154,7 +154,9 @@ fn writer(state_dir: &std::path::Path, inventory: &Mutex<Inventory>, jobs: &Rece
         let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             write_batch(state_dir, &mut lock_file, inventory, records)
         }))
-        .unwrap_or_else(|_| vec![Err(Failure::Internal("the inventory writer panicked".into())); n]);
+        .unwrap_or_else(|_| {
+            vec![Err(Failure::Internal("the inventory writer panicked".into())); n]
+        });
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             reply.send(outcome);
         }

@@ -553,7 +553,10 @@ mod tests {
         file.sync_data().unwrap();
         inv.apply_issued(written);
         let reopened = Inventory::open(dir.path()).unwrap();
-        assert!(reopened.get("pending").is_some(), "a record lost by compaction");
+        assert!(
+            reopened.get("pending").is_some(),
+            "a record lost by compaction"
+        );
         assert_eq!(reopened.len(), 2);
     }
 

@@ -175,9 +175,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         }
         // One `stat` says both whether the file was replaced and (the caller holding the state
         // lock, nobody else appends) where it ends.
-        let meta = std::fs::metadata(&self.path)?;
-        self.reopen_if(meta.ino())?;
-        let len = meta.len();
+        let (ino, len) = ino_len(&self.path)?;
+        self.reopen_if(ino)?;
         let (at, caught_up, seal) = self.write_position(len)?;
         let mut buf = Vec::with_capacity(records.len() * 256);
         if seal {
@@ -254,15 +253,15 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// [`Journal::refresh`], one record at a time; false when the file was replaced (nothing
     /// was read: reload everything).
     pub fn refresh_each(&mut self, each: impl FnMut(T)) -> io::Result<bool> {
-        let meta = std::fs::metadata(&self.path)?;
-        if self.reopen_if(meta.ino())? {
+        let (ino, len) = ino_len(&self.path)?;
+        if self.reopen_if(ino)? {
             return Ok(false);
         }
         // Nothing written since the last read (the common case: one `stat`, and for a
         // reserving journal one byte read): no read at all.
-        if self.has_news(meta.len())? {
+        if self.has_news(len)? {
             self.read_each(each)?;
-            self.seen_len = meta.len();
+            self.seen_len = len;
         }
         Ok(true)
     }
@@ -386,6 +385,28 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 }
 
+/// Inode and length of the file at `path`, without asking for its times. A stat that reads
+/// them makes ext4 (multigrain timestamps, Linux 6.13 and later) give the file a fresh
+/// fine-grained mtime at its next write, and that dirty inode is then written by the
+/// fdatasync too: a stat per request would cost every issuance's fsync a second disk write.
+fn ino_len(path: &Path) -> io::Result<(u64, u64)> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+    match statx(
+        CWD,
+        path,
+        AtFlags::empty(),
+        StatxFlags::INO | StatxFlags::SIZE,
+    ) {
+        Ok(st) => Ok((st.stx_ino, st.stx_size)),
+        // Kernels before statx (4.11).
+        Err(rustix::io::Errno::NOSYS) => {
+            let meta = std::fs::metadata(path)?;
+            Ok((meta.ino(), meta.len()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Consumes NUL bytes (reserve) at the reader's position; returns how many.
 fn skip_zeros(reader: &mut impl BufRead) -> io::Result<u64> {
     let mut total = 0;
@@ -492,11 +513,23 @@ mod tests {
         let len = std::fs::metadata(&p).unwrap().len();
         assert_eq!(len, 6 + RESERVE as u64, "records, then the reserve");
         assert!(j.append(&[4, 5]).unwrap());
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), len, "written into the reserve");
-        assert_eq!(j.refresh().unwrap(), Some(vec![]), "a writer's own records stay its own");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            len,
+            "written into the reserve"
+        );
+        assert_eq!(
+            j.refresh().unwrap(),
+            Some(vec![]),
+            "a writer's own records stay its own"
+        );
         assert_eq!(reserving(&p).1, vec![1, 2, 3, 4, 5]);
         let (_, plain) = Journal::<u32>::open(&p).unwrap();
-        assert_eq!(plain, vec![1, 2, 3, 4, 5], "a plain reader stops at the reserve too");
+        assert_eq!(
+            plain,
+            vec![1, 2, 3, 4, 5],
+            "a plain reader stops at the reserve too"
+        );
         // What every earlier release counted as records: the lines.
         let text = std::fs::read(&p).unwrap();
         assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 5);
@@ -511,7 +544,11 @@ mod tests {
         writer.append(&[1]).unwrap();
         assert_eq!(reader.refresh().unwrap(), Some(vec![1]));
         writer.append(&[2]).unwrap();
-        assert_eq!(reader.refresh().unwrap(), Some(vec![2]), "same length, new record");
+        assert_eq!(
+            reader.refresh().unwrap(),
+            Some(vec![2]),
+            "same length, new record"
+        );
         assert_eq!(reader.refresh().unwrap(), Some(vec![]));
         // An earlier release appends (O_APPEND) after the reserve, sealing what it takes for a
         // torn line first.
@@ -536,7 +573,10 @@ mod tests {
         f.write_all_at(b"{\"to", 2).unwrap();
         let (mut again, recs) = reserving(&p);
         assert_eq!(recs, vec![1]);
-        assert!(!again.append(&[2]).unwrap(), "the torn record was not read past");
+        assert!(
+            !again.append(&[2]).unwrap(),
+            "the torn record was not read past"
+        );
         assert_eq!(reserving(&p).1, vec![1, 2]);
         assert_eq!(again.refresh().unwrap(), Some(vec![2]));
     }
