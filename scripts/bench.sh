@@ -25,6 +25,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 # CERTDOCK_BIN: measure that binary as is (e.g. an older build, to compare), instead of building.
+# CERTDOCK_BASELINE_BIN (group api): another binary (e.g. main's) measured in the same rounds, interleaved.
 BIN=${CERTDOCK_BIN:-$TARGET/release/certdock}
 RUNS=${BENCH_RUNS:-3}
 CONNS=${BENCH_CONNECTIONS:-8}
@@ -166,6 +167,44 @@ print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1e3:.{d}f} {p["p99"]*1e3:.{d}f} {ok/
 PY
 }
 
+# certdock_up DIR BIN: `serve` with its state in DIR/state, an enrolled agent (DIR/agent.pem,
+# DIR/agent.key) and a client certificate for /v1/renew (DIR/renew/); sets UP_PORT and UP_PID.
+certdock_up() {
+    local D=$1 bin=$2
+    UP_PORT=$(free_port)
+    "$bin" serve --state-dir "$D/state" --listen "127.0.0.1:$UP_PORT" --api-name localhost,127.0.0.1 \
+        --log-format json 2>"$D/serve.log" &
+    UP_PID=$!
+    for _ in $(seq 100); do curl -sk "https://127.0.0.1:$UP_PORT/health" >/dev/null && break; sleep 0.1; done
+    local url="https://127.0.0.1:$UP_PORT"
+    # An enrolled agent (its client certificate may /v1/sign within its scope).
+    local tok; tok=$("$bin" token create --kind agent --name bench.agents --state-dir "$D/state")
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/agent.key" 2>/dev/null
+    openssl req -new -key "$D/agent.key" -subj "/CN=bench.agents" -out "$D/agent.csr" 2>/dev/null
+    python3 -c 'import json,sys; print(json.dumps({"csr": open(sys.argv[1]).read()}))' "$D/agent.csr" > "$D/enrol.json"
+    curl -sfk -H "authorization: Bearer $tok" -H 'content-type: application/json' --data @"$D/enrol.json" "$url/v1/sign" \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin); open(sys.argv[1],"w").write(r["fullchain"])' "$D/agent.pem"
+    # A client certificate for /v1/renew.
+    "$bin" issue renew.bench.internal --usage client --out "$D/renew" --state-dir "$D/state" >/dev/null
+}
+
+# cpu_ticks PID: user+system clock ticks the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# measured KEY PID LOAD-ARGS...: one `load` run, its figures kept under KEY with the server's
+# CPU time per response (µs, from /proc/PID/stat).
+measured() {
+    local k=$1 pid=$2; shift 2
+    local t0 t1 a b c d e
+    t0=$(cpu_ticks "$pid")
+    read -r a b c d e < <(load "$@")
+    t1=$(cpu_ticks "$pid")
+    local n; n=$(python3 -c 'import ast,sys; print(sum(ast.literal_eval(sys.argv[1]).values()))' "$e")
+    local us; us=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l | xargs printf '%.0f')
+    rps[$k]+="$a "; p50[$k]+="$b "; p99[$k]+="$c "; cpu[$k]+="$us "
+    echo "  run $r $k: $a req/s p50 $b ms p99 $c ms server CPU ${us} µs/response ok=$d $e"
+}
+
 group_api() {
     build
     need_deb openssl openssl
@@ -173,25 +212,20 @@ group_api() {
     need_deb curl curl
     OHA=$(oha_bin)
     local W; W=$(mktemp -d)
-    trap 'kill ${SERVE_PID:-} ${CFSSL_PID:-} 2>/dev/null || true; rm -rf "$W"' RETURN
+    trap 'kill ${SERVE_PID:-} ${BASE_PID:-} ${CFSSL_PID:-} 2>/dev/null || true; rm -rf "$W"' RETURN
     echo "# group 2: API signing over keep-alive mTLS, $CONNS connections, ${API_SECONDS}s per run, oha $("$OHA" --version | cut -d' ' -f2)"; machine
 
     # certdock serve, and the credentials a client needs.
-    local port; port=$(free_port)
-    "$BIN" serve --state-dir "$W/state" --listen "127.0.0.1:$port" --api-name localhost,127.0.0.1 \
-        --log-format json 2>"$W/serve.log" &
-    SERVE_PID=$!
-    for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+    certdock_up "$W" "$BIN"
+    local port=$UP_PORT; SERVE_PID=$UP_PID
     local url="https://127.0.0.1:$port"
-    # An enrolled agent (its client certificate may /v1/sign within its scope).
-    local tok; tok=$("$BIN" token create --kind agent --name bench.agents --state-dir "$W/state")
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/agent.key" 2>/dev/null
-    openssl req -new -key "$W/agent.key" -subj "/CN=bench.agents" -out "$W/agent.csr" 2>/dev/null
-    python3 -c 'import json,sys; print(json.dumps({"csr": open(sys.argv[1]).read()}))' "$W/agent.csr" > "$W/enrol.json"
-    curl -sfk -H "authorization: Bearer $tok" -H 'content-type: application/json' --data @"$W/enrol.json" "$url/v1/sign" \
-        | python3 -c 'import json,sys; r=json.load(sys.stdin); open(sys.argv[1],"w").write(r["fullchain"])' "$W/agent.pem"
-    # A client certificate for /v1/renew.
-    "$BIN" issue renew.bench.internal --usage client --out "$W/renew" --state-dir "$W/state" >/dev/null
+    # CERTDOCK_BASELINE_BIN: another build (e.g. main's), measured in the same rounds.
+    local base_url=
+    if [ -n "${CERTDOCK_BASELINE_BIN:-}" ]; then
+        mkdir -p "$W/base"
+        certdock_up "$W/base" "$CERTDOCK_BASELINE_BIN"
+        base_url="https://127.0.0.1:$UP_PORT"; BASE_PID=$UP_PID
+    fi
     # The CSR both CAs sign, over and over.
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/leaf.key" 2>/dev/null
     openssl req -new -key "$W/leaf.key" -subj "/CN=svc.bench.internal" \
@@ -221,22 +255,24 @@ JSON
         || { echo "cfssl does not sign: $(cat "$W/cfssl.log" | tail -5)"; return 1; }
 
     local records_before; records_before=$(wc -l < "$W/state/inventory.log")
-    declare -A rps p50 p99
+    declare -A rps p50 p99 cpu
+    local keys=(cfssl sign renew)
+    [ -n "$base_url" ] && keys+=(baseline-sign baseline-renew)
     for r in $(seq "$RUNS"); do
-        # Interleaved, so that a noisy neighbour hurts both peers alike.
-        read -r a b c d e < <(load cfssl "https://127.0.0.1:$cport/api/v1/cfssl/sign" "$W/cfssl.json" "$W/renew/fullchain.pem" "$W/renew/key.pem")
-        rps[cfssl]+="$a "; p50[cfssl]+="$b "; p99[cfssl]+="$c "; echo "  run $r cfssl /api/v1/cfssl/sign: $a req/s p50 $b ms p99 $c ms ok=$d $e"
-        read -r a b c d e < <(load sign "$url/v1/sign" "$W/sign.json" "$W/agent.pem" "$W/agent.key")
-        rps[sign]+="$a "; p50[sign]+="$b "; p99[sign]+="$c "; echo "  run $r certdock /v1/sign (agent mTLS): $a req/s p50 $b ms p99 $c ms ok=$d $e"
-        read -r a b c d e < <(load renew "$url/v1/renew" "$W/renew.json" "$W/renew/fullchain.pem" "$W/renew/key.pem")
-        rps[renew]+="$a "; p50[renew]+="$b "; p99[renew]+="$c "; echo "  run $r certdock /v1/renew (mTLS): $a req/s p50 $b ms p99 $c ms ok=$d $e"
+        # Interleaved, so that a noisy neighbour hurts all peers alike.
+        measured cfssl "$CFSSL_PID" cfssl "https://127.0.0.1:$cport/api/v1/cfssl/sign" "$W/cfssl.json" "$W/renew/fullchain.pem" "$W/renew/key.pem"
+        measured sign "$SERVE_PID" sign "$url/v1/sign" "$W/sign.json" "$W/agent.pem" "$W/agent.key"
+        [ -n "$base_url" ] && measured baseline-sign "$BASE_PID" sign "$base_url/v1/sign" "$W/sign.json" "$W/base/agent.pem" "$W/base/agent.key"
+        measured renew "$SERVE_PID" renew "$url/v1/renew" "$W/renew.json" "$W/renew/fullchain.pem" "$W/renew/key.pem"
+        [ -n "$base_url" ] && measured baseline-renew "$BASE_PID" renew "$base_url/v1/renew" "$W/renew.json" "$W/base/renew/fullchain.pem" "$W/base/renew/key.pem"
     done
     local records_after; records_after=$(wc -l < "$W/state/inventory.log")
     local cf; cf=$(echo ${rps[cfssl]} | tr ' ' '\n' | median | cut -d' ' -f1)
-    for k in cfssl sign renew; do
+    for k in "${keys[@]}"; do
         local m; m=$(echo ${rps[$k]} | tr ' ' '\n' | median)
         echo "api $k req/s=$m p50_ms=$(echo ${p50[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" \
             "p99_ms=$(echo ${p99[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" \
+            "cpu_us_per_response=$(echo ${cpu[$k]} | tr ' ' '\n' | median)" \
             "ratio_vs_cfssl=$(echo "$(echo "$m" | cut -d' ' -f1) / $cf" | bc -l | xargs printf '%.2f')"
     done
     echo "api inventory records written during the runs: $((records_after - records_before)) (every certdock issuance, fsynced before its answer)"

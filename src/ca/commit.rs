@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::CaError;
 use crate::store::inventory::{Inventory, IssuedRecord};
-use crate::store::lock::StateLock;
+use crate::store::lock::StateLockFile;
 
 /// More than this many records wait for the next batch (bounds one write's size).
 const MAX_BATCH: usize = 4096;
@@ -136,6 +136,8 @@ impl Durable {
 }
 
 fn writer(state_dir: &std::path::Path, inventory: &Mutex<Inventory>, jobs: &Receiver<Job>) {
+    // The lock file stays open between batches.
+    let mut lock_file: Option<StateLockFile> = None;
     // Blocks for the first record, then takes whatever else has queued up meanwhile: while
     // one batch waits for the disk, the next one gathers.
     while let Ok(first) = jobs.recv() {
@@ -146,15 +148,17 @@ fn writer(state_dir: &std::path::Path, inventory: &Mutex<Inventory>, jobs: &Rece
                 Err(_) => break,
             }
         }
-        let records: Vec<IssuedRecord> = batch.iter().map(|j| j.record.clone()).collect();
+        let n = batch.len();
+        let (records, replies): (Vec<IssuedRecord>, Vec<Reply>) =
+            batch.into_iter().map(|j| (j.record, j.reply)).unzip();
         let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_batch(state_dir, inventory, records)
+            write_batch(state_dir, &mut lock_file, inventory, records)
         }))
         .unwrap_or_else(|_| {
-            vec![Err(Failure::Internal("the inventory writer panicked".into())); batch.len()]
+            vec![Err(Failure::Internal("the inventory writer panicked".into())); n]
         });
-        for (job, outcome) in batch.into_iter().zip(outcomes) {
-            job.reply.send(outcome);
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            reply.send(outcome);
         }
     }
 }
@@ -162,12 +166,20 @@ fn writer(state_dir: &std::path::Path, inventory: &Mutex<Inventory>, jobs: &Rece
 /// Appends one batch with one fsync. Returns one outcome per record, in order.
 fn write_batch(
     state_dir: &std::path::Path,
+    lock_file: &mut Option<StateLockFile>,
     inventory: &Mutex<Inventory>,
     records: Vec<IssuedRecord>,
 ) -> Vec<Outcome> {
     let n = records.len();
     let fail_all = |f: Failure| vec![Err(f); n];
-    let _lock = match StateLock::exclusive(state_dir) {
+    let lock_file = match lock_file {
+        Some(f) => f,
+        None => match StateLockFile::open(state_dir) {
+            Ok(f) => lock_file.insert(f),
+            Err(e) => return fail_all(Failure::Io(e.to_string())),
+        },
+    };
+    let _lock = match lock_file.exclusive() {
         Ok(l) => l,
         Err(e) => return fail_all(Failure::Io(e.to_string())),
     };

@@ -1,7 +1,7 @@
 //! What the CA has issued and revoked: the inventory, its group-committed writes, the CRL, and
 //! the check of a presented client certificate (with its verification cache).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -19,18 +19,21 @@ use crate::store::inventory::{Inventory, IssuedRecord};
 use crate::store::journal::Compaction;
 use crate::store::lock::StateLock;
 
-/// Bound on the verification cache; past it the set starts over (it is only a cache).
-const VERIFIED_CACHE: usize = 4096;
+/// Bound on the verification cache (about 1.5 KiB an entry); past it the cache starts over
+/// (it is only a cache).
+const VERIFIED_CACHE: usize = 1024;
 
 pub struct Ledger {
     state_dir: PathBuf,
     inventory: Arc<Mutex<Inventory>>,
     /// The inventory writer (see [`super::commit`]), started by the first issuance.
     commit: OnceLock<Committer>,
-    /// SHA-256 of client certificates whose signature by a current intermediate was already
-    /// checked: a keep-alive agent presents the same certificate on every request, and the check
-    /// is an ECDSA verification, dearer than the signature the request then asks for.
-    verified: Mutex<HashSet<[u8; 32]>>,
+    /// Client certificates (DER) whose signature by a current intermediate was already checked,
+    /// with what they say: a keep-alive agent presents the same certificate on every request,
+    /// and the check is an ECDSA verification, dearer than the signature the request then asks
+    /// for. Only the signature and the parse are remembered; revocation and expiry are looked
+    /// at on every request.
+    verified: Mutex<HashMap<Box<[u8]>, Arc<CertFacts>>>,
     /// Bumped after every revocation this process records, so holders of a certificate (the
     /// API's own) look at once rather than at their next periodic check.
     revocations: watch::Sender<u64>,
@@ -97,18 +100,20 @@ impl Ledger {
     }
 
     /// The inventory record of a presented certificate, when `ca` issued it (signature checked
-    /// by the TLS layer or here), it is unexpired and not revoked.
+    /// by the TLS layer or here), it is unexpired and not revoked. The record is looked up (and
+    /// the journal caught up first) on every call: a revocation counts from the next request.
     pub fn verify_presented(
         &self,
         ca: &Authority,
         der: &[u8],
         now: OffsetDateTime,
-    ) -> Result<(IssuedRecord, CertFacts), CaError> {
-        let parsed = parse_cert("client certificate", der)?;
-        let facts = CertFacts::from_parsed(&parsed, der);
-        self.verify_signature(ca, &parsed, &facts)?;
-        let serial = facts.serial.clone();
-        let record = self.with_inventory(|inv| match inv.get(&serial) {
+    ) -> Result<(IssuedRecord, Arc<CertFacts>), CaError> {
+        let facts = match self.verified_facts(der) {
+            Some(facts) => facts,
+            None => self.verify_signature(ca, der)?,
+        };
+        let serial = &facts.serial;
+        let record = self.with_inventory(|inv| match inv.get(serial) {
             None => Err(CaError::UnknownCertificate {
                 serial: serial.clone(),
             }),
@@ -118,39 +123,39 @@ impl Ledger {
             Some(e) => Ok(e.record.clone()),
         })??;
         if record.not_after <= now.unix_timestamp() || facts.not_after <= now {
-            return Err(CaError::UnknownCertificate { serial });
+            return Err(CaError::UnknownCertificate {
+                serial: facts.serial.clone(),
+            });
         }
         Ok((record, facts))
     }
 
-    fn verify_signature(
-        &self,
-        ca: &Authority,
-        cert: &x509_parser::certificate::X509Certificate<'_>,
-        facts: &CertFacts,
-    ) -> Result<(), CaError> {
-        if self
-            .verified
-            .lock()
-            .is_ok_and(|v| v.contains(&facts.sha256))
-        {
-            return Ok(());
-        }
+    /// The facts of a certificate whose signature was already checked (a keep-alive client
+    /// presents the same one on every request): no parse, no digest, no ECDSA verification.
+    fn verified_facts(&self, der: &[u8]) -> Option<Arc<CertFacts>> {
+        self.verified.lock().ok()?.get(der).cloned()
+    }
+
+    /// Parses `der` and checks that a current intermediate signed it; remembers it if so.
+    fn verify_signature(&self, ca: &Authority, der: &[u8]) -> Result<Arc<CertFacts>, CaError> {
+        let cert = parse_cert("client certificate", der)?;
+        let facts = CertFacts::from_parsed(&cert, der);
         for inter in ca.intermediates() {
             let parsed = parse_cert("intermediate", &inter.der)?;
             if cert.verify_signature(Some(parsed.public_key())).is_ok() {
+                let facts = Arc::new(facts);
                 // A poisoned cache is only a slower path, never a refusal.
                 if let Ok(mut v) = self.verified.lock() {
                     if v.len() >= VERIFIED_CACHE {
                         v.clear();
                     }
-                    v.insert(facts.sha256);
+                    v.insert(der.into(), facts.clone());
                 }
-                return Ok(());
+                return Ok(facts);
             }
         }
         Err(CaError::UnknownCertificate {
-            serial: facts.serial.clone(),
+            serial: facts.serial,
         })
     }
 

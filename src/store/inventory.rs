@@ -58,6 +58,9 @@ pub enum Record {
     Revoked { serial: String, at: i64 },
 }
 
+/// Records written by [`Inventory::write_issued`] and not indexed yet, waiting for their fsync.
+pub struct Written(Vec<Record>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub record: IssuedRecord,
@@ -92,8 +95,9 @@ impl Inventory {
     /// read one record at a time, so a long history costs neither memory nor start-up.
     pub fn open_live(state_dir: &Path, now: i64) -> io::Result<Self> {
         let mut inv = Self {
-            // Opened to create it; read by `reload`.
-            journal: Journal::open_unread(&state_dir.join("inventory.log"))?,
+            // Opened to create it; read by `reload`. Reserving: an issuance's fsync writes
+            // its record's block, not the inode too.
+            journal: Journal::open_unread_reserving(&state_dir.join("inventory.log"))?,
             by_serial: HashMap::new(),
             in_file: 0,
             drop_before: now.saturating_sub(KEEP_EXPIRED_SECS),
@@ -110,15 +114,22 @@ impl Inventory {
             (&mut self.by_serial, &mut self.in_file, self.drop_before);
         // Applied record by record: a long journal is never whole in memory.
         self.journal =
-            Journal::open_each(&path, |r| apply_one(by_serial, in_file, drop_before, r))?;
+            Journal::open_each_reserving(&path, |r| apply_one(by_serial, in_file, drop_before, r))?;
         Ok(())
     }
 
-    /// Indexes records this process wrote; `in_file` counts them when they are read back.
-    fn apply(&mut self, records: Vec<Record>) {
+    /// Indexes records this process wrote. `read_past`: the journal will not hand them back
+    /// (see [`Journal::append_unsynced`]), so they are counted in the file now; otherwise
+    /// `in_file` counts them when [`Inventory::refresh`] reads them back.
+    fn apply(&mut self, records: Vec<Record>, read_past: bool) {
         let mut uncounted = 0;
+        let in_file = if read_past {
+            &mut self.in_file
+        } else {
+            &mut uncounted
+        };
         for r in records {
-            apply_one(&mut self.by_serial, &mut uncounted, self.drop_before, r);
+            apply_one(&mut self.by_serial, in_file, self.drop_before, r);
         }
     }
 
@@ -198,21 +209,31 @@ impl Inventory {
     }
 
     /// Writes issued records without waiting for the disk (the group commit, `ca::commit`,
-    /// batches many into one fsync). The caller fsyncs the returned file (holding the state lock, not this inventory),
-    /// then calls [`Inventory::apply_issued`]. (A `refresh` in between may read the records from
-    /// the page cache early: harmless, since nobody holds those certificates yet.)
+    /// batches many into one fsync). The caller fsyncs the returned file (holding the state
+    /// lock, not this inventory), then calls [`Inventory::apply_issued`].
+    ///
+    /// The records join the index here already when the journal will not hand them back (see
+    /// [`Journal::append_unsynced`]): a compaction starting before the fsync must find them in
+    /// the index, since it carries over only what lies past what was read. Otherwise a
+    /// `refresh` reads them back. Either way they may be in the index before they are durable:
+    /// harmless, since nobody holds those certificates yet.
     pub fn write_issued(
         &mut self,
         records: Vec<IssuedRecord>,
-    ) -> io::Result<(std::fs::File, Vec<Record>)> {
-        let recs: Vec<Record> = records.into_iter().map(Record::Issued).collect();
-        let sync = self.journal.append_unsynced(&recs)?;
-        Ok((sync, recs))
+    ) -> io::Result<(std::sync::Arc<std::fs::File>, Written)> {
+        let records: Vec<Record> = records.into_iter().map(Record::Issued).collect();
+        let (sync, read_past) = self.journal.append_unsynced(&records)?;
+        if read_past {
+            self.apply(records, true);
+            return Ok((sync, Written(Vec::new())));
+        }
+        Ok((sync, Written(records)))
     }
 
-    /// After the caller's fsync of [`Inventory::write_issued`]: the records join the index.
-    pub fn apply_issued(&mut self, records: Vec<Record>) {
-        self.apply(records);
+    /// After the caller's fsync of [`Inventory::write_issued`]: the records not indexed yet
+    /// join the index.
+    pub fn apply_issued(&mut self, written: Written) {
+        self.apply(written.0, false);
     }
 
     /// Durably records a revocation. Returns false when the serial is unknown.
@@ -224,8 +245,8 @@ impl Inventory {
             serial: serial.to_string(),
             at,
         };
-        self.journal.append(std::slice::from_ref(&rec))?;
-        self.apply(vec![rec]);
+        let read_past = self.journal.append(std::slice::from_ref(&rec))?;
+        self.apply(vec![rec], read_past);
         Ok(true)
     }
 
@@ -247,8 +268,8 @@ impl Inventory {
                 at,
             })
             .collect();
-        self.journal.append(&recs)?;
-        self.apply(recs);
+        let read_past = self.journal.append(&recs)?;
+        self.apply(recs, read_past);
         Ok(known)
     }
 
@@ -513,6 +534,30 @@ mod tests {
         record_issued(&mut inv, vec![valid_until("next", now + 100)]);
         let reopened = Inventory::open(dir.path()).unwrap();
         assert_eq!(reopened.len(), 4);
+    }
+
+    #[test]
+    fn records_waiting_for_their_fsync_survive_a_compaction_started_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * KEEP_EXPIRED_SECS;
+        let mut inv = Inventory::open(dir.path()).unwrap();
+        record_issued(&mut inv, vec![valid_until("old", now + 100)]);
+        // The writer has written a batch and waits for the disk (no `apply_issued` yet) when
+        // the compaction takes its records.
+        let (file, written) = inv
+            .write_issued(vec![valid_until("pending", now + 100)])
+            .unwrap();
+        let (records, base) = inv.compaction_records(now).unwrap();
+        let prepared = Compaction::write(base, &records).unwrap();
+        inv.finish_compaction(prepared, records.len()).unwrap();
+        file.sync_data().unwrap();
+        inv.apply_issued(written);
+        let reopened = Inventory::open(dir.path()).unwrap();
+        assert!(
+            reopened.get("pending").is_some(),
+            "a record lost by compaction"
+        );
+        assert_eq!(reopened.len(), 2);
     }
 
     #[test]

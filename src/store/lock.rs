@@ -26,3 +26,44 @@ impl StateLock {
         Ok(Self { _file: file })
     }
 }
+
+/// The lock file kept open, for a thread that takes the state lock over and over (the
+/// inventory writer, once per batch): the same exclusion as [`StateLock::exclusive`] (a lock
+/// belongs to an open file, so this one also excludes the other handles of this process),
+/// without opening the file every time.
+#[derive(Debug)]
+pub struct StateLockFile {
+    file: File,
+}
+
+impl StateLockFile {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join("lock"))?;
+        Ok(Self { file })
+    }
+
+    /// Blocks until the exclusive lock is ours; released when the guard drops.
+    pub fn exclusive(&self) -> io::Result<HeldLock<'_>> {
+        self.file.lock()?;
+        Ok(HeldLock { file: &self.file })
+    }
+}
+
+/// The state lock taken through a [`StateLockFile`].
+#[derive(Debug)]
+pub struct HeldLock<'a> {
+    file: &'a File,
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        // Closing would release it as well; unlocking keeps the file open for next time.
+        let _ = self.file.unlock();
+    }
+}
