@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -109,15 +109,28 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     /// Appends records and fsyncs. The caller holds the state lock when other processes may write.
     pub fn append(&mut self, records: &[T]) -> io::Result<()> {
-        self.append_unsynced(records)?.sync_data()
+        self.write_records(records)?;
+        self.file.sync_data()
     }
 
     /// Writes records without waiting for the disk. They are durable once the returned handle's
     /// `sync_data` succeeds, which the caller may run after releasing its in-memory locks (but
     /// still holding the state lock), so that readers of the index do not wait for the disk.
     pub fn append_unsynced(&mut self, records: &[T]) -> io::Result<File> {
+        self.write_records(records)?;
+        self.file.try_clone()
+    }
+
+    /// Makes everything written so far durable (one fsync covers every earlier byte).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Writes records to the kernel without an fsync: they survive the process being killed
+    /// (`kill -9`), and are durable after the next [`Journal::append`] or [`Journal::sync`].
+    pub fn write_records(&mut self, records: &[T]) -> io::Result<()> {
         if records.is_empty() {
-            return self.file.try_clone();
+            return Ok(());
         }
         self.reopen_if_replaced()?;
         let mut buf = Vec::with_capacity(records.len() * 256);
@@ -131,7 +144,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             buf.push(b'\n');
         }
         self.file.write_all(&buf)?;
-        self.file.try_clone()
+        Ok(())
     }
 
     /// Records appended (by anyone) since the last read. Returns `Err` only on I/O failure.
@@ -226,9 +239,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     fn ends_with_newline(&mut self, len: u64) -> io::Result<bool> {
         let mut last = [0u8; 1];
-        let mut f = &self.file;
-        f.seek(SeekFrom::Start(len - 1))?;
-        f.read_exact(&mut last)?;
+        self.file.read_exact_at(&mut last, len - 1)?;
         Ok(last[0] == b'\n')
     }
 
