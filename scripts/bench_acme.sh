@@ -17,7 +17,9 @@
 #     (http-01 answered from one shared webroot served on :80 by `caddy file-server`, since every
 #     server validates on port 80: Caddy's acme_server only can). Issuances per minute count
 #     every renew finished, over the time until the last one finished.
-# Both phases also measure the server's own CPU directly: utime+stime of the server process
+#  3. The same Rust client without pauses (examples/acme_client.rs, instant-acme): RUST_N
+#     sequential issuances (default 50), then P concurrent tasks for RUST_SECS (default 10).
+# Every phase also measures the server's own CPU directly: utime+stime of the server process
 # (/proc/PID/stat, every thread) before and after, divided by the issuances in between. That is
 # the server's whole cost per issuance (TLS, JWS, validation, signing, storage), with no
 # subtraction. pebble's sequential phase is shorter (PEBBLE_N, default 5): it validates
@@ -42,12 +44,17 @@ for pkg in lego caddy pebble openssl curl python3; do
     fi
 done
 [ -n "${CERTDOCK_BIN:-}" ] || cargo build --release --bin certdock
+CLIENT=${ACME_CLIENT:-$TARGET/release/examples/acme_client}
+[ -n "${ACME_CLIENT:-}" ] || cargo build --release --example acme_client
+RUST_N=${RUST_N:-50}
+RUST_SECS=${RUST_SECS:-10}
 
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    # Only these: a bare `wait` would also wait for the `tee` below, which waits for us.
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -153,7 +160,24 @@ print(f"{name:<18} parallel ({par} lego): {total} issuances in {ns/1e9:.1f} s = 
       f"server CPU {per} ({cpu} ticks){bad}")
 ' "$name" "$total" "$((p1 - p0))" "$((c1 - c0))" "$TCK" "$PAR" "$failed")
     echo "$PAR_LINE"
-    [ "$failed" -eq 0 ]
+    [ "$failed" -eq 0 ] || return 1
+
+    # The same Rust client (instant-acme) without pauses: sequential, then PAR concurrent tasks.
+    local out
+    c0=$(cpu_ticks "$pid")
+    out=$("$CLIENT" "$dir" "$ca" "$RUST_N" "$PAR" "$RUST_SECS" 2>&1) \
+        || { echo "$name: acme_client failed: $out"; return 1; }
+    c1=$(cpu_ticks "$pid")
+    RUST_LINE=$(python3 -c '
+import re, sys
+name, out, cpu, tck, par = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+seq = re.search(r"sequential: (\d+) issuances, (.*)", out)
+con = re.search(r"concurrent \(\d+ tasks\): (\d+) issuances in ([\d.]+) s = (\d+)/min", out)
+n = int(seq.group(1)) + 1 + int(con.group(1))  # + the warm-up issuance
+print(f"{name:<18} instant-acme: sequential {seq.group(2)}; {par} concurrent: {con.group(3)}/min; "
+      f"server CPU {cpu*1000/tck/n:6.2f} ms/issuance ({cpu} ticks / {n}, {par + 1} accounts included)")
+' "$name" "$out" "$((c1 - c0))" "$TCK" "$PAR")
+    echo "$RUST_LINE"
 }
 
 # Output to the terminal and the results file; not a `{ …; } | tee` pipeline, whose subshell
@@ -163,7 +187,7 @@ echo "machine: nproc=$(nproc) kernel=$(uname -r) loadavg=\"$(cut -d' ' -f1-3 /pr
 echo "lego $(lego --version | cut -d' ' -f3-), caddy $(caddy version | cut -d' ' -f1), pebble (Debian $(dpkg-query -W -f='${Version}' pebble)); sequential: $N issuances each (pebble $PEBBLE_N); parallel: $PAR lego for ${SECS} s; CLK_TCK=$TCK"
 STARTUP=$(startup_ns)
 echo "lego start-up (lego list): $((STARTUP / 1000000)) ms"
-declare -A SEQ PAR_R
+declare -A SEQ PAR_R RUST
 
 # One server at a time; each is stopped before the next starts.
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -176,7 +200,7 @@ cpid=$!
 PIDS+=("$cpid")
 for _ in $(seq 1 100); do curl -sfk -o "$WORK/certdock-roots.pem" "https://127.0.0.1:$cport/roots.pem" && break; sleep 0.1; done
 bench certdock "https://127.0.0.1:$cport/acme/directory" "$WORK/certdock-roots.pem" "$cpid" "$N"
-SEQ[certdock]=$SEQ_LINE; PAR_R[certdock]=$PAR_LINE
+SEQ[certdock]=$SEQ_LINE; PAR_R[certdock]=$PAR_LINE; RUST[certdock]=$RUST_LINE
 stop "$cpid"
 
 # Caddy's acme_server (its internal CA); it validates http-01 on :80 only
@@ -202,13 +226,20 @@ for _ in $(seq 1 100); do [ -s "$WORK/caddy/pki/authorities/local/root.crt" ] &&
 wait_for "https://127.0.0.1:$kport/acme/local/directory" "$WORK/caddy/pki/authorities/local/root.crt"
 bench caddy-acme_server "https://127.0.0.1:$kport/acme/local/directory" \
     "$WORK/caddy/pki/authorities/local/root.crt" "$kpid" "$N"
-SEQ[caddy]=$SEQ_LINE; PAR_R[caddy]=$PAR_LINE
+SEQ[caddy]=$SEQ_LINE; PAR_R[caddy]=$PAR_LINE; RUST[caddy]=$RUST_LINE
 stop "$kpid"
 
 # pebble (no artificial validation sleep, no random nonce rejection), http-01 on :80
 pport=$(port); pmgmt=$(port)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble \
-    -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/pebble.key" -out "$WORK/pebble.pem" 2>/dev/null
+# A CA and a leaf for pebble's listener (rustls refuses a CA certificate as the server's).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble-ca \
+    -keyout "$WORK/pebble-ca.key" -out "$WORK/pebble-ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pebble \
+    -keyout "$WORK/pebble.key" -out "$WORK/pebble.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$WORK/pebble.ext"
+openssl x509 -req -in "$WORK/pebble.csr" -CA "$WORK/pebble-ca.pem" -CAkey "$WORK/pebble-ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/pebble.ext" -out "$WORK/pebble.pem" 2>/dev/null
 cat >"$WORK/pebble.json" <<PEBBLE
 {"pebble": {"listenAddress": "127.0.0.1:$pport", "managementListenAddress": "127.0.0.1:$pmgmt",
   "certificate": "$WORK/pebble.pem", "privateKey": "$WORK/pebble.key",
@@ -218,24 +249,30 @@ PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
     pebble -config "$WORK/pebble.json" >"$WORK/pebble.log" 2>&1 &
 ppid=$!
 PIDS+=("$ppid")
-wait_for "https://127.0.0.1:$pport/dir" "$WORK/pebble.pem"
-bench pebble "https://127.0.0.1:$pport/dir" "$WORK/pebble.pem" "$ppid" "$PEBBLE_N"
+wait_for "https://127.0.0.1:$pport/dir" "$WORK/pebble-ca.pem"
+bench pebble "https://127.0.0.1:$pport/dir" "$WORK/pebble-ca.pem" "$ppid" "$PEBBLE_N" \
+    || echo "pebble: a phase failed (above); the ratios below are certdock's and Caddy's"
 stop "$ppid"
 
 # Caddy ÷ certdock on every measure of this run.
-python3 - "${SEQ[certdock]}" "${SEQ[caddy]}" "${PAR_R[certdock]}" "${PAR_R[caddy]}" <<'RATIO'
+python3 - "${SEQ[certdock]}" "${SEQ[caddy]}" "${PAR_R[certdock]}" "${PAR_R[caddy]}" \
+    "${RUST[certdock]}" "${RUST[caddy]}" <<'RATIO'
 import re, sys
 def num(line, pat):
     return float(re.search(pat, line).group(1))
-cs, ks, cp, kp = sys.argv[1:5]
+cs, ks, cp, kp, cr, kr = sys.argv[1:7]
 rows = [
     ("lego wall time per issuance (sequential)", r"issuance +([\d.]+) ms", cs, ks),
     ("server part (subtraction, sequential)", r"server part +(-?[\d.]+) ms", cs, ks),
     ("server CPU per issuance (sequential)", r"server CPU +([\d.]+) ms", cs, ks),
     ("server CPU per issuance (parallel)", r"server CPU +([\d.]+) ms", cp, kp),
+    ("instant-acme time per issuance (sequential)", r"sequential ([\d.]+) ms", cr, kr),
+    ("server CPU per issuance (instant-acme)", r"server CPU +([\d.]+) ms", cr, kr),
 ]
 for label, pat, c, k in rows:
     print(f"caddy / certdock, {label}: {num(k, pat) / num(c, pat):.2f}x")
 rate = num(cp, r"= +([\d.]+)/min") / num(kp, r"= +([\d.]+)/min")
 print(f"certdock / caddy, issuances per minute (parallel lego): {rate:.2f}x")
+rate = num(cr, r"concurrent: (\d+)/min") / num(kr, r"concurrent: (\d+)/min")
+print(f"certdock / caddy, issuances per minute (instant-acme, concurrent): {rate:.2f}x")
 RATIO
