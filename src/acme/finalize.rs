@@ -93,21 +93,21 @@ pub async fn finalize(
     let req: FinalizeRequest = signed.payload()?;
     let csr = order_csr(&order, &req.csr)?;
     // Claim the order: of two finalizes at once, one signs and the other sees `processing`.
-    let acme2 = acme.clone();
-    let claimed = blocking(move || {
-        acme2
-            .store
-            .update(|s| match s.order(&id) {
-                Some(o) if o.finalized.is_none() => {
-                    let mut o = o.clone();
-                    o.finalized = Some(Status::Processing);
-                    (Some(Batch::default().order(o.clone())), Some(o))
-                }
-                _ => (None, None),
-            })
-            .map_err(store_err)
-    })
-    .await?;
+    // The claim is written (it survives `kill -9`) but not fsynced: the order's answer waits
+    // for the fsync of its outcome below, which covers it. Recovery does not rely on it: a
+    // certificate the CA recorded for an order that does not hold it is revoked at start-up
+    // whether or not the claim reached the disk (see `issue::recover`).
+    let claimed = acme
+        .store
+        .update_staged(|s| match s.order(&id) {
+            Some(o) if o.finalized.is_none() => {
+                let mut o = o.clone();
+                o.finalized = Some(Status::Processing);
+                (Some(Batch::default().order(o.clone())), Some(o))
+            }
+            _ => (None, None),
+        })
+        .map_err(store_err)?;
     let Some(mut order) = claimed else {
         return answer(&acme, &signed, &order);
     };

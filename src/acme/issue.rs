@@ -51,32 +51,47 @@ pub async fn issue(
     acme.ca.sign(auth, now)?.durable().await
 }
 
-/// At start-up: an order left `processing` by a crash got no certificate to its client. A
-/// certificate the CA recorded for it (the crash fell between the inventory and this journal)
-/// was never handed out, so it is revoked; the order goes back to `ready`, and the client's
-/// retried finalize issues exactly one certificate. Challenges left `processing` are failed
-/// with a reason (their validation task died with the process).
+/// At start-up: a certificate the CA recorded for an ACME order that does not hold it (the
+/// crash fell between the inventory and this journal) was never handed out, so it is revoked.
+/// The inventory is searched, not only the orders left `processing`: the finalize's claim is
+/// not fsynced on its own, so a power loss may take it while the certificate's record stays.
+/// Orders left `processing` go back to `ready`, and the client's retried finalize issues
+/// exactly one certificate. Challenges left `processing` are failed with a reason (their
+/// validation task died with the process).
 pub fn recover(acme: &Acme) -> std::io::Result<()> {
     let now = OffsetDateTime::now_utc();
-    for mut order in acme.store.processing_orders()? {
-        let who = requester(&order.account, &order.id);
-        let orphans: Vec<String> = acme
-            .ca
-            .with_inventory(|inv| {
-                inv.entries()
-                    .filter(|e| e.record.requester == who && e.revoked_at.is_none())
-                    .map(|e| e.record.serial.clone())
-                    .collect()
+    let io = |e: CaError| std::io::Error::other(e.to_string());
+    let acme_certs: Vec<(String, String)> = acme
+        .ca
+        .with_inventory(|inv| {
+            inv.entries()
+                .filter(|e| e.revoked_at.is_none())
+                .filter_map(|e| match &e.record.requester {
+                    Requester::Acme { order, .. } => Some((e.record.serial.clone(), order.clone())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .map_err(io)?;
+    let orphans: Vec<(String, String)> = acme.store.read(|s| {
+        acme_certs
+            .into_iter()
+            // Only orders this journal knows: a certificate of an order it never held (a
+            // journal older than the inventory) is left alone rather than guessed about.
+            .filter(|(serial, order)| {
+                s.order(order)
+                    .is_some_and(|o| o.cert.as_ref().is_none_or(|c| &c.serial != serial))
             })
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        for serial in orphans {
-            tracing::warn!(%serial, order = %order.id, "ACME: revoking a certificate a crash kept from its client");
-            acme.ca
-                .revoke(&serial, now)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
+            .collect()
+    })?;
+    for (serial, order) in orphans {
+        tracing::warn!(%serial, %order, "ACME: revoking a certificate a crash kept from its client");
+        acme.ca.revoke(&serial, now).map_err(io)?;
+    }
+    let mut batch = Batch::default();
+    for mut order in acme.store.processing_orders()? {
         order.finalized = None;
-        acme.store.write(Batch::default().order(order))?;
+        batch = batch.order(order);
     }
     for mut z in acme.store.processing_authzs()? {
         for c in z
@@ -92,7 +107,10 @@ pub fn recover(acme: &Acme) -> std::io::Result<()> {
             ));
             z.status = Status::Invalid;
         }
-        acme.store.write(Batch::default().authz(z))?;
+        batch = batch.authz(z);
+    }
+    if !batch.is_empty() {
+        acme.store.write(batch)?;
     }
     Ok(())
 }

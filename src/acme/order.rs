@@ -338,18 +338,30 @@ pub async fn challenge(
     if respond {
         let _: serde_json::Value = signed.payload()?;
     }
-    let startable = authz_status(&z, now) == Status::Pending
-        && z.challenges.iter().all(|c| c.status == Status::Pending);
-    if respond && startable {
-        z.challenges[idx].status = Status::Processing;
-        let (z2, acme2) = (z.clone(), acme.clone());
-        blocking(move || {
-            acme2
-                .store
-                .write(Batch::default().authz(z2))
-                .map_err(store_err)
-        })
-        .await?;
+    // Check and claim under the store's lock: of two POSTs at once, one starts the validation.
+    // The claim is written but not fsynced: the outcome's fsync covers it, and a client is
+    // told `processing` only after a sync (below).
+    let started = if respond {
+        acme.store
+            .update_staged(|s| {
+                let Some(cur) = s.authz(&z.id) else {
+                    return (None, None);
+                };
+                let startable = authz_status(cur, now) == Status::Pending
+                    && cur.challenges.iter().all(|c| c.status == Status::Pending);
+                if !startable {
+                    return (None, None);
+                }
+                let mut claimed = cur.clone();
+                claimed.challenges[idx].status = Status::Processing;
+                (Some(Batch::default().authz(claimed.clone())), Some(claimed))
+            })
+            .map_err(store_err)?
+    } else {
+        None
+    };
+    if let Some(claimed) = started {
+        z = claimed;
         let account = signed.account()?.clone();
         let task = tokio::spawn(super::validate::run(
             acme.clone(),
@@ -364,6 +376,11 @@ pub async fn challenge(
             && let Ok(Some(done)) = acme.store.read(|s| s.authz(&z.id).cloned())
         {
             z = done;
+        }
+        if z.challenges[idx].status == Status::Processing {
+            // The client is about to be told `processing`: make the claim durable first.
+            let acme2 = acme.clone();
+            blocking(move || acme2.store.sync().map_err(store_err)).await?;
         }
     }
     let up = format!("<{}/acme/authz/{}>;rel=\"up\"", signed.base, z.id);

@@ -100,6 +100,9 @@ impl Batch {
         self.records.push(Record::Authz(z));
         self
     }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 impl Store {
@@ -153,6 +156,31 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// [`Store::update`] for a transient state (a challenge being validated, an order being
+    /// finalized): the batch is written to the journal and visible at once, but not fsynced.
+    /// It survives the process being killed (the bytes are in the kernel when this returns),
+    /// and the next durable write of the journal, or [`Store::sync`], makes it durable (one
+    /// fsync covers every earlier byte). Nothing may be acknowledged to a client on it alone.
+    pub fn update_staged<T>(
+        &self,
+        f: impl FnOnce(&Snapshot<'_>) -> (Option<Batch>, T),
+    ) -> io::Result<T> {
+        let mut g = self.lock()?;
+        let (batch, out) = f(&Snapshot(&g.1));
+        if let Some(batch) = batch {
+            g.0.write_records(&batch.records)?;
+            for r in batch.records {
+                g.1.apply(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes every record written so far durable (blocking: the disk).
+    pub fn sync(&self) -> io::Result<()> {
+        self.lock()?.0.sync()
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> T) -> io::Result<T> {
@@ -280,6 +308,30 @@ mod tests {
                 assert_eq!(s.order_by_serial("0a").map(|o| o.id.as_str()), Some("o1"));
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_staged_record_is_visible_at_once_and_in_the_journal_without_an_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        let first = store
+            .update_staged(|s| {
+                let fresh = s.order("o1").is_none();
+                (fresh.then(|| Batch::default().order(order("o1"))), fresh)
+            })
+            .unwrap();
+        let second = store
+            .update_staged(|s| {
+                let fresh = s.order("o1").is_none();
+                (fresh.then(|| Batch::default().order(order("o1"))), fresh)
+            })
+            .unwrap();
+        assert!(first && !second, "the first claim is seen by the second");
+        store.sync().unwrap();
+        // Dropped without a durable write: the record is in the file all the same.
+        drop(store);
+        let store = Store::open(dir.path(), 0).unwrap();
+        assert!(store.read(|s| s.order("o1").is_some()).unwrap());
     }
 
     #[test]

@@ -228,6 +228,17 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         })
     }
 
+    /// Makes everything written so far durable (one fsync covers every earlier byte).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Writes records to the kernel without an fsync: they survive the process being killed
+    /// (`kill -9`), and are durable after the next [`Journal::append`] or [`Journal::sync`].
+    pub fn write_records(&mut self, records: &[T]) -> io::Result<()> {
+        self.append_unsynced(records).map(|_| ())
+    }
+
     /// Whether the file (now `len` bytes) may hold records this reader has not read.
     fn has_news(&self, len: u64) -> io::Result<bool> {
         if len == self.read_to {
@@ -342,9 +353,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     fn ends_with_newline(&mut self, len: u64) -> io::Result<bool> {
         let mut last = [0u8; 1];
-        let mut f = &*self.file;
-        f.seek(SeekFrom::Start(len - 1))?;
-        f.read_exact(&mut last)?;
+        self.file.read_exact_at(&mut last, len - 1)?;
         Ok(last[0] == b'\n')
     }
 
