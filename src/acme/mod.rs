@@ -13,6 +13,7 @@ pub mod order;
 pub mod problem;
 pub mod request;
 pub mod revoke;
+pub mod slots;
 pub mod store;
 pub mod validate;
 
@@ -48,6 +49,8 @@ pub struct Acme {
     pub store: store::Store,
     pub nonces: nonce::Nonces,
     pub config: AcmeConfig,
+    /// The validations running now, bounded per account and in all.
+    pub validations: Arc<slots::ValidationSlots>,
 }
 
 impl Acme {
@@ -65,6 +68,7 @@ impl Acme {
             store,
             nonces: nonce::Nonces::default(),
             config,
+            validations: Arc::default(),
         });
         issue::recover(&acme)?;
         Ok(acme)

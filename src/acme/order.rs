@@ -338,18 +338,29 @@ pub async fn challenge(
     if respond {
         let _: serde_json::Value = signed.payload()?;
     }
+    // A validation is a connection the CA opens for the client, so they are bounded
+    // (`acme::slots`): the slot is taken before the claim, so a refusal (`rateLimited`) changes
+    // nothing; it travels with the validation and comes back when that ends, or at once if
+    // this POST starts none.
+    let startable = |z: &Authz| {
+        authz_status(z, now) == Status::Pending
+            && z.challenges.iter().all(|c| c.status == Status::Pending)
+    };
+    let slot = if respond && startable(&z) {
+        Some(acme.validations.take(&signed.account()?.id)?)
+    } else {
+        None
+    };
     // Check and claim under the store's lock: of two POSTs at once, one starts the validation.
     // The claim is written but not fsynced: the outcome's fsync covers it, and a client is
     // told `processing` only after a sync (below).
-    let started = if respond {
+    let started = if let Some(slot) = slot {
         acme.store
             .update_staged(|s| {
                 let Some(cur) = s.authz(&z.id) else {
                     return (None, None);
                 };
-                let startable = authz_status(cur, now) == Status::Pending
-                    && cur.challenges.iter().all(|c| c.status == Status::Pending);
-                if !startable {
+                if !startable(cur) {
                     return (None, None);
                 }
                 let mut claimed = cur.clone();
@@ -357,10 +368,11 @@ pub async fn challenge(
                 (Some(Batch::default().authz(claimed.clone())), Some(claimed))
             })
             .map_err(store_err)?
+            .map(|claimed| (claimed, slot))
     } else {
         None
     };
-    if let Some(claimed) = started {
+    if let Some((claimed, slot)) = started {
         z = claimed;
         let account = signed.account()?.clone();
         let task = tokio::spawn(super::validate::run(
@@ -368,6 +380,7 @@ pub async fn challenge(
             z.id.clone(),
             kind,
             account.id,
+            slot,
         ));
         // Most validations take milliseconds: answering with the outcome spares the client a
         // polling round (lego waits the Retry-After, 5 s by default, before its first poll).

@@ -99,6 +99,11 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
+        if self.short() == "rateLimited" {
+            // RFC 8555 §6.6: say when to ask again.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         // `track` in api::handlers counts refusals by this code.
         resp.extensions_mut()
             .insert(crate::metrics::ErrorCode(acme_code(self.short())));
@@ -108,7 +113,7 @@ impl IntoResponse for Problem {
 
 /// A `'static` metrics label for an ACME error type (a closed set, so labels cannot grow).
 fn acme_code(short: &str) -> &'static str {
-    const KNOWN: [&str; 18] = [
+    const KNOWN: [&str; 19] = [
         "accountDoesNotExist",
         "alreadyRevoked",
         "badCSR",
@@ -122,6 +127,7 @@ fn acme_code(short: &str) -> &'static str {
         "invalidContact",
         "malformed",
         "orderNotReady",
+        "rateLimited",
         "rejectedIdentifier",
         "serverInternal",
         "tls",

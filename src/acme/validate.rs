@@ -13,6 +13,7 @@ use super::jws::{Jwk, key_authorization};
 use super::model::{ChallengeType, Status};
 use super::problem::Problem;
 use super::request::unix_now;
+use super::slots::Slot;
 use super::store::Batch;
 use crate::core::names::San;
 use crate::tls::danger::{AnyServerCert, Use};
@@ -25,8 +26,16 @@ const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// id-pe-acmeIdentifier (RFC 8737 §6.1).
 const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 
-/// Validates challenge `kind` of authorization `authz_id` and records valid or invalid.
-pub async fn run(acme: Arc<Acme>, authz_id: String, kind: ChallengeType, account_id: String) {
+/// Validates challenge `kind` of authorization `authz_id` and records valid or invalid. `slot`
+/// is this validation's place among those running (`acme::slots`), given back when it ends.
+pub async fn run(
+    acme: Arc<Acme>,
+    authz_id: String,
+    kind: ChallengeType,
+    account_id: String,
+    slot: Slot,
+) {
+    let _running = slot;
     let found = acme.store.read(|s| {
         let z = s.authz(&authz_id)?.clone();
         let a = s.account(&account_id)?.clone();
