@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::acme_client::{Client, Tokens, register, start};
+use common::acme_client::{Client, Tokens, http01_answer, register, start};
 
 /// An http-01 target on `host:port` that holds every connection open without a word until
 /// `answering` is set, then answers the tokens in `tokens`. Counts the connections it got.
@@ -44,21 +44,7 @@ async fn target(host: &str, port: u16) -> Target {
                     tokio::time::sleep(Duration::from_secs(60)).await;
                     return;
                 }
-                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let token = req
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|p| p.rsplit('/').next())
-                    .unwrap_or_default()
-                    .to_string();
-                let ka = tokens.lock().unwrap().get(&token).cloned();
-                let resp = match ka {
-                    Some(ka) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ka}",
-                        ka.len()
-                    ),
-                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
-                };
+                let resp = http01_answer(&buf[..n], &tokens);
                 let _ = sock.write_all(resp.as_bytes()).await;
             });
         }

@@ -7,6 +7,17 @@ use std::path::Path;
 
 /// Held while mutating the state directory; released on drop (or when the process dies, which
 /// is why an OS lock beats a lock file that would have to be cleaned up after `kill -9`).
+/// `dir/lock`, created 0600 if missing; its content is never used, only its lock.
+fn open_lock_file(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join("lock"))
+}
+
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
@@ -15,13 +26,7 @@ pub struct StateLock {
 impl StateLock {
     /// Blocks until the exclusive lock on `dir/lock` is ours.
     pub fn exclusive(dir: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(dir.join("lock"))?;
+        let file = open_lock_file(dir)?;
         file.lock()?;
         Ok(Self { _file: file })
     }
@@ -38,14 +43,9 @@ pub struct StateLockFile {
 
 impl StateLockFile {
     pub fn open(dir: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(dir.join("lock"))?;
-        Ok(Self { file })
+        Ok(Self {
+            file: open_lock_file(dir)?,
+        })
     }
 
     /// Blocks until the exclusive lock is ours; released when the guard drops.

@@ -178,25 +178,32 @@ pub async fn responder_on(host: &str, port: u16) -> Tokens {
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = [0u8; 2048];
             let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let token = req
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.rsplit('/').next())
-                .unwrap_or_default()
-                .to_string();
-            let resp = match t.lock().unwrap().get(&token) {
-                Some(ka) => format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ka}",
-                    ka.len()
-                ),
-                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string(),
-            };
+            let resp = http01_answer(&buf[..n], &t);
             let _ = sock.write_all(resp.as_bytes()).await;
         }
     });
     tokens
+}
+
+/// The answer to an http-01 request (`GET /.well-known/acme-challenge/TOKEN`): the token's key
+/// authorization from `tokens`, or 404.
+pub fn http01_answer(request: &[u8], tokens: &Tokens) -> String {
+    let req = String::from_utf8_lossy(request);
+    let token = req
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    match tokens.lock().unwrap().get(&token) {
+        Some(ka) => format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ka}",
+            ka.len()
+        ),
+        None => {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        }
+    }
 }
 
 /// A new account for `c` (sets its `kid`).
