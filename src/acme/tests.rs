@@ -31,13 +31,11 @@ fn localhost() -> Identifier {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_signing_and_the_journal_revokes_the_orphan_and_reopens_the_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = OffsetDateTime::now_utc();
+/// A fresh CA in `dir` and the ACME server over it.
+fn open(dir: &std::path::Path, now: OffsetDateTime) -> (Arc<LocalCa>, Arc<Acme>) {
     let ca = Arc::new(
         LocalCa::open(
-            dir.path(),
+            dir,
             Policy::default(),
             CaLifetimes::default(),
             OpenMode::CreateIfMissing(KeyType::EcdsaP256),
@@ -46,6 +44,14 @@ async fn a_crash_between_signing_and_the_journal_revokes_the_orphan_and_reopens_
         .unwrap(),
     );
     let acme = Acme::open(ca.clone(), Arc::new(Metrics::new()), config()).unwrap();
+    (ca, acme)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_signing_and_the_journal_revokes_the_orphan_and_reopens_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let (ca, acme) = open(dir.path(), now);
     let order = Order {
         id: "o1".into(),
         account: "a1".into(),
@@ -107,17 +113,7 @@ async fn at_start_up_a_certificate_of_an_order_that_does_not_hold_it_is_revoked_
     // `ready` again while the CA's record of its certificate survived.
     let dir = tempfile::tempdir().unwrap();
     let now = OffsetDateTime::now_utc();
-    let ca = Arc::new(
-        LocalCa::open(
-            dir.path(),
-            Policy::default(),
-            CaLifetimes::default(),
-            OpenMode::CreateIfMissing(KeyType::EcdsaP256),
-            now,
-        )
-        .unwrap(),
-    );
-    let acme = Acme::open(ca.clone(), Arc::new(Metrics::new()), config()).unwrap();
+    let (ca, acme) = open(dir.path(), now);
     let order = |id: &str| Order {
         id: id.into(),
         account: "a1".into(),
