@@ -20,7 +20,9 @@ use crate::ca::source::CertSource;
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
-use crate::core::plan::{CertSpecLite, Desired, Failure, Identity, Plan, World, plan};
+use crate::core::plan::{
+    CertSpecLite, Desired, Failure, Identity, Plan, World, idle_plan_holds, plan,
+};
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
 use crate::store::status::StatusEntry;
@@ -57,9 +59,10 @@ pub struct Reconciler<S, A> {
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
 /// and its `next_wake` is the first moment the clock alone could change it (going forward; a
-/// clock set back plans again at once): until then, the same containers, CA bundle and
-/// holdings give the same empty plan, and a wake-up (an event about another container, a
-/// file event, a timer) is answered without planning again.
+/// clock set back plans again at once): until then, the same containers (running states
+/// aside: [`idle_plan_holds`]), CA bundle and holdings give the same empty plan, and a
+/// wake-up (a labelled container's stop or start, an event about another container, a file
+/// event, a timer) is answered without planning again.
 /// Holdings change only in a pass or through the methods that drop this ([`Reconciler::
 /// replace_revoked`], [`Reconciler::settings_changed`], [`Reconciler::verify_outputs`]).
 /// At the latest after [`MAX_SLEEP`] a whole pass runs anyway.
@@ -76,7 +79,7 @@ struct Quiet {
 
 impl Quiet {
     fn holds(&self, snapshot: &Snapshot, listed: bool, bundle: &str, now: SystemTime) -> bool {
-        Arc::ptr_eq(&self.asking, &snapshot.asking)
+        idle_plan_holds(&self.asking, &snapshot.asking)
             && self.listed == listed
             && self.bundle == bundle
             && self.planned_at <= now

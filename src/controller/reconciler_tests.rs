@@ -86,6 +86,20 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
         "an unlabelled container: skipped"
     );
 
+    // The labelled container stops and starts again: an idle plan does not read states.
+    for state in [ContainerState::Stopped, ContainerState::Running] {
+        store.apply(WatchEvent::Upsert(ContainerInfo {
+            state,
+            ..web("web.internal")
+        }));
+        let stopped = rec.reconcile(&cfg, &mut store, &bundle).await;
+        assert!(
+            Arc::ptr_eq(&idle.desired, &stopped.desired),
+            "{state:?}: skipped"
+        );
+    }
+    assert_eq!(uploads(), 1, "nothing delivered again");
+
     // A different CA bundle plans again: the chain in the container follows it.
     let rolled = format!("{bundle}\n");
     let again = rec.reconcile(&cfg, &mut store, &rolled).await;

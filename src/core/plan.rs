@@ -447,6 +447,29 @@ pub fn plan(world: &World<'_>) -> Plan {
     out
 }
 
+/// Whether a plan that had nothing to do, made from `before`, is also the plan of `after`
+/// (the same holdings and clock). True when the containers differ at most in their running
+/// states: [`plan`] reads a state only to describe a delivery it makes ([`Copy::running`], the
+/// reloads after a publish), and a plan with nothing to do describes none; which deliveries
+/// are due depends on versions, never on states. So a labelled container's stop or start
+/// (the commonest Docker event about one) needs no new plan (issue 17). Anything else that
+/// differs (labels, name, networks, a container come or gone) answers false.
+pub fn idle_plan_holds(before: &[Arc<Labelled>], after: &[Arc<Labelled>]) -> bool {
+    fn same_but_state(a: &Labelled, b: &Labelled) -> bool {
+        let (x, y) = (&*a.container, &*b.container);
+        x.id == y.id
+            && x.name == y.name
+            && x.networks == y.networks
+            && x.labels == y.labels
+            && a.spec == b.spec
+    }
+    before.len() == after.len()
+        && before
+            .iter()
+            .zip(after)
+            .all(|(a, b)| Arc::ptr_eq(a, b) || same_but_state(a, b))
+}
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
