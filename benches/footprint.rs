@@ -117,8 +117,7 @@ fn run(n: usize) {
             publish(&dirs, &work.id, &held.bundle(&bundle)).unwrap();
             holdings
                 .ledger
-                .published
-                .insert(work.id.file_key(), version(&held.serial, &bundle));
+                .note_published(&work.id, version(&held.serial, &bundle));
         }
         holdings.store(&work.id, held).unwrap();
     }
@@ -163,7 +162,6 @@ fn plan_once(
         .iter()
         .map(|(id, h)| (id.clone(), h.current(&trusted)))
         .collect();
-    let published = holdings.published_versions();
     let empty = BTreeMap::new();
     let ctx = LabelContext {
         prefix: "certdock",
@@ -179,9 +177,9 @@ fn plan_once(
         traefik_client: None,
         current: &current,
         failures: &holdings.failures,
-        copied: &holdings.ledger.copied,
+        copied: holdings.ledger.copied(),
         ca_version: "ca-test",
-        published: &published,
+        published: holdings.ledger.published(),
         orphaned_since: &empty,
         first_list_done: true,
         grace: std::time::Duration::from_secs(600),

@@ -7,7 +7,10 @@
 //! Measured:
 //! - `steady`: a wake-up with nothing to do and nothing changed (a timer);
 //! - `unrelated event`: a wake-up after a container without certdock labels started;
-//! - `a labelled container stops/starts`: a whole pass that finds nothing to issue or deliver;
+//! - `a labelled container stops/starts`: nothing to issue or deliver, and an idle plan reads
+//!   no running state (`core::plan::idle_plan_holds`), so the last plan stands;
+//! - `whole pass`: a labelled container joins another network (no proxy network is set, so
+//!   nothing to attach): the plan's inputs changed, so a whole pass runs and finds nothing;
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
@@ -225,6 +228,21 @@ async fn run(n: usize) {
         labelled_state.push(t.elapsed());
     }
 
+    // A labelled container joins (and leaves) a network: a whole pass that finds nothing to do.
+    let mut whole = Vec::new();
+    for round in 0..passes {
+        let i = (round / 2 * 7919) % n;
+        let mut c = container(i, &format!("svc-{i}.internal"));
+        if round.is_multiple_of(2) {
+            c.networks.push("other".into());
+        }
+        store.apply(WatchEvent::Upsert(c));
+        let t = Instant::now();
+        let outcome = rec.reconcile(&cfg, &mut store, &bundle).await;
+        whole.push(t.elapsed());
+        assert!(!outcome.delivered, "nothing to deliver");
+    }
+
     let mut one_change = Vec::new();
     for round in 0..20 {
         let i = (round * 7919) % n;
@@ -249,11 +267,12 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; whole pass (a labelled container's networks) {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
         summary(&mut unrelated),
         summary(&mut labelled_state),
+        summary(&mut whole),
         summary(&mut one_change),
         ms(load),
         ms(restart),

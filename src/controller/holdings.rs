@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::delivery_ledger::DeliveryLedger;
 use super::outputs::OutputDirs;
 use crate::ca::facts::{CertFacts, Signer};
 use crate::ca::issue::Issued;
@@ -171,22 +171,11 @@ pub fn version(serial: &str, ca_pem: &str) -> String {
     format!("{serial}-{}", hex::encode(&digest.as_ref()[..6]))
 }
 
-/// The delivery bookkeeping, persisted as JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ledger {
-    /// Container id → version copied into it.
-    pub copied: BTreeMap<String, String>,
-    /// Identity file key → version published under the output directory.
-    pub published: BTreeMap<String, String>,
-    /// Identity file key → Unix seconds when it stopped being wanted.
-    pub orphaned_since: BTreeMap<String, u64>,
-}
-
 /// Everything held, in memory, with its persistence.
 pub struct Holdings {
     dir: PathBuf,
     pub held: BTreeMap<Identity, Held>,
-    pub ledger: Ledger,
+    pub ledger: DeliveryLedger,
     pub failures: BTreeMap<Identity, Failure>,
     /// The last failed delivery per identity (cleared by the next success), for `status`.
     pub delivery_errors: BTreeMap<Identity, String>,
@@ -199,9 +188,6 @@ pub struct Holdings {
     currents_for: Option<(String, Duration)>,
     /// Identities stored since `currents` was brought up to date.
     stale: BTreeSet<Identity>,
-    /// SHA-256 of the ledger's JSON as last saved (a digest, not a copy), so an unchanged one is
-    /// not written or compared on disk.
-    saved_ledger: Option<Vec<u8>>,
     /// The distinct chains of the held certificates (one or two: the intermediate, and the
     /// next one during a rollover), each held once.
     chains: Chains,
@@ -222,6 +208,9 @@ impl Chains {
         held
     }
 }
+
+/// The delivery ledger's file under `STATE/managed/`.
+const LEDGER: &str = "ledger.json";
 
 const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
 
@@ -259,13 +248,7 @@ impl Holdings {
                 }
             }
         }
-        let ledger = match std::fs::read(dir.join("ledger.json")) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "ignoring an unreadable delivery ledger; deliveries will be redone");
-                Ledger::default()
-            }),
-            Err(_) => Ledger::default(),
-        };
+        let ledger = DeliveryLedger::load(&dir.join(LEDGER));
         Ok(Holdings {
             dir,
             held,
@@ -276,7 +259,6 @@ impl Holdings {
             currents: BTreeMap::new(),
             currents_for: None,
             stale: BTreeSet::new(),
-            saved_ledger: None,
             chains,
         })
     }
@@ -335,8 +317,7 @@ impl Holdings {
         self.currents.remove(id);
         self.stale.remove(id);
         let key = id.file_key();
-        self.ledger.published.remove(&key);
-        self.ledger.orphaned_since.remove(&key);
+        self.ledger.forget(id);
         self.failures.remove(id);
         match std::fs::remove_file(self.dir.join(format!("{key}.pem"))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -344,47 +325,31 @@ impl Holdings {
         }
     }
 
-    /// The ledger's publications by identity (keys no identity has are skipped).
-    pub fn published_versions(&self) -> BTreeMap<Identity, String> {
-        self.ledger
-            .published
-            .iter()
-            .filter_map(|(k, v)| Some((Identity::from_file_key(k)?, v.clone())))
-            .collect()
-    }
-
     /// Forgets publications whose files on disk are no longer exactly ours (deleted, altered),
     /// so the next plan publishes them again.
     pub fn forget_altered_publications(&mut self, dirs: &OutputDirs) {
         let mut stale = Vec::new();
-        for (id, _) in self.published_versions() {
-            let Some(held) = self.held.get(&id) else {
+        for id in self.ledger.published().keys() {
+            let Some(held) = self.held.get(id) else {
                 continue;
             };
-            let dir = dirs.published_dir(&id);
+            let dir = dirs.published_dir(id);
             let intact = std::fs::read_to_string(dir.join("cert.pem"))
                 .is_ok_and(|c| c == held.cert_pem)
                 && std::fs::read_to_string(dir.join("key.pem"))
                     .is_ok_and(|k| k == held.key.secret_pem());
             if !intact {
                 tracing::warn!(cert = %id, dir = %dir.display(), "published files were changed or removed; writing them again");
-                stale.push(id.file_key());
+                stale.push(id.clone());
             }
         }
-        for key in stale {
-            self.ledger.published.remove(&key);
+        for id in &stale {
+            self.ledger.unpublished(id);
         }
     }
 
     pub fn save_ledger(&mut self) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(&self.ledger).map_err(io::Error::other)?;
-        let digest = ring::digest::digest(&ring::digest::SHA256, &json);
-        if self.saved_ledger.as_deref() == Some(digest.as_ref()) {
-            return Ok(());
-        }
-        crate::store::atomic::write_if_changed(&self.dir.join("ledger.json"), &json, Mode::Secret)?;
-        self.saved_ledger = Some(digest.as_ref().to_vec());
-        Ok(())
+        self.ledger.save(&self.dir.join(LEDGER))
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod delivery_ledger;
 pub mod executor;
 pub mod file_watch;
 pub mod holdings;

@@ -105,31 +105,6 @@ fn idle(p: &Plan) -> bool {
         && p.remove.is_empty()
 }
 
-/// The plan's inputs derived from the holdings (the ledger keeps file keys and Unix seconds).
-struct Derived {
-    published: BTreeMap<Identity, String>,
-    orphaned: BTreeMap<Identity, SystemTime>,
-}
-
-impl Derived {
-    fn of(holdings: &Holdings) -> Self {
-        let published = holdings.published_versions();
-        let orphaned = holdings
-            .ledger
-            .orphaned_since
-            .iter()
-            .filter_map(|(k, secs)| {
-                let since = SystemTime::UNIX_EPOCH + Duration::from_secs(*secs);
-                Some((Identity::from_file_key(k)?, since))
-            })
-            .collect();
-        Derived {
-            published,
-            orphaned,
-        }
-    }
-}
-
 /// The earliest of the times something asked to run again.
 #[derive(Default)]
 struct Wake(Option<SystemTime>);
@@ -234,7 +209,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             .executor
             .copy_trust(&p.trust_copies, bundle, &version("ca", bundle))
             .await;
-        self.holdings.ledger.copied.extend(trusted);
+        self.holdings.ledger.note_copied(trusted);
         if self.executor.attach_all(&p.attaches).await + failed > 0 {
             wake.at(error_policy(FailureKind::Action, 0, now, now));
         }
@@ -245,10 +220,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 .iter()
                 .map(|l| l.container.id.as_str())
                 .collect();
-            self.holdings
-                .ledger
-                .copied
-                .retain(|id, _| live.contains(id.as_str()));
+            self.holdings.ledger.retain_copied(|id| live.contains(id));
         }
         if let Err(e) = self.holdings.save_ledger() {
             tracing::error!(error = %e, "cannot save the delivery ledger");
@@ -321,7 +293,6 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         // Brought up to date first (it may recompute), then read beside the other holdings.
         self.holdings
             .refresh_currents(&TrustedBundle::new(bundle, cfg.rollover_spread));
-        let derived = Derived::of(&self.holdings);
         let ca_version = version("ca", bundle);
         let traefik_client = traefik_client_spec(cfg);
         let world = World {
@@ -331,10 +302,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             traefik_client: Some(&traefik_client),
             current: self.holdings.currents(),
             failures: &self.holdings.failures,
-            copied: &self.holdings.ledger.copied,
+            copied: self.holdings.ledger.copied(),
             ca_version: &ca_version,
-            published: &derived.published,
-            orphaned_since: &derived.orphaned,
+            published: self.holdings.ledger.published(),
+            orphaned_since: self.holdings.ledger.orphaned_since(),
             first_list_done: listed,
             grace: cfg.grace,
             now,
@@ -440,9 +411,9 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
         let delivered = published.is_some();
         if let Some(v) = published {
-            h.ledger.published.insert(id.file_key(), v);
+            h.ledger.note_published(&id, v);
         }
-        h.ledger.copied.extend(copied);
+        h.ledger.note_copied(copied);
         for _ in 0..failed_actions {
             self.metrics.error(FailureKind::Action.metric());
         }
@@ -459,16 +430,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     /// Starts the grace period of certificates no container wants, and removes those past it.
     fn apply_orphans(&mut self, cfg: &ControllerConfig, p: &Plan, now: SystemTime) {
         let h = &mut self.holdings;
-        let secs = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
         for id in &p.newly_orphaned {
-            h.ledger.orphaned_since.insert(id.file_key(), secs);
+            h.ledger.orphaned(id, now);
         }
-        for id in p.desired.keys() {
-            h.ledger.orphaned_since.remove(&id.file_key());
-        }
+        h.ledger.wanted(|id| p.desired.contains_key(id));
         for id in &p.remove {
             tracing::info!(cert = %id, "no container uses this certificate any more; removing its files");
             if let Err(e) = super::outputs::unpublish(&cfg.dirs, id).and_then(|()| h.forget(id)) {

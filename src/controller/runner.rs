@@ -308,7 +308,6 @@ where
         if self.timers.flush_at.is_some_and(|t| t <= Instant::now()) {
             self.timers.flush_at = None;
             self.timers.burst_started = None;
-            let versions = self.rec.holdings.published_versions();
             let cfg = &self.cfg;
             if !self.bundle.is_empty()
                 && refresh_proxy_files(
@@ -317,7 +316,7 @@ where
                         bundle: &self.bundle,
                         options: &cfg.traefik_options,
                         desired: &self.desired,
-                        versions: &versions,
+                        versions: self.rec.holdings.ledger.published(),
                         forward_auth: cfg.forward_auth.as_deref(),
                     },
                 )
