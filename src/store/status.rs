@@ -13,7 +13,7 @@ use crate::core::names::{San, Usage};
 
 /// One managed certificate (or one container whose labels were refused). The JSON field names
 /// and formats are the `certdock status --json` contract.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StatusEntry {
     pub name: String,
     /// Container name, or null for certificates not tied to a container.
