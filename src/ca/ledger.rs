@@ -26,7 +26,7 @@ const VERIFIED_CACHE: usize = 1024;
 pub struct Ledger {
     state_dir: PathBuf,
     inventory: Arc<Mutex<Inventory>>,
-    /// The group commit of the inventory (see [`super::commit`]), made by the first issuance.
+    /// The inventory writer (see [`super::commit`]), started by the first issuance.
     commit: OnceLock<Committer>,
     /// Client certificates (DER) whose signature by a current intermediate was already checked,
     /// with what they say: a keep-alive agent presents the same certificate on every request,
@@ -53,11 +53,11 @@ impl Ledger {
         })
     }
 
-    /// `record` on its way into the inventory; the certificate may be handed out only once
+    /// Queues `record` for the inventory writer; the certificate may be handed out only once
     /// the returned [`Durable`] has resolved.
     pub fn record(&self, record: IssuedRecord) -> Durable {
         self.commit
-            .get_or_init(|| Committer::new(self.state_dir.clone(), self.inventory.clone()))
+            .get_or_init(|| Committer::start(self.state_dir.clone(), self.inventory.clone()))
             .submit(record)
     }
 
@@ -77,7 +77,7 @@ impl Ledger {
             .compaction_records(now)
             .map_err(io)?;
         let prepared = Compaction::write(base, &records).map_err(io)?;
-        // Second half: no other process appends, and this process's next batch waits (it takes
+        // Second half: no other process appends, and this process's writer waits (it takes
         // the state lock, then the inventory), while the tail is carried over and renamed.
         let _lock = StateLock::exclusive(&self.state_dir).map_err(io)?;
         let (before, after) = lock(&self.inventory, "inventory")?

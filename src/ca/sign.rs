@@ -58,8 +58,8 @@ impl LeafKey for SubjectPublicKeyInfo {
 }
 
 impl LocalCa {
-    /// Checks `auth` against its name policy, signs it now, and hands its record to the
-    /// inventory's group commit: the certificate comes out of the [`PendingIssue`] once the record is
+    /// Checks `auth` against its name policy, signs it now, and queues its record for the
+    /// inventory writer: the certificate comes out of the [`PendingIssue`] once the record is
     /// on disk, so a certificate handed out is always in the inventory.
     pub fn sign<K: LeafKey>(
         &self,

@@ -33,7 +33,7 @@ impl StateLock {
 }
 
 /// The lock file kept open, for a thread that takes the state lock over and over (the
-/// inventory's group commit, once per batch): the same exclusion as [`StateLock::exclusive`] (a lock
+/// inventory writer, once per batch): the same exclusion as [`StateLock::exclusive`] (a lock
 /// belongs to an open file, so this one also excludes the other handles of this process),
 /// without opening the file every time.
 #[derive(Debug)]
@@ -52,15 +52,6 @@ impl StateLockFile {
     pub fn exclusive(&self) -> io::Result<HeldLock<'_>> {
         self.file.lock()?;
         Ok(HeldLock { file: &self.file })
-    }
-
-    /// The exclusive lock if nobody holds it now (None if somebody does), without waiting.
-    pub fn try_exclusive(&self) -> io::Result<Option<HeldLock<'_>>> {
-        match self.file.try_lock() {
-            Ok(()) => Ok(Some(HeldLock { file: &self.file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
     }
 }
 
