@@ -112,28 +112,32 @@ pub async fn finalize(
         return answer(&acme, &signed, &order);
     };
     let ttl = order.ttl_secs.map(Duration::from_secs);
-    match super::issue::issue(&acme, csr, ttl, &order.account, &order.id).await {
-        Ok(issued) => {
-            order.finalized = Some(Status::Valid);
-            order.cert = Some(OrderCert {
-                serial: issued.serial.clone(),
-                chain_pem: issued.fullchain_pem(),
-            });
-            acme.metrics.issued("acme");
-            tracing::info!(serial = %issued.serial, order = %order.id, "ACME certificate issued");
+    // Signing, the wait for the inventory's fsync and the order's own fsync, on one blocking
+    // thread: the writer's answer wakes it directly, not an async worker that would hand the
+    // order's write to a blocking thread again.
+    let acme2 = acme.clone();
+    let order = blocking(move || {
+        match super::issue::issue(&acme2, csr, ttl, &order.account, &order.id) {
+            Ok(issued) => {
+                order.finalized = Some(Status::Valid);
+                order.cert = Some(OrderCert {
+                    serial: issued.serial.clone(),
+                    chain_pem: issued.fullchain_pem(),
+                });
+                acme2.metrics.issued("acme");
+                tracing::info!(serial = %issued.serial, order = %order.id, "ACME certificate issued");
+            }
+            Err(e) => {
+                let p = Problem::from(e);
+                order.finalized = Some(Status::Invalid);
+                order.error = Some(p);
+            }
         }
-        Err(e) => {
-            let p = Problem::from(e);
-            order.finalized = Some(Status::Invalid);
-            order.error = Some(p);
-        }
-    }
-    let (o2, acme2) = (order.clone(), acme.clone());
-    blocking(move || {
         acme2
             .store
-            .write(Batch::default().order(o2))
-            .map_err(store_err)
+            .write(Batch::default().order(order.clone()))
+            .map_err(store_err)?;
+        Ok(order)
     })
     .await?;
     answer(&acme, &signed, &order)

@@ -24,8 +24,8 @@ pub fn requester(account: &str, order: &str) -> Requester {
 
 /// Signs `csr` (names already checked against the order) under the CA's name and ttl policy,
 /// through the CA's one authorize → sign path, and returns the certificate once its inventory
-/// record is durable.
-pub async fn issue(
+/// record is durable. Blocking: it waits for the inventory writer's fsync.
+pub fn issue(
     acme: &Acme,
     csr: Csr,
     ttl: Option<Duration>,
@@ -48,7 +48,7 @@ pub async fn issue(
             AuthError::Ca(ca) => ca,
             other => CaError::Internal(other.to_string()),
         })?;
-    acme.ca.sign(auth, now)?.durable().await
+    acme.ca.sign(auth, now)?.wait()
 }
 
 /// At start-up: a certificate the CA recorded for an ACME order that does not hold it (the

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod eab;
 pub mod finalize;
 pub mod fuzz;
+pub mod http01;
 pub mod issue;
 pub mod jws;
 pub mod model;

@@ -375,20 +375,27 @@ pub async fn challenge(
     if let Some((claimed, slot)) = started {
         z = claimed;
         let account = signed.account()?.clone();
-        let task = tokio::spawn(super::validate::run(
-            acme.clone(),
-            z.id.clone(),
-            kind,
-            account.id,
-            slot,
-        ));
+        let mut task = super::validate::start(acme.clone(), z.id.clone(), kind, account.id, slot);
         // Most validations take milliseconds: answering with the outcome spares the client a
         // polling round (lego waits the Retry-After, 5 s by default, before its first poll).
-        // A slow one goes on in the background (dropping the handle detaches the task).
-        if tokio::time::timeout(INLINE_VALIDATION, task).await.is_ok()
-            && let Ok(Some(done)) = acme.store.read(|s| s.authz(&z.id).cloned())
-        {
-            z = done;
+        // A slow one goes on in the background, watched until its deadline.
+        match tokio::time::timeout(INLINE_VALIDATION, &mut task).await {
+            Ok(_) => {
+                if let Ok(Some(done)) = acme.store.read(|s| s.authz(&z.id).cloned()) {
+                    z = done;
+                }
+            }
+            Err(_) => {
+                // A second past the validation's own deadline, so that its own reason wins.
+                let left = super::validate::TIMEOUT - INLINE_VALIDATION + Duration::from_secs(1);
+                tokio::spawn(super::validate::watch(
+                    acme.clone(),
+                    z.id.clone(),
+                    kind,
+                    task,
+                    left,
+                ));
+            }
         }
         if z.challenges[idx].status == Status::Processing {
             // The client is about to be told `processing`: make the claim durable first.

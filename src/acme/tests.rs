@@ -85,7 +85,7 @@ async fn a_crash_between_signing_and_the_journal_revokes_the_orphan_and_reopens_
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = Csr::parse(&params.serialize_request(&key).unwrap().pem().unwrap()).unwrap();
-    let issued = issue::issue(&acme, csr, None, "a1", "o1").await.unwrap();
+    let issued = issue::issue(&acme, csr, None, "a1", "o1").unwrap();
     drop(acme);
 
     let acme = Acme::open(ca.clone(), Arc::new(Metrics::new()), config()).unwrap();
@@ -131,15 +131,9 @@ async fn at_start_up_a_certificate_of_an_order_that_does_not_hold_it_is_revoked_
         params.distinguished_name = rcgen::DistinguishedName::new();
         Csr::parse(&params.serialize_request(&key).unwrap().pem().unwrap()).unwrap()
     };
-    let lost = issue::issue(&acme, csr(), None, "a1", "lost")
-        .await
-        .unwrap();
-    let kept = issue::issue(&acme, csr(), None, "a1", "done")
-        .await
-        .unwrap();
-    let stranger = issue::issue(&acme, csr(), None, "a1", "unknown")
-        .await
-        .unwrap();
+    let lost = issue::issue(&acme, csr(), None, "a1", "lost").unwrap();
+    let kept = issue::issue(&acme, csr(), None, "a1", "done").unwrap();
+    let stranger = issue::issue(&acme, csr(), None, "a1", "unknown").unwrap();
     let mut done = order("done");
     done.finalized = Some(Status::Valid);
     done.cert = Some(super::model::OrderCert {

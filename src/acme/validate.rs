@@ -1,209 +1,176 @@
 //! The CA's side of http-01 (RFC 8555 §8.3) and tls-alpn-01 (RFC 8737), run in the background.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
-use super::Acme;
 use super::jws::{Jwk, key_authorization};
 use super::model::{ChallengeType, Status};
 use super::problem::Problem;
 use super::request::unix_now;
 use super::slots::Slot;
 use super::store::Batch;
-use crate::core::names::San;
+use super::{Acme, http01};
 use crate::tls::danger::{AnyServerCert, Use};
 
 /// A validation that has not finished by then fails (`connection`); the client may order again.
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// The key authorization is ~87 bytes; a larger answer is not one.
-const MAX_HTTP_BODY: usize = 8 * 1024;
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// id-pe-acmeIdentifier (RFC 8737 §6.1).
 const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 
-/// Validates challenge `kind` of authorization `authz_id` and records valid or invalid. `slot`
-/// is this validation's place among those running (`acme::slots`), given back when it ends.
-pub async fn run(
+/// Starts validating challenge `kind` of authorization `authz_id`; the validation records valid
+/// or invalid itself. `slot` is its place among those running (`acme::slots`), given back when
+/// it ends. http-01 runs on one blocking thread from the name's resolution to the outcome's
+/// fsync (see [`super::http01`]); tls-alpn-01 runs as a task.
+pub fn start(
     acme: Arc<Acme>,
     authz_id: String,
     kind: ChallengeType,
     account_id: String,
     slot: Slot,
+) -> JoinHandle<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    match kind {
+        ChallengeType::Http01 => tokio::task::spawn_blocking(move || {
+            let _running = slot;
+            let Some(target) = Target::find(&acme, &authz_id, kind, &account_id) else {
+                return;
+            };
+            let outcome = target.key_auth.and_then(|key_auth| {
+                http01::check(
+                    &target.name,
+                    acme.config.http_port,
+                    &target.token,
+                    &key_auth,
+                    deadline,
+                )
+            });
+            record(&acme, &authz_id, kind, outcome);
+        }),
+        ChallengeType::TlsAlpn01 => tokio::spawn(async move {
+            let _running = slot;
+            let Some(target) = Target::find(&acme, &authz_id, kind, &account_id) else {
+                return;
+            };
+            let outcome = match target.key_auth {
+                Ok(key_auth) => {
+                    let check = tls_alpn_01(&target.name, acme.config.tls_port, &key_auth);
+                    tokio::time::timeout_at(deadline.into(), check)
+                        .await
+                        .unwrap_or_else(|_| Err(too_late()))
+                }
+                Err(p) => Err(p),
+            };
+            let _ =
+                tokio::task::spawn_blocking(move || record(&acme, &authz_id, kind, outcome)).await;
+        }),
+    }
+}
+
+/// A validation the challenge POST stopped waiting for: if it is still running at its
+/// deadline (a name whose resolution hangs: the resolver cannot be interrupted), it fails
+/// then, and whatever it finds later is not recorded (only a `processing` challenge is).
+pub async fn watch(
+    acme: Arc<Acme>,
+    authz_id: String,
+    kind: ChallengeType,
+    task: JoinHandle<()>,
+    left: Duration,
 ) {
-    let _running = slot;
-    let found = acme.store.read(|s| {
-        let z = s.authz(&authz_id)?.clone();
-        let a = s.account(&account_id)?.clone();
-        Some((z, a))
-    });
-    let Ok(Some((z, account))) = found else {
-        tracing::warn!(authz = %authz_id, "ACME validation: authorization or account vanished");
-        return;
-    };
-    let Some(ch) = z.challenges.iter().find(|c| c.kind == kind) else {
-        return;
-    };
-    let outcome = match Jwk::from_raw(&account.jwk) {
-        Ok(key) => {
-            let key_auth = key_authorization(&ch.token, &key);
-            let check = validate(&acme, &z.identifier.value, kind, &ch.token, &key_auth);
-            tokio::time::timeout(TIMEOUT, check)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(problem(
-                        "connection",
-                        format!("no answer within {}s", TIMEOUT.as_secs()),
-                    ))
-                })
-        }
-        Err(e) => Err(Problem::from(e)),
-    };
-    match &outcome {
-        Ok(()) => {
-            tracing::info!(authz = %authz_id, challenge = kind.as_str(), name = %z.identifier.value, "ACME challenge valid")
-        }
-        Err(p) => {
-            tracing::info!(authz = %authz_id, challenge = kind.as_str(), name = %z.identifier.value, error = %p.detail, "ACME challenge invalid")
+    if tokio::time::timeout(left, task).await.is_err() {
+        let _ =
+            tokio::task::spawn_blocking(move || record(&acme, &authz_id, kind, Err(too_late())))
+                .await;
+    }
+}
+
+fn too_late() -> Problem {
+    problem(
+        "connection",
+        format!("no answer within {}s", TIMEOUT.as_secs()),
+    )
+}
+
+/// What a validation checks: the name, the challenge's token and the key authorization.
+struct Target {
+    name: String,
+    token: String,
+    key_auth: Result<String, Problem>,
+}
+
+impl Target {
+    fn find(acme: &Acme, authz_id: &str, kind: ChallengeType, account_id: &str) -> Option<Self> {
+        let found = acme.store.read(|s| {
+            let z = s.authz(authz_id)?;
+            let a = s.account(account_id)?;
+            let ch = z.challenges.iter().find(|c| c.kind == kind)?;
+            Some(Target {
+                name: z.identifier.value.clone(),
+                token: ch.token.clone(),
+                key_auth: Jwk::from_raw(&a.jwk)
+                    .map(|key| key_authorization(&ch.token, &key))
+                    .map_err(Problem::from),
+            })
+        });
+        match found {
+            Ok(Some(t)) => Some(t),
+            _ => {
+                tracing::warn!(authz = %authz_id, "ACME validation: authorization, account or challenge vanished");
+                None
+            }
         }
     }
-    let acme2 = acme.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        acme2.store.update(|s| {
-            let Some(mut z) = s.authz(&authz_id).cloned() else {
-                return (None, ());
-            };
-            let Some(c) = z.challenges.iter_mut().find(|c| c.kind == kind) else {
-                return (None, ());
-            };
-            if c.status != Status::Processing {
-                return (None, ());
+}
+
+/// Records the outcome (blocking: the journal's fsync) if the challenge is still `processing`.
+fn record(acme: &Acme, authz_id: &str, kind: ChallengeType, outcome: Result<(), Problem>) {
+    let written = acme.store.update(|s| {
+        let Some(mut z) = s.authz(authz_id).cloned() else {
+            return (None, None);
+        };
+        let name = z.identifier.value.clone();
+        let Some(c) = z.challenges.iter_mut().find(|c| c.kind == kind) else {
+            return (None, None);
+        };
+        if c.status != Status::Processing {
+            return (None, None);
+        }
+        match &outcome {
+            Ok(()) => {
+                c.status = Status::Valid;
+                c.validated = Some(unix_now());
+                z.status = Status::Valid;
             }
-            match outcome {
-                Ok(()) => {
-                    c.status = Status::Valid;
-                    c.validated = Some(unix_now());
-                    z.status = Status::Valid;
-                }
-                Err(p) => {
-                    c.status = Status::Invalid;
-                    c.error = Some(p);
-                    z.status = Status::Invalid;
-                }
+            Err(p) => {
+                c.status = Status::Invalid;
+                c.error = Some(p.clone());
+                z.status = Status::Invalid;
             }
-            (Some(Batch::default().authz(z)), ())
-        })
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::error!("ACME validation: the outcome could not be recorded");
+        }
+        (Some(Batch::default().authz(z)), Some(name))
+    });
+    match (written, &outcome) {
+        (Ok(None), _) => {}
+        (Ok(Some(name)), Ok(())) => {
+            tracing::info!(authz = %authz_id, challenge = kind.as_str(), %name, "ACME challenge valid")
+        }
+        (Ok(Some(name)), Err(p)) => {
+            tracing::info!(authz = %authz_id, challenge = kind.as_str(), %name, error = %p.detail, "ACME challenge invalid")
+        }
+        (Err(e), _) => {
+            tracing::error!(authz = %authz_id, error = %e, "ACME validation: the outcome could not be recorded")
+        }
     }
 }
 
 fn problem(kind: &str, detail: String) -> Problem {
     Problem::new(kind, StatusCode::BAD_REQUEST, detail)
-}
-
-async fn validate(
-    acme: &Acme,
-    name: &str,
-    kind: ChallengeType,
-    token: &str,
-    key_auth: &str,
-) -> Result<(), Problem> {
-    match kind {
-        ChallengeType::Http01 => http_01(name, acme.config.http_port, token, key_auth).await,
-        ChallengeType::TlsAlpn01 => tls_alpn_01(name, acme.config.tls_port, key_auth).await,
-    }
-}
-
-fn http_client() -> Result<&'static reqwest::Client, Problem> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            // Plain HTTP only; a TLS config is still needed to build a client without a
-            // process-wide rustls provider. Redirects are not followed: the answer must come
-            // from the name itself.
-            let tls = ClientConfig::builder_with_provider(crate::tls::provider())
-                .with_protocol_versions(crate::tls::VERSIONS)
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(TIMEOUT)
-                .timeout(TIMEOUT)
-                .user_agent("certdock-acme-validator")
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| Problem::server(format!("HTTP client: {e}")))
-}
-
-/// GET http://NAME:PORT/.well-known/acme-challenge/TOKEN; the body (trailing white space
-/// trimmed) must be the key authorization.
-async fn http_01(name: &str, port: u16, token: &str, key_auth: &str) -> Result<(), Problem> {
-    let host = match San::parse(name) {
-        Ok(San::Ip(std::net::IpAddr::V6(ip))) => format!("[{ip}]"),
-        _ => name.to_string(),
-    };
-    let url = format!("http://{host}:{port}/.well-known/acme-challenge/{token}");
-    let mut resp = http_client()?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| problem("connection", format!("GET {url}: {}", error_chain(&e))))?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(problem(
-            "incorrectResponse",
-            format!(
-                "GET {url} answered {} (redirects are not followed)",
-                resp.status()
-            ),
-        ));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| problem("connection", format!("GET {url}: {}", error_chain(&e))))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_HTTP_BODY {
-            return Err(problem(
-                "incorrectResponse",
-                format!("GET {url}: the answer is larger than {MAX_HTTP_BODY} bytes"),
-            ));
-        }
-    }
-    let got = String::from_utf8_lossy(&body);
-    if got.trim_end() != key_auth {
-        return Err(problem(
-            "incorrectResponse",
-            format!(
-                "GET {url}: the body is not the key authorization (got {:?})",
-                got.chars().take(100).collect::<String>()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// TLS to NAME:PORT with SNI NAME and ALPN `acme-tls/1`; the self-signed certificate must hold
