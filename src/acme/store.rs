@@ -105,13 +105,27 @@ impl Batch {
     }
 }
 
+/// Appends `batch` to the journal (fsynced when `durable`), then makes it visible in `maps`.
 /// After an append that did not find the journal where this store last left it (only after a
-/// crash tore its last record: this process is the journal's one writer), reads past what is
-/// there, so that the next append need not look again. What it reads is this store's own
+/// crash tore its last record: this process is the journal's one writer), it reads past what
+/// is there, so that the next append need not look again. What it reads is this store's own
 /// records, already applied, and the torn one, sealed.
-fn catch_up(journal: &mut Journal<Record>, past: bool) -> io::Result<()> {
+fn commit(
+    journal: &mut Journal<Record>,
+    maps: &mut Maps,
+    batch: Batch,
+    durable: bool,
+) -> io::Result<()> {
+    let past = if durable {
+        journal.append(&batch.records)?
+    } else {
+        journal.append_unsynced(&batch.records)?.1
+    };
     if !past {
         journal.refresh_each(|_| {})?;
+    }
+    for r in batch.records {
+        maps.apply(r);
     }
     Ok(())
 }
@@ -152,28 +166,13 @@ impl Store {
 
     /// Records `batch` durably, then makes it visible.
     pub fn write(&self, batch: Batch) -> io::Result<()> {
-        let mut g = self.lock()?;
-        let past = g.0.append(&batch.records)?;
-        catch_up(&mut g.0, past)?;
-        for r in batch.records {
-            g.1.apply(r);
-        }
-        Ok(())
+        self.update(|_| (Some(batch), ()))
     }
 
     /// Reads and, if `f` returns a batch, writes it under the same lock: a check-then-act that
     /// no concurrent request can interleave (two finalizes of one order, two key changes).
     pub fn update<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> (Option<Batch>, T)) -> io::Result<T> {
-        let mut g = self.lock()?;
-        let (batch, out) = f(&Snapshot(&g.1));
-        if let Some(batch) = batch {
-            let past = g.0.append(&batch.records)?;
-            catch_up(&mut g.0, past)?;
-            for r in batch.records {
-                g.1.apply(r);
-            }
-        }
-        Ok(out)
+        self.update_with(true, f)
     }
 
     /// [`Store::update`] for a transient state (a challenge being validated, an order being
@@ -185,14 +184,19 @@ impl Store {
         &self,
         f: impl FnOnce(&Snapshot<'_>) -> (Option<Batch>, T),
     ) -> io::Result<T> {
+        self.update_with(false, f)
+    }
+
+    fn update_with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Snapshot<'_>) -> (Option<Batch>, T),
+    ) -> io::Result<T> {
         let mut g = self.lock()?;
-        let (batch, out) = f(&Snapshot(&g.1));
+        let (journal, maps) = &mut *g;
+        let (batch, out) = f(&Snapshot(maps));
         if let Some(batch) = batch {
-            let (_, past) = g.0.append_unsynced(&batch.records)?;
-            catch_up(&mut g.0, past)?;
-            for r in batch.records {
-                g.1.apply(r);
-            }
+            commit(journal, maps, batch, durable)?;
         }
         Ok(out)
     }
