@@ -15,7 +15,8 @@
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
 //!
-//! Run: `scripts/bench.sh wakeup` (or `cargo bench --bench wakeup -- 100 1000`).
+//! Run: `scripts/bench.sh wakeup` (or `cargo bench --bench wakeup -- 100 1000`). With
+//! `WAKEUP_PROFILE=whole` it then makes only whole passes (20 × `WAKEUP_PASSES`), for a profiler.
 
 mod common;
 
@@ -250,6 +251,20 @@ async fn run(n: usize) {
             times.push(t.elapsed());
             assert!(!outcome.delivered, "nothing to deliver");
         }
+    }
+
+    // `WAKEUP_PROFILE=whole`: only whole passes from here on, for a profiler to see them alone.
+    if std::env::var("WAKEUP_PROFILE").is_ok_and(|v| v == "whole") {
+        for round in 0..passes * 20 {
+            let i = (round / 2 * 7919) % n;
+            let mut c = container(i, &format!("svc-{i}.internal"));
+            if round.is_multiple_of(2) {
+                c.networks.push("other".into());
+            }
+            store.apply(WatchEvent::Upsert(c));
+            rec.reconcile(&cfg, &mut store, &bundle).await;
+        }
+        return;
     }
 
     let mut one_change = Vec::new();

@@ -63,19 +63,13 @@ pub struct TrustedBundle {
 
 impl TrustedBundle {
     pub fn new(ca_pem: &str, rollover_spread: Duration) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
         let certs = certs_from_pem("bundle", ca_pem).unwrap_or_default();
         Self {
-            digest: hex::encode(&digest.as_ref()[..6]),
+            digest: bundle_digest(ca_pem),
             signer: Signer::of_bundle(&certs),
             certs,
             rollover_spread,
         }
-    }
-
-    /// What the plan's view of a held certificate depends on besides the certificate.
-    fn key(&self) -> (String, Duration) {
-        (self.digest.clone(), self.rollover_spread)
     }
 
     /// What deliveries compare: changes with the certificate and with the CA bundle.
@@ -184,7 +178,7 @@ pub struct Holdings {
     /// The plan's view of `held` (see [`Holdings::refresh_currents`]), kept between passes: a wake-up
     /// recomputes only what was stored since, or everything when the CA bundle changed.
     currents: BTreeMap<Identity, Current>,
-    /// What `currents` was computed against (see `TrustedBundle::key`).
+    /// What `currents` was computed against: the bundle's digest and the rollover spread.
     currents_for: Option<(String, Duration)>,
     /// Identities stored since `currents` was brought up to date.
     stale: BTreeSet<Identity>,
@@ -207,6 +201,12 @@ impl Chains {
         }
         held
     }
+}
+
+/// The first 12 hex digits of a CA bundle's SHA-256: part of every delivery version.
+fn bundle_digest(ca_pem: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes());
+    hex::encode(&digest.as_ref()[..6])
 }
 
 /// The delivery ledger's file under `STATE/managed/`.
@@ -283,18 +283,24 @@ impl Holdings {
         Ok(())
     }
 
-    /// Brings the plan's view of every held certificate up to date with `bundle`: recomputed
-    /// whole only when the bundle changed, otherwise only for what was stored since.
-    pub fn refresh_currents(&mut self, bundle: &TrustedBundle) {
-        let key = bundle.key();
+    /// Brings the plan's view of every held certificate up to date with the CA bundle `ca_pem`:
+    /// recomputed whole only when the bundle (or the spread) changed, otherwise only for what
+    /// was stored since. The bundle is parsed only then: a digest tells it unchanged (parsing
+    /// it on every pass was a tenth of a whole pass at 1,000 identities).
+    pub fn refresh_currents(&mut self, ca_pem: &str, rollover_spread: Duration) {
+        let key = (bundle_digest(ca_pem), rollover_spread);
         if self.currents_for.as_ref() != Some(&key) {
             self.stale = self.held.keys().cloned().collect();
             self.currents.clear();
             self.currents_for = Some(key);
         }
+        if self.stale.is_empty() {
+            return;
+        }
+        let bundle = TrustedBundle::new(ca_pem, rollover_spread);
         for id in std::mem::take(&mut self.stale) {
             if let Some(h) = self.held.get(&id) {
-                self.currents.insert(id, h.current(bundle));
+                self.currents.insert(id, h.current(&bundle));
             }
         }
     }

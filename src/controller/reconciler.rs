@@ -1,6 +1,6 @@
 //! One reconcile pass: build the world, [`plan`], execute, apply the results, write status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,10 +11,10 @@ use tokio::time::Instant;
 use super::clock::Clock;
 use super::config::ControllerConfig;
 use super::executor::{Executor, WorkResult};
-use super::holdings::{Holdings, TrustedBundle, version};
+use super::holdings::{Holdings, version};
 use super::outputs::OutputDirs;
 use super::retry::{FailureKind, error_policy};
-use super::status::status_entries;
+use super::status::{StatusRow, digest_of, status_rows};
 use super::store::{ContainerStore, Snapshot};
 use crate::ca::source::CertSource;
 use crate::core::labelled::Labelled;
@@ -25,7 +25,6 @@ use crate::core::plan::{
 };
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
-use crate::store::status::StatusEntry;
 
 /// The loop plans at least this often, even with nothing to do: deadlines are wall-clock
 /// times, and a clock that jumps (suspend, NTP step) must be noticed within this interval.
@@ -50,8 +49,8 @@ pub struct Reconciler<S, A> {
     pub clock: Clock,
     /// The order each refused identity was refused for: a different one is asked at once.
     refused: BTreeMap<Identity, CertSpecLite>,
-    /// What status.json holds (where, and a hash of the entries: a copy of 1,000 entries
-    /// would be ~0.5 MiB), so an unchanged status is not rewritten.
+    /// What status.json holds (where, and a hash of its rows: a copy of 1,000 entries would
+    /// be ~0.5 MiB), so an unchanged status is neither built nor rewritten.
     status_written: Option<(PathBuf, u64)>,
     /// Set after a pass that found nothing to do; see [`Quiet`].
     quiet: Option<Quiet>,
@@ -85,16 +84,6 @@ impl Quiet {
             && self.planned_at <= now
             && now < self.until
     }
-}
-
-/// A hash of the entries, to tell an unchanged status without serialising it (that and a
-/// SHA-256 of the JSON were a fifth of a whole pass at 1,000 identities). A collision, one in
-/// 2^64, would leave `status.json` one change behind until the next.
-fn digest_of(entries: &[StatusEntry]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    entries.hash(&mut h);
-    h.finish()
 }
 
 /// Whether a plan asks for nothing to be done.
@@ -216,19 +205,15 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
         self.apply_orphans(cfg, &p, now);
         if store.listed() {
-            let live: BTreeSet<&str> = snapshot
-                .all
-                .iter()
-                .map(|l| l.container.id.as_str())
-                .collect();
-            self.holdings.ledger.retain_copied(|id| live.contains(id));
+            self.holdings.ledger.retain_copied(|id| store.contains(id));
         }
         if let Err(e) = self.holdings.save_ledger() {
             tracing::error!(error = %e, "cannot save the delivery ledger");
         }
-        let entries = status_entries(&p, &self.holdings);
-        let written = (cfg.state_dir.clone(), digest_of(&entries));
+        let rows = status_rows(&p, &self.holdings);
+        let written = (cfg.state_dir.clone(), digest_of(&rows));
         if self.status_written.as_ref() != Some(&written) {
+            let entries: Vec<_> = rows.iter().map(StatusRow::entry).collect();
             match crate::store::status::write(&written.0, &entries) {
                 Ok(_) => self.status_written = Some(written),
                 Err(e) => tracing::warn!(error = %e, "cannot write status.json"),
@@ -292,8 +277,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         now: SystemTime,
     ) -> Plan {
         // Brought up to date first (it may recompute), then read beside the other holdings.
-        self.holdings
-            .refresh_currents(&TrustedBundle::new(bundle, cfg.rollover_spread));
+        self.holdings.refresh_currents(bundle, cfg.rollover_spread);
         let ca_version = version("ca", bundle);
         let traefik_client = traefik_client_spec(cfg);
         let world = World {

@@ -1,77 +1,212 @@
 //! What `certdock status` shows, derived from the plan and the holdings.
+//!
+//! A pass first lists its rows borrowed ([`StatusRow`]): a row is everything its entry is
+//! made of. Their hash tells an unchanged status, and the entries (a dozen allocations each)
+//! are built only when it changed: building and hashing 1,000 of them on every pass was a fifth
+//! of a whole pass at 1,000 identities (issue 17).
+
+use std::hash::Hash;
+use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
 use super::holdings::Holdings;
-use crate::core::names::Usage;
-use crate::core::plan::Plan;
+use crate::core::authz::{AllowList, GroupName};
+use crate::core::names::{San, Usage};
+use crate::core::plan::{Identity, Plan, Refusal};
 use crate::proxy::traefik::allow_middleware;
 use crate::store::status::StatusEntry;
 
-pub fn status_entries(plan: &Plan, holdings: &Holdings) -> Vec<StatusEntry> {
-    let mut out = Vec::new();
+/// One line of the status, borrowed. Every field of its [`StatusEntry`] is a function of these.
+#[derive(Hash)]
+pub enum StatusRow<'a> {
+    /// A certificate, once per container using it (once with no container for certdock's own).
+    Cert {
+        id: &'a Identity,
+        container: Option<&'a str>,
+        sans: &'a [San],
+        usage: Usage,
+        groups: &'a std::collections::BTreeSet<GroupName>,
+        allow: Option<&'a AllowList>,
+        /// Serial, not after, renewal time of the held certificate.
+        held: Option<(&'a str, SystemTime, SystemTime)>,
+        error: Option<&'a str>,
+    },
+    /// A `usage=none` container: (name, container name).
+    TrustOnly(&'a str, &'a str),
+    Refused(&'a Refusal),
+}
+
+/// The rows of the status, in the order `status.json` lists them.
+pub fn status_rows<'a>(plan: &'a Plan, holdings: &'a Holdings) -> Vec<StatusRow<'a>> {
+    let mut out = Vec::with_capacity(plan.desired.len() + plan.trust_only.len());
     for (id, d) in &plan.desired {
-        let held = holdings.held.get(id);
+        let held = holdings
+            .held
+            .get(id)
+            .map(|h| (h.serial.as_str(), h.not_after, h.renew_at));
         let error = holdings
             .failures
             .get(id)
-            .map(|f| f.error.clone())
-            .or_else(|| holdings.delivery_errors.get(id).cloned());
-        let entry = |container: Option<String>| StatusEntry {
-            name: id.status_name(),
+            .map(|f| f.error.as_str())
+            .or_else(|| holdings.delivery_errors.get(id).map(String::as_str));
+        let row = |container| StatusRow::Cert {
+            id,
             container,
-            sans: d.spec.sans.clone(),
-            usage: Some(d.spec.usage),
-            serial: held.map(|h| h.serial.clone()),
-            not_after: held.map(|h| OffsetDateTime::from(h.not_after)),
-            next_renewal: held.map(|h| OffsetDateTime::from(h.renew_at)),
-            error: error.clone(),
-            groups: d.spec.groups.iter().map(ToString::to_string).collect(),
-            allow: d.allow.as_ref().map(ToString::to_string),
-            middleware: d
-                .allow
-                .as_ref()
-                .map(|_| format!("{}@file", allow_middleware(&id.status_name()))),
-            revoked_at: None,
+            sans: &d.spec.sans,
+            usage: d.spec.usage,
+            groups: &d.spec.groups,
+            allow: d.allow.as_ref(),
+            held,
+            error,
         };
         if d.containers.is_empty() {
-            out.push(entry(None));
+            out.push(row(None));
         }
-        for (_, cname) in &d.containers {
-            out.push(entry(Some(cname.clone())));
+        for m in &d.containers {
+            out.push(row(Some(m.0.name.as_str())));
         }
     }
     for (name, container) in &plan.trust_only {
-        out.push(StatusEntry {
-            name: name.clone(),
-            container: Some(container.clone()),
-            sans: Vec::new(),
-            usage: Some(Usage::NONE),
-            serial: None,
-            not_after: None,
-            next_renewal: None,
-            error: None,
-            groups: Vec::new(),
-            allow: None,
-            middleware: None,
-            revoked_at: None,
-        });
+        out.push(StatusRow::TrustOnly(name, container));
     }
-    for r in &plan.refused {
-        out.push(StatusEntry {
-            name: r.name.clone().unwrap_or_else(|| r.container_name.clone()),
-            container: Some(r.container_name.clone()),
-            sans: Vec::new(),
-            usage: None,
-            serial: None,
-            not_after: None,
-            next_renewal: None,
-            error: Some(r.error.clone()),
-            groups: Vec::new(),
-            allow: None,
-            middleware: None,
-            revoked_at: None,
-        });
-    }
+    out.extend(plan.refused.iter().map(StatusRow::Refused));
     out
+}
+
+/// A hash of the rows, to tell an unchanged status without building it. A collision would
+/// leave `status.json` one change behind until the next; foldhash rather than SipHash because
+/// nothing rides on resisting one, and it hashes the rows of 1,000 identities in a third of the
+/// time.
+pub fn digest_of(rows: &[StatusRow<'_>]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(rows)
+}
+
+impl StatusRow<'_> {
+    pub fn entry(&self) -> StatusEntry {
+        match *self {
+            StatusRow::Cert {
+                id,
+                container,
+                sans,
+                usage,
+                groups,
+                allow,
+                held,
+                error,
+            } => StatusEntry {
+                name: id.status_name(),
+                container: container.map(str::to_string),
+                sans: sans.to_vec(),
+                usage: Some(usage),
+                serial: held.map(|(serial, _, _)| serial.to_string()),
+                not_after: held.map(|(_, not_after, _)| OffsetDateTime::from(not_after)),
+                next_renewal: held.map(|(_, _, renew_at)| OffsetDateTime::from(renew_at)),
+                error: error.map(str::to_string),
+                groups: groups.iter().map(ToString::to_string).collect(),
+                allow: allow.map(ToString::to_string),
+                middleware: allow.map(|_| format!("{}@file", allow_middleware(&id.status_name()))),
+                revoked_at: None,
+            },
+            StatusRow::TrustOnly(name, container) => StatusEntry {
+                name: name.to_string(),
+                container: Some(container.to_string()),
+                usage: Some(Usage::NONE),
+                ..StatusEntry::default()
+            },
+            StatusRow::Refused(r) => StatusEntry {
+                name: r.name.clone().unwrap_or_else(|| r.container_name.clone()),
+                container: Some(r.container_name.clone()),
+                usage: None,
+                error: Some(r.error.clone()),
+                ..StatusEntry::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::core::container::{ContainerInfo, ContainerState};
+    use crate::core::names::CertName;
+    use crate::core::plan::{CertSpecLite, Desired, Failure, Member};
+
+    fn member(name: &str) -> Member {
+        Member(Arc::new(ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            state: ContainerState::Running,
+            networks: Vec::new(),
+        }))
+    }
+
+    fn plan(containers: &[&str]) -> Plan {
+        let spec = CertSpecLite {
+            sans: vec![San::parse("web.internal").unwrap()],
+            groups: Default::default(),
+            usage: Usage::SERVER,
+            ttl: Duration::from_secs(3600),
+        };
+        let desired = Desired {
+            spec,
+            publish: true,
+            traefik_hosts: false,
+            allow: None,
+            containers: containers.iter().map(|c| member(c)).collect(),
+        };
+        let id = Identity::Named(CertName::parse("web").unwrap());
+        Plan {
+            desired: BTreeMap::from([(id, desired)]),
+            trust_only: vec![("ca-only".into(), "reader".into())],
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_shown_change_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut holdings = Holdings::load(dir.path()).unwrap();
+        let digest = |p: &Plan, h: &Holdings| digest_of(&status_rows(p, h));
+        let one = plan(&["web-1"]);
+        let before = digest(&one, &holdings);
+        assert_eq!(before, digest(&plan(&["web-1"]), &holdings), "same rows");
+        assert_ne!(before, digest(&plan(&["web-1", "web-2"]), &holdings));
+
+        let id = one.desired.keys().next().unwrap().clone();
+        holdings.failures.insert(
+            id.clone(),
+            Failure {
+                attempts: 1,
+                retry_at: SystemTime::UNIX_EPOCH,
+                error: "CA unreachable".into(),
+            },
+        );
+        assert_ne!(before, digest(&one, &holdings), "an error shows");
+
+        let entries: Vec<StatusEntry> = status_rows(&one, &holdings)
+            .iter()
+            .map(StatusRow::entry)
+            .collect();
+        assert_eq!(entries.len(), 2);
+        let web = &entries[0];
+        assert_eq!(
+            (web.name.as_str(), web.container.as_deref()),
+            ("web", Some("web-1"))
+        );
+        assert_eq!(web.error.as_deref(), Some("CA unreachable"));
+        assert_eq!(web.usage, Some(Usage::SERVER));
+        assert_eq!(web.serial, None);
+        let reader = &entries[1];
+        assert_eq!(
+            (reader.name.as_str(), reader.usage),
+            ("ca-only", Some(Usage::NONE))
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! Each container's labels are parsed once and the parse kept until the container or the
 //! label settings change: a wake-up parses only what changed (issue 17).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::core::container::ContainerInfo;
@@ -21,11 +21,13 @@ pub struct ContainerStore {
     /// was parsed, and goes when that container changes or leaves.
     parsed: HashMap<String, Arc<Labelled>>,
     parsed_under: Option<LabelSettings>,
-    /// The asking part of the last snapshot, kept when a new one asks the same.
-    asking: Option<Arc<[Arc<Labelled>]>>,
     /// Every container with its parse, made at the first snapshot after a change and shared
     /// until the next: a wake-up that nothing changed copies and parses nothing.
     snapshot: Option<Snapshot>,
+    /// The containers changed, come or gone since `snapshot` was made: the next one patches it
+    /// (sorting 1,000 containers by name again was a tenth of a whole pass). `None`: made
+    /// whole (the first, after a relist, under new label settings).
+    dirty: Option<BTreeSet<String>>,
 }
 
 /// The containers as of one moment, each with its parse, sorted by name then id.
@@ -41,9 +43,19 @@ pub struct Snapshot {
 impl ContainerStore {
     /// Applies one event. Returns true when the visible world changed.
     pub fn apply(&mut self, event: WatchEvent) -> bool {
+        let touched = match &event {
+            WatchEvent::Upsert(c) => Some(c.id.clone()),
+            WatchEvent::Remove(id) => Some(id.clone()),
+            _ => None,
+        };
         let changed = self.apply_event(event);
         if changed {
-            self.snapshot = None;
+            match (touched, self.dirty.as_mut()) {
+                (Some(id), Some(dirty)) => {
+                    dirty.insert(id);
+                }
+                _ => self.dirty = None,
+            }
         }
         changed
     }
@@ -106,32 +118,50 @@ impl ContainerStore {
         self.listed
     }
 
+    /// Whether container `id` is there now.
+    pub fn contains(&self, id: &str) -> bool {
+        self.containers.contains_key(id)
+    }
+
     /// Every container as last seen with its labels parsed under `ctx`, sorted by name
     /// then id (the order the plan takes them in).
     pub fn snapshot(&mut self, ctx: &LabelContext<'_>) -> Snapshot {
         if !self.parsed_under.as_ref().is_some_and(|s| s.matches(ctx)) {
             self.parsed.clear();
             self.parsed_under = Some(LabelSettings::of(ctx));
-            self.snapshot = None;
+            self.dirty = None;
         }
-        if let Some(s) = &self.snapshot {
-            return s.clone();
-        }
-        let previous = self.asking.take();
-        let parsed = &mut self.parsed;
-        let mut list: Vec<Arc<Labelled>> = self
-            .containers
-            .iter()
-            .map(|(id, c)| {
-                parsed
-                    .entry(id.clone())
-                    .or_insert_with(|| Arc::new(Labelled::parse(c.clone(), ctx)))
-                    .clone()
-            })
-            .collect();
-        list.sort_by(|a, b| {
-            (&a.container.name, &a.container.id).cmp(&(&b.container.name, &b.container.id))
-        });
+        let list = match (self.dirty.take(), &self.snapshot) {
+            (Some(dirty), Some(s)) if dirty.is_empty() => {
+                let s = s.clone();
+                self.dirty = Some(dirty);
+                return s;
+            }
+            (Some(dirty), Some(s)) => {
+                let mut list: Vec<Arc<Labelled>> = s
+                    .all
+                    .iter()
+                    .filter(|l| !dirty.contains(&l.container.id))
+                    .cloned()
+                    .collect();
+                for id in dirty {
+                    if let Some(l) = self.parse(&id, ctx) {
+                        let at = list.partition_point(|x| by_name(x) < by_name(&l));
+                        list.insert(at, l);
+                    }
+                }
+                list
+            }
+            _ => {
+                let ids: Vec<String> = self.containers.keys().cloned().collect();
+                let mut list: Vec<Arc<Labelled>> =
+                    ids.iter().filter_map(|id| self.parse(id, ctx)).collect();
+                list.sort_by(|a, b| by_name(a).cmp(&by_name(b)));
+                list
+            }
+        };
+        self.dirty = Some(BTreeSet::new());
+        let previous = self.snapshot.take().map(|s| s.asking);
         let asking: Vec<Arc<Labelled>> = list.iter().filter(|l| l.asks()).cloned().collect();
         let asking = match previous {
             Some(prev)
@@ -142,7 +172,6 @@ impl ContainerStore {
             }
             _ => asking.into(),
         };
-        self.asking = Some(asking.clone());
         let snapshot = Snapshot {
             all: list.into(),
             asking,
@@ -150,6 +179,22 @@ impl ContainerStore {
         self.snapshot = Some(snapshot.clone());
         snapshot
     }
+
+    /// The parse of container `id` as it is now (made if missing); `None` when it is gone.
+    fn parse(&mut self, id: &str, ctx: &LabelContext<'_>) -> Option<Arc<Labelled>> {
+        let c = self.containers.get(id)?;
+        if let Some(l) = self.parsed.get(id) {
+            return Some(l.clone());
+        }
+        let l = Arc::new(Labelled::parse(c.clone(), ctx));
+        self.parsed.insert(id.to_string(), l.clone());
+        Some(l)
+    }
+}
+
+/// The order of a snapshot: by name, then id.
+fn by_name(l: &Labelled) -> (&str, &str) {
+    (&l.container.name, &l.container.id)
 }
 
 #[cfg(test)]
@@ -271,5 +316,52 @@ mod tests {
 
         assert!(s.apply(WatchEvent::Remove("a".into())));
         assert_eq!(ids(&s.snapshot(&ctx).all), vec!["b"]);
+    }
+
+    /// A container named `name` (renames reorder the list), with or without labels.
+    fn some(id: u8, name: u8, asks: bool) -> ContainerInfo {
+        let mut c = if asks {
+            labelled(&format!("id{id}"), &format!("n{name}.internal"))
+        } else {
+            c(&format!("id{id}"))
+        };
+        c.name = format!("n{name}");
+        c
+    }
+
+    proptest::proptest! {
+        /// The snapshot a store patches after events (the containers changed since the last
+        /// one, re-sorted in place) is the one a store builds whole from the same containers.
+        #[test]
+        fn a_patched_snapshot_is_the_snapshot_made_whole(
+            steps in proptest::collection::vec(
+                proptest::collection::vec((0u8..12, 0u8..6, proptest::bool::ANY, proptest::bool::ANY), 0..5),
+                1..8,
+            ),
+        ) {
+            let (names, ttls) = (NamePolicy::default(), TtlPolicy::default());
+            let ctx = ctx("certdock", &names, &ttls);
+            let mut patched = ContainerStore::default();
+            for events in steps {
+                for (id, name, asks, remove) in events {
+                    patched.apply(if remove {
+                        WatchEvent::Remove(format!("id{id}"))
+                    } else {
+                        WatchEvent::Upsert(some(id, name, asks))
+                    });
+                }
+                let got = patched.snapshot(&ctx);
+                let mut whole = ContainerStore::default();
+                for l in got.all.iter() {
+                    whole.apply(WatchEvent::Upsert((*l.container).clone()));
+                }
+                let want = whole.snapshot(&ctx);
+                proptest::prop_assert_eq!(ids(&got.all), ids(&want.all));
+                proptest::prop_assert_eq!(ids(&got.asking), ids(&want.asking));
+                proptest::prop_assert!(got.all.iter().zip(want.all.iter()).all(|(a, b)| a == b));
+                // Whatever was removed is gone, whatever is there is in the list once.
+                proptest::prop_assert_eq!(got.all.len(), patched.containers.len());
+            }
+        }
     }
 }

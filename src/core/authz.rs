@@ -147,7 +147,7 @@ impl From<AllowEntry> for String {
 
 /// Who may call one server identity (`certdock.allow`). Never empty: an empty list would
 /// admit nobody, which a user writes by leaving the service unrouted, not by a label.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct AllowList(BTreeSet<AllowEntry>);
 
 impl AllowList {

@@ -5,6 +5,7 @@
 //! the executor touches Docker, files or the CA. Nothing here branches on *which* event woke
 //! the loop: the same world always gives the same plan.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use super::names::{CertName, San, Usage, traefik_client};
 use super::trust_only;
 
 mod reason;
+mod walk;
 pub use reason::IssueReason;
 use reason::issue_reason;
+use walk::{Step, union};
 
 /// Which certificate: one a container asked for, or one certdock needs for itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,9 +154,23 @@ pub struct Desired {
     pub traefik_hosts: bool,
     /// `certdock.allow`: who may call this server through its forward-auth middleware.
     pub allow: Option<AllowList>,
-    /// (container id, container name) of every container using it.
-    pub containers: Vec<(String, String)>,
+    /// Every container using it.
+    pub containers: Vec<Member>,
 }
+
+/// A container using an identity, shared with the store (no copy of its id and name per
+/// pass). Compared by id and name only: what a plan says of its members never depends on
+/// their running states (see [`idle_plan_holds`]).
+#[derive(Debug, Clone)]
+pub struct Member(pub Arc<ContainerInfo>);
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id && self.0.name == other.0.name
+    }
+}
+
+impl Eq for Member {}
 
 /// Copy the identity's current certificate into one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +205,7 @@ pub struct Attach {
 }
 
 /// A container that gets nothing, and why (shown in `status` and the log).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Refusal {
     pub container_id: String,
     pub container_name: String,
@@ -224,16 +241,20 @@ fn lite(spec: &CertSpec) -> CertSpecLite {
     }
 }
 
+/// Whether `spec` asks for the certificate `lite` describes (compared in place: no copy).
+fn same_order(lite: &CertSpecLite, spec: &CertSpec) -> bool {
+    lite.sans == spec.sans
+        && lite.groups == spec.groups
+        && lite.usage == spec.usage
+        && lite.ttl == spec.ttl
+}
+
 /// Merges the containers' specs into one desired certificate per identity. A name used by
 /// several containers must be asked for identically; later containers that differ are refused.
-fn desire<'w>(
-    world: &World<'w>,
-    refused: &mut Vec<Refusal>,
-) -> (
-    BTreeMap<Identity, Desired>,
-    Vec<(&'w ContainerInfo, &'w CertSpec)>,
-) {
-    let mut desired: BTreeMap<Identity, Desired> = BTreeMap::new();
+/// Each identity comes with its accepted containers (its members), so the plan finds them
+/// without a search per identity.
+fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Accepted<'w>) {
+    let mut desired: Wanted<'w> = BTreeMap::new();
     let mut accepted = Vec::new();
     // Only containers that ask for certdock matter, taken by name then id: which of two
     // disagreeing containers is refused must not depend on the order they came in.
@@ -251,6 +272,7 @@ fn desire<'w>(
     }
     for Labelled { container, spec } in containers {
         let c: &'w ContainerInfo = container;
+        let member = || Member(container.clone());
         let spec = match spec {
             Ok(Some(spec)) => spec,
             Ok(None) => continue,
@@ -271,60 +293,59 @@ fn desire<'w>(
             accepted.push((c, spec));
             continue;
         }
-        let id = Identity::Named(spec.name.clone());
-        let want = lite(spec);
-        match desired.get_mut(&id) {
-            Some(d) if d.spec != want || d.allow != spec.allow => {
-                let first = d
-                    .containers
-                    .first()
-                    .map(|(_, n)| n.clone())
-                    .unwrap_or_default();
-                refused.push(Refusal {
-                    container_id: c.id.clone(),
-                    container_name: c.name.clone(),
-                    name: Some(spec.name.to_string()),
-                    error: format!(
-                        "label {}.name={}: container {first} already uses this name with other sans, usage, ttl, groups or allow list; containers sharing a name must ask for the same certificate",
-                        world.label_prefix, spec.name
-                    ),
-                });
-                continue;
-            }
-            Some(d) => {
+        match desired.entry(Identity::Named(spec.name.clone())) {
+            Entry::Occupied(mut o) => {
+                let (d, members) = o.get_mut();
+                if !same_order(&d.spec, spec) || d.allow != spec.allow {
+                    let first = d.containers.first().map(|m| m.0.name.as_str());
+                    refused.push(Refusal {
+                        container_id: c.id.clone(),
+                        container_name: c.name.clone(),
+                        name: Some(spec.name.to_string()),
+                        error: format!(
+                            "label {}.name={}: container {} already uses this name with other sans, usage, ttl, groups or allow list; containers sharing a name must ask for the same certificate",
+                            world.label_prefix,
+                            spec.name,
+                            first.unwrap_or_default()
+                        ),
+                    });
+                    continue;
+                }
                 d.publish |= spec.delivery == Delivery::Volume || spec.traefik_hosts;
                 d.traefik_hosts |= spec.traefik_hosts;
-                d.containers.push((c.id.clone(), c.name.clone()));
+                d.containers.push(member());
+                members.push((c, spec));
             }
-            None => {
-                desired.insert(
-                    id,
-                    Desired {
-                        spec: want,
-                        publish: spec.delivery == Delivery::Volume || spec.traefik_hosts,
-                        traefik_hosts: spec.traefik_hosts,
-                        allow: spec.allow.clone(),
-                        containers: vec![(c.id.clone(), c.name.clone())],
-                    },
-                );
+            Entry::Vacant(v) => {
+                let d = Desired {
+                    spec: lite(spec),
+                    publish: spec.delivery == Delivery::Volume || spec.traefik_hosts,
+                    traefik_hosts: spec.traefik_hosts,
+                    allow: spec.allow.clone(),
+                    containers: vec![member()],
+                };
+                v.insert((d, vec![(c, spec)]));
             }
         }
         accepted.push((c, spec));
     }
     if let Some(spec) = world.traefik_client {
-        desired.insert(
-            Identity::TraefikClient,
-            Desired {
-                spec: spec.clone(),
-                publish: true,
-                traefik_hosts: false,
-                allow: None,
-                containers: Vec::new(),
-            },
-        );
+        let d = Desired {
+            spec: spec.clone(),
+            publish: true,
+            traefik_hosts: false,
+            allow: None,
+            containers: Vec::new(),
+        };
+        desired.insert(Identity::TraefikClient, (d, Vec::new()));
     }
     (desired, accepted)
 }
+
+/// What each identity wants, with the containers that want it.
+type Wanted<'w> = BTreeMap<Identity, (Desired, Vec<(&'w ContainerInfo, &'w CertSpec)>)>;
+/// Every container that gets what it asked for (certificate or trust only), with its spec.
+type Accepted<'w> = Vec<(&'w ContainerInfo, &'w CertSpec)>;
 
 fn earliest(a: Option<SystemTime>, b: SystemTime) -> Option<SystemTime> {
     Some(a.map_or(b, |a| a.min(b)))
@@ -333,15 +354,10 @@ fn earliest(a: Option<SystemTime>, b: SystemTime) -> Option<SystemTime> {
 /// Computes the plan. See the module docs.
 pub fn plan(world: &World<'_>) -> Plan {
     let mut out = Plan::default();
-    let (desired, accepted) = desire(world, &mut out.refused);
-    // The containers of each name, found in one pass instead of a search per identity.
-    let mut by_name: BTreeMap<&CertName, Vec<&(&ContainerInfo, &CertSpec)>> = BTreeMap::new();
-    for a in accepted.iter().filter(|(_, s)| s.usage.wants_certificate()) {
-        by_name.entry(&a.1.name).or_default().push(a);
-    }
-
-    for (id, d) in &desired {
-        let current = world.current.get(id);
+    let (wanted, accepted) = desire(world, &mut out.refused);
+    let (mut current_of, mut published_of) = (Step::new(world.current), Step::new(world.published));
+    for (id, (d, members)) in &wanted {
+        let current = current_of.at(id);
         let mut issue = issue_reason(&d.spec, current, world.now).map(|r| (d.spec.clone(), r));
         if issue.is_some()
             && let Some(f) = world.failures.get(id)
@@ -361,15 +377,10 @@ pub fn plan(world: &World<'_>) -> Plan {
         let fresh = issue.is_some();
         let serial = current.map(|c| c.version.as_str());
         let publish = d.publish
-            && (fresh
-                || (serial.is_some() && world.published.get(id).map(String::as_str) != serial));
+            && (fresh || (serial.is_some() && published_of.at(id).map(String::as_str) != serial));
         let mut copies = Vec::new();
         let mut publish_reloads = Vec::new();
-        let of_id = match id {
-            Identity::Named(name) => by_name.get(name).map(Vec::as_slice),
-            Identity::TraefikClient => None,
-        };
-        for (c, spec) in of_id.unwrap_or_default().iter().copied() {
+        for &(c, spec) in members {
             let running = c.state == ContainerState::Running;
             match spec.delivery {
                 Delivery::Container => {
@@ -422,12 +433,14 @@ pub fn plan(world: &World<'_>) -> Plan {
         }
     }
 
-    let held: BTreeSet<&Identity> = world.current.keys().chain(world.published.keys()).collect();
-    for id in held {
-        if desired.contains_key(id) {
+    // Held or published, and wanted by nobody.
+    let mut wanted_of = Step::new(&wanted);
+    let mut orphaned_of = Step::new(world.orphaned_since);
+    for id in union(world.current.keys(), world.published.keys()) {
+        if wanted_of.at(id).is_some() {
             continue;
         }
-        match world.orphaned_since.get(id) {
+        match orphaned_of.at(id) {
             None => out.newly_orphaned.push(id.clone()),
             Some(since) => {
                 let due = *since + world.grace;
@@ -443,7 +456,7 @@ pub fn plan(world: &World<'_>) -> Plan {
     if !out.newly_orphaned.is_empty() {
         out.next_wake = earliest(out.next_wake, world.now + world.grace);
     }
-    out.desired = desired;
+    out.desired = wanted.into_iter().map(|(id, (d, _))| (id, d)).collect();
     out
 }
 
