@@ -37,7 +37,13 @@ pub struct Ledger {
     /// Bumped after every revocation this process records, so holders of a certificate (the
     /// API's own) look at once rather than at their next periodic check.
     revocations: watch::Sender<u64>,
+    /// The serials revoked, as of an inventory revocation count (see [`Ledger::revoked_serials`]).
+    revoked: Mutex<Option<(u64, RevokedSerials)>>,
 }
+
+/// Every serial the CA has revoked (hex, without leading zeros, as numbers compare). The same
+/// `Arc` while no revocation took effect, so a holder tells "nothing new" by pointer.
+pub type RevokedSerials = Arc<std::collections::BTreeSet<String>>;
 
 impl Ledger {
     /// The inventory as kept at `now`: records of certificates long expired are not loaded.
@@ -50,6 +56,7 @@ impl Ledger {
             commit: OnceLock::new(),
             verified: Mutex::default(),
             revocations: watch::Sender::new(0),
+            revoked: Mutex::default(),
         })
     }
 
@@ -90,6 +97,29 @@ impl Ledger {
             "compacted the inventory"
         );
         Ok(())
+    }
+
+    /// Every serial revoked so far (expired ones until compaction drops them), the inventory
+    /// caught up first: the controller asks on every pass, and gets the same `Arc` back, with
+    /// no walk over the inventory, until a revocation takes effect.
+    pub fn revoked_serials(&self) -> Result<RevokedSerials, CaError> {
+        self.with_inventory(|inv| {
+            let count = inv.revocations();
+            let mut cached = lock(&self.revoked, "revoked serials")?;
+            if let Some((seen, set)) = &*cached
+                && *seen == count
+            {
+                return Ok(set.clone());
+            }
+            let set: RevokedSerials = Arc::new(
+                inv.entries()
+                    .filter(|e| e.revoked_at.is_some())
+                    .map(|e| e.record.serial.trim_start_matches('0').to_string())
+                    .collect(),
+            );
+            *cached = Some((count, set.clone()));
+            Ok(set)
+        })?
     }
 
     /// Runs `f` on the inventory, refreshed first (another process may have appended).

@@ -10,7 +10,7 @@ use super::CaError;
 use super::authority::{self, Authority, CaLifetimes, CaRole};
 use super::facts::CertFacts;
 use super::keys::KeyType;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, RevokedSerials};
 use super::locks::{lock, read, write};
 use crate::core::policy::{NamePolicy, TtlPolicy};
 use crate::store::inventory::{Inventory, IssuedRecord};
@@ -122,18 +122,10 @@ impl LocalCa {
             .with_inventory(|inv| inv.get(serial).is_some_and(|e| e.revoked_at.is_some()))
     }
 
-    /// Those of `serials` the inventory (refreshed) lists as revoked.
-    pub fn revoked_among(
-        &self,
-        serials: &[String],
-    ) -> Result<std::collections::BTreeSet<String>, CaError> {
-        self.ledger.with_inventory(|inv| {
-            serials
-                .iter()
-                .filter(|s| inv.get(s).is_some_and(|e| e.revoked_at.is_some()))
-                .cloned()
-                .collect()
-        })
+    /// Every serial this CA has revoked (see [`RevokedSerials`]), the inventory refreshed
+    /// from disk first (a `certdock revoke` in another process counts).
+    pub fn revoked_serials(&self) -> Result<RevokedSerials, CaError> {
+        self.ledger.revoked_serials()
     }
 
     /// The current CRL (DER), signed by the current intermediate.

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use super::facts::issued_before_rollover;
 use super::issue::Issued;
 use super::pem::cert_to_pem;
-use super::source::{CertSource, LeafOrder, SourceError};
+use super::source::{CertSource, LeafOrder, RevokedSerials, SourceError};
 use crate::core::policy::fmt_duration;
 use crate::core::renew::{
     jitter_from_serial, reissue_after_rollover, renew_issued_at, retry_after,
@@ -137,6 +137,9 @@ struct Inner {
     live: RwLock<Live>,
     /// One identity renewal at a time.
     renewing: tokio::sync::Mutex<()>,
+    /// The kept CRL last read (DER, empty for none) and its serials: read again while the
+    /// file holds the same bytes, it answers with the same set (see [`CertSource::revoked`]).
+    crl_seen: std::sync::Mutex<(Vec<u8>, RevokedSerials)>,
 }
 
 /// What changes while the agent runs; replaced as a whole.
@@ -195,6 +198,7 @@ impl RemoteSource {
                 files,
                 live: RwLock::new(live),
                 renewing: tokio::sync::Mutex::new(()),
+                crl_seen: Default::default(),
             }),
         })
     }
@@ -365,19 +369,28 @@ impl CertSource for RemoteSource {
 
     /// From the CRL the agent's feed last kept (verified before it was kept, pulled every 2 s
     /// while the agent runs); none kept, none known.
-    async fn revoked(&self, serials: Vec<String>) -> BTreeSet<String> {
-        let listed = match self.kept_crl() {
-            Ok(Some(der)) => crl_serials(&der),
-            Ok(None) => return BTreeSet::new(),
+    async fn revoked(&self) -> RevokedSerials {
+        let der = match self.kept_crl() {
+            Ok(der) => der.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the kept CRL");
-                return BTreeSet::new();
+                return RevokedSerials::default();
             }
         };
-        serials
-            .into_iter()
-            .filter(|s| listed.contains(s.trim_start_matches('0')))
-            .collect()
+        let mut seen = self
+            .inner
+            .crl_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.0 != der {
+            let serials = if der.is_empty() {
+                BTreeSet::new()
+            } else {
+                crl_serials(&der)
+            };
+            *seen = (der, Arc::new(serials));
+        }
+        seen.1.clone()
     }
 }
 

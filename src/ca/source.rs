@@ -14,6 +14,7 @@ use super::CaError;
 use super::authorize::{Local, Order};
 use super::issue::Issued;
 use super::keys::KeyType;
+pub use super::ledger::RevokedSerials;
 use super::local::LocalCa;
 use crate::core::authz::GroupName;
 use crate::core::names::{CertName, San, Usage};
@@ -69,10 +70,13 @@ pub trait CertSource: Send + Sync + 'static {
     /// The CA bundle to trust now (root first, then intermediates): the content of `ca.pem`.
     fn bundle(&self) -> impl Future<Output = Result<String, SourceError>> + Send;
 
-    /// Which of `serials` (hex, as certificates carry them) the CA has revoked, as far as this
-    /// source knows now: the controller replaces those at once. Never fails: what cannot be
-    /// known now counts as not revoked (the renewal schedule still applies).
-    fn revoked(&self, serials: Vec<String>) -> impl Future<Output = BTreeSet<String>> + Send;
+    /// Every serial the CA has revoked, as far as this source knows now (hex without leading
+    /// zeros): the controller replaces the certificates it holds among them at once. The same
+    /// `Arc` while nothing new was revoked, so a pass that finds it unchanged looks no further
+    /// (checking every held serial on every pass made even a quiet wake-up grow with the
+    /// certificates held). Never fails: what cannot be known now counts as not revoked (the
+    /// renewal schedule still applies).
+    fn revoked(&self) -> impl Future<Output = RevokedSerials> + Send;
 }
 
 /// The CA in this process, asked by the controller.
@@ -112,16 +116,16 @@ impl CertSource for LocalSource {
         Ok(self.ca.bundle_pem())
     }
 
-    async fn revoked(&self, serials: Vec<String>) -> BTreeSet<String> {
+    async fn revoked(&self) -> RevokedSerials {
         let ca = self.ca.clone();
         // The inventory is refreshed from disk (a `certdock revoke` in another process counts).
-        tokio::task::spawn_blocking(move || ca.revoked_among(&serials))
+        tokio::task::spawn_blocking(move || ca.revoked_serials())
             .await
             .map_err(|e| CaError::Internal(format!("inventory task: {e}")))
             .and_then(|r| r)
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot read revocations from the inventory");
-                BTreeSet::new()
+                RevokedSerials::default()
             })
     }
 }

@@ -606,3 +606,36 @@ fn an_agent_gets_the_traefik_client_certificate_outside_its_scope_but_only_for_c
     let auth = ask_as_agent(ask(Usage::CLIENT, "web.example")).unwrap();
     assert!(ca.sign(auth, now()).is_err());
 }
+
+#[test]
+fn the_revoked_serials_stay_one_set_until_a_revocation_here_or_in_another_process() {
+    let (dir, ca) = local(Policy::default());
+    let a = issue(&ca, Local::Controller, order("a", &["a.internal"])).unwrap();
+    let b = issue(&ca, Local::Controller, order("b", &["b.internal"])).unwrap();
+    let bare = |serial: &str| serial.trim_start_matches('0').to_string();
+
+    let none = ca.revoked_serials().unwrap();
+    assert!(none.is_empty());
+    assert!(
+        std::sync::Arc::ptr_eq(&none, &ca.revoked_serials().unwrap()),
+        "nothing revoked since: the same set"
+    );
+
+    ca.revoke(&a.serial, now()).unwrap();
+    let one = ca.revoked_serials().unwrap();
+    assert_eq!(*one, [bare(&a.serial)].into());
+
+    // `certdock revoke` in another process: its own CA over the same state directory.
+    let other = LocalCa::open(
+        dir.path(),
+        Policy::default(),
+        CaLifetimes::default(),
+        OpenMode::CreateIfMissing(KeyType::EcdsaP256),
+        now(),
+    )
+    .unwrap();
+    other.revoke(&b.serial, now()).unwrap();
+    let two = ca.revoked_serials().unwrap();
+    assert_eq!(*two, [bare(&a.serial), bare(&b.serial)].into());
+    assert!(std::sync::Arc::ptr_eq(&two, &ca.revoked_serials().unwrap()));
+}

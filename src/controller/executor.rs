@@ -46,9 +46,9 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
         Self { source, actions }
     }
 
-    /// Which of `serials` the CA has revoked (see [`CertSource::revoked`]).
-    pub async fn revoked(&self, serials: Vec<String>) -> std::collections::BTreeSet<String> {
-        self.source.revoked(serials).await
+    /// Every serial the CA has revoked (see [`CertSource::revoked`]).
+    pub async fn revoked(&self) -> crate::ca::source::RevokedSerials {
+        self.source.revoked().await
     }
 
     /// Carries out every [`CertPlan`]; `dirs` are read per call, so a reload reaches them.

@@ -185,6 +185,8 @@ pub struct Holdings {
     /// The distinct chains of the held certificates (one or two: the intermediate, and the
     /// next one during a rollover), each held once.
     chains: Chains,
+    /// Bumped whenever a certificate is stored or forgotten (see [`Holdings::generation`]).
+    generation: u64,
 }
 
 /// Interns [`HeldChain`]s: a held certificate whose chain equals one already held points to it.
@@ -260,6 +262,7 @@ impl Holdings {
             currents_for: None,
             stale: BTreeSet::new(),
             chains,
+            generation: 0,
         })
     }
 
@@ -280,6 +283,7 @@ impl Holdings {
         let held = self.chains.share(held);
         self.held.insert(id.clone(), held);
         self.stale.insert(id.clone());
+        self.generation += 1;
         Ok(())
     }
 
@@ -318,7 +322,14 @@ impl Holdings {
         &self.currents
     }
 
+    /// Changes whenever the set of held certificates changed since (`held` is changed only
+    /// through [`Holdings::store`] and [`Holdings::forget`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn forget(&mut self, id: &Identity) -> io::Result<()> {
+        self.generation += 1;
         self.held.remove(id);
         self.currents.remove(id);
         self.stale.remove(id);

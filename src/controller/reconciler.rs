@@ -16,7 +16,7 @@ use super::outputs::OutputDirs;
 use super::retry::{FailureKind, error_policy};
 use super::status::{StatusRow, digest_of, status_rows};
 use super::store::{ContainerStore, Snapshot};
-use crate::ca::source::CertSource;
+use crate::ca::source::{CertSource, RevokedSerials};
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
@@ -54,6 +54,8 @@ pub struct Reconciler<S, A> {
     status_written: Option<(PathBuf, u64)>,
     /// Set after a pass that found nothing to do; see [`Quiet`].
     quiet: Option<Quiet>,
+    /// The revoked serials and the holdings' generation last looked at together.
+    revocations_seen: Option<(RevokedSerials, u64)>,
 }
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
@@ -133,6 +135,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             refused: BTreeMap::new(),
             status_written: None,
             quiet: None,
+            revocations_seen: None,
         }
     }
 
@@ -242,23 +245,28 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
 
     /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)
     /// is due now: its container gets a new key and certificate at this pass, not at renewal.
+    /// The held certificates are looked at only when the revoked serials or the holdings
+    /// changed since the last look: with neither changed, the answer could only shrink (a due
+    /// certificate is no longer looked at), and what it held was made due then.
     async fn replace_revoked(&mut self, now: SystemTime) {
-        let serials: Vec<String> = self
-            .holdings
-            .held
-            .values()
-            .filter(|h| h.renew_at > now)
-            .map(|h| h.serial.clone())
-            .collect();
-        if serials.is_empty() {
+        let revoked = self.executor.revoked().await;
+        let seen = (revoked.clone(), self.holdings.generation());
+        if self
+            .revocations_seen
+            .as_ref()
+            .is_some_and(|(set, generation)| Arc::ptr_eq(set, &seen.0) && *generation == seen.1)
+        {
             return;
         }
-        let revoked = self.executor.revoked(serials).await;
+        self.revocations_seen = Some(seen);
+        if revoked.is_empty() {
+            return;
+        }
         let due: Vec<Identity> = self
             .holdings
             .held
             .iter()
-            .filter(|(_, h)| revoked.contains(&h.serial))
+            .filter(|(_, h)| h.renew_at > now && revoked.contains(h.serial.trim_start_matches('0')))
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {

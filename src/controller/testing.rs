@@ -338,8 +338,8 @@ impl CertSource for TestCa {
         Ok(self.ca.bundle_pem())
     }
 
-    async fn revoked(&self, serials: Vec<String>) -> std::collections::BTreeSet<String> {
-        self.ca.revoked_among(&serials).unwrap_or_default()
+    async fn revoked(&self) -> crate::ca::source::RevokedSerials {
+        self.ca.revoked_serials().unwrap_or_default()
     }
 }
 

@@ -83,6 +83,9 @@ pub struct Inventory {
     in_file: usize,
     /// Records of certificates expired before this (Unix seconds) are not indexed.
     drop_before: i64,
+    /// Bumped whenever a revocation takes effect in the index (or the index is rebuilt): an
+    /// unchanged value means the set of revoked serials is unchanged.
+    revocations: u64,
 }
 
 impl Inventory {
@@ -101,6 +104,7 @@ impl Inventory {
             by_serial: HashMap::new(),
             in_file: 0,
             drop_before: now.saturating_sub(KEEP_EXPIRED_SECS),
+            revocations: 0,
         };
         inv.reload()?;
         Ok(inv)
@@ -113,8 +117,10 @@ impl Inventory {
         let (by_serial, in_file, drop_before) =
             (&mut self.by_serial, &mut self.in_file, self.drop_before);
         // Applied record by record: a long journal is never whole in memory.
-        self.journal =
-            Journal::open_each_reserving(&path, |r| apply_one(by_serial, in_file, drop_before, r))?;
+        self.journal = Journal::open_each_reserving(&path, |r| {
+            apply_one(by_serial, in_file, drop_before, r);
+        })?;
+        self.revocations += 1;
         Ok(())
     }
 
@@ -129,18 +135,25 @@ impl Inventory {
             &mut uncounted
         };
         for r in records {
-            apply_one(&mut self.by_serial, in_file, self.drop_before, r);
+            if apply_one(&mut self.by_serial, in_file, self.drop_before, r) {
+                self.revocations += 1;
+            }
         }
     }
 
     /// Catches up with records other processes appended (e.g. `certdock revoke` while `run` runs).
     pub fn refresh(&mut self) -> io::Result<()> {
-        let (by_serial, in_file, drop_before) =
-            (&mut self.by_serial, &mut self.in_file, self.drop_before);
-        if self
-            .journal
-            .refresh_each(|r| apply_one(by_serial, in_file, drop_before, r))?
-        {
+        let (by_serial, in_file, drop_before, revocations) = (
+            &mut self.by_serial,
+            &mut self.in_file,
+            self.drop_before,
+            &mut self.revocations,
+        );
+        if self.journal.refresh_each(|r| {
+            if apply_one(by_serial, in_file, drop_before, r) {
+                *revocations += 1;
+            }
+        })? {
             Ok(())
         } else {
             // Replaced (compacted by another process, or a restored state directory).
@@ -340,24 +353,30 @@ impl Inventory {
             .collect()
     }
 
+    /// Changes whenever a revocation took effect since (see the field): what a cache of the
+    /// revoked serials is keyed by.
+    pub fn revocations(&self) -> u64 {
+        self.revocations
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.by_serial.values()
     }
 }
 
 /// Adds one journal record to the index; records of certificates expired before `drop_before`
-/// are only counted.
+/// are only counted. Returns whether a revocation took effect.
 fn apply_one(
     by_serial: &mut HashMap<String, Entry>,
     in_file: &mut usize,
     drop_before: i64,
     r: Record,
-) {
+) -> bool {
     *in_file += 1;
     match r {
         Record::Issued(rec) => {
             if rec.not_after < drop_before {
-                return;
+                return false;
             }
             // Idempotent: a record read back from the file after the writer's own apply (or
             // the other way round) keeps any revocation already seen.
@@ -365,12 +384,15 @@ fn apply_one(
                 record: rec,
                 revoked_at: None,
             });
+            false
         }
-        Record::Revoked { serial, at } => {
-            if let Some(e) = by_serial.get_mut(&serial) {
-                e.revoked_at.get_or_insert(at);
+        Record::Revoked { serial, at } => match by_serial.get_mut(&serial) {
+            Some(e) if e.revoked_at.is_none() => {
+                e.revoked_at = Some(at);
+                true
             }
-        }
+            _ => false,
+        },
     }
 }
 
