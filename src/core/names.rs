@@ -190,9 +190,11 @@ impl fmt::Display for San {
 
 /// The identity of a managed certificate: its subject CN, its first SAN, and the name of its
 /// directory under `certs/`. Restricted so that it is always a safe single path component.
+/// Shared, not copied: every map of the controller is keyed by it, and a pass clones it per
+/// identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct CertName(String);
+pub struct CertName(std::sync::Arc<str>);
 
 impl CertName {
     pub fn parse(input: &str) -> Result<Self, NameError> {
@@ -212,7 +214,7 @@ impl CertName {
                 name: input.to_string(),
             });
         }
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -235,7 +237,7 @@ impl TryFrom<String> for CertName {
 
 impl From<CertName> for String {
     fn from(n: CertName) -> String {
-        n.0
+        n.0.to_string()
     }
 }
 
