@@ -24,6 +24,8 @@ pub mod source;
 pub use error::CaError;
 
 #[cfg(test)]
+mod local_tests;
+#[cfg(test)]
 mod rotation_tests;
 #[cfg(test)]
 mod tests;
