@@ -7,6 +7,10 @@ pub mod executor;
 pub mod file_watch;
 pub mod holdings;
 #[cfg(test)]
+mod loop_harness;
+#[cfg(test)]
+mod loop_settings_tests;
+#[cfg(test)]
 mod loop_tests;
 pub mod outputs;
 pub mod reconciler;
