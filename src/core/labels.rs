@@ -499,4 +499,6 @@ impl<'a> Labels<'a> {
 }
 
 #[cfg(test)]
+mod rules_tests;
+#[cfg(test)]
 mod tests;
