@@ -486,3 +486,6 @@ pub fn idle_plan_holds(before: &[Arc<Labelled>], after: &[Arc<Labelled>]) -> boo
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "plan_trust_tests.rs"]
+mod trust_tests;
