@@ -272,7 +272,6 @@ fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Acc
     }
     for Labelled { container, spec } in containers {
         let c: &'w ContainerInfo = container;
-        let member = || Member(container.clone());
         let spec = match spec {
             Ok(Some(spec)) => spec,
             Ok(None) => continue,
@@ -297,7 +296,7 @@ fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Acc
             Entry::Occupied(mut o) => {
                 let (d, members) = o.get_mut();
                 if !same_order(&d.spec, spec) || d.allow != spec.allow {
-                    let first = d.containers.first().map(|m| m.0.name.as_str());
+                    let first = members.first().map(|(m, _)| m.name.as_str());
                     refused.push(Refusal {
                         container_id: c.id.clone(),
                         container_name: c.name.clone(),
@@ -313,8 +312,7 @@ fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Acc
                 }
                 d.publish |= spec.delivery == Delivery::Volume || spec.traefik_hosts;
                 d.traefik_hosts |= spec.traefik_hosts;
-                d.containers.push(member());
-                members.push((c, spec));
+                members.push((container, spec));
             }
             Entry::Vacant(v) => {
                 let d = Desired {
@@ -322,9 +320,10 @@ fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Acc
                     publish: spec.delivery == Delivery::Volume || spec.traefik_hosts,
                     traefik_hosts: spec.traefik_hosts,
                     allow: spec.allow.clone(),
-                    containers: vec![member()],
+                    // Filled from the members when the plan is done.
+                    containers: Vec::new(),
                 };
-                v.insert((d, vec![(c, spec)]));
+                v.insert((d, vec![(container, spec)]));
             }
         }
         accepted.push((c, spec));
@@ -342,8 +341,8 @@ fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Acc
     (desired, accepted)
 }
 
-/// What each identity wants, with the containers that want it.
-type Wanted<'w> = BTreeMap<Identity, (Desired, Vec<(&'w ContainerInfo, &'w CertSpec)>)>;
+/// What each identity wants, with the containers that want it (its members).
+type Wanted<'w> = BTreeMap<Identity, (Desired, Vec<(&'w Arc<ContainerInfo>, &'w CertSpec)>)>;
 /// Every container that gets what it asked for (certificate or trust only), with its spec.
 type Accepted<'w> = Vec<(&'w ContainerInfo, &'w CertSpec)>;
 
@@ -456,7 +455,16 @@ pub fn plan(world: &World<'_>) -> Plan {
     if !out.newly_orphaned.is_empty() {
         out.next_wake = earliest(out.next_wake, world.now + world.grace);
     }
-    out.desired = wanted.into_iter().map(|(id, (d, _))| (id, d)).collect();
+    out.desired = wanted
+        .into_iter()
+        .map(|(id, (mut d, members))| {
+            d.containers = members
+                .into_iter()
+                .map(|(c, _)| Member(c.clone()))
+                .collect();
+            (id, d)
+        })
+        .collect();
     out
 }
 
