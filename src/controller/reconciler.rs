@@ -54,8 +54,15 @@ pub struct Reconciler<S, A> {
     status_written: Option<(PathBuf, u64)>,
     /// Set after a pass that found nothing to do; see [`Quiet`].
     quiet: Option<Quiet>,
-    /// The revoked serials and the holdings' generation last looked at together.
-    revocations_seen: Option<(RevokedSerials, u64)>,
+    /// What the last look for revoked certificates saw (see [`Reconciler::replace_revoked`]).
+    revocations_seen: Option<RevocationsSeen>,
+}
+
+/// The revoked serials, the holdings' generation and the time of one look at them together.
+struct RevocationsSeen {
+    revoked: RevokedSerials,
+    generation: u64,
+    at: SystemTime,
 }
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
@@ -246,19 +253,24 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)
     /// is due now: its container gets a new key and certificate at this pass, not at renewal.
     /// The held certificates are looked at only when the revoked serials or the holdings
-    /// changed since the last look: with neither changed, the answer could only shrink (a due
-    /// certificate is no longer looked at), and what it held was made due then.
+    /// changed since the last look, or the clock went back: with none of these, the answer
+    /// could only shrink (a due certificate is no longer looked at), and what it held was
+    /// made due then.
     async fn replace_revoked(&mut self, now: SystemTime) {
         let revoked = self.executor.revoked().await;
-        let seen = (revoked.clone(), self.holdings.generation());
-        if self
-            .revocations_seen
-            .as_ref()
-            .is_some_and(|(set, generation)| Arc::ptr_eq(set, &seen.0) && *generation == seen.1)
+        let generation = self.holdings.generation();
+        if let Some(seen) = &self.revocations_seen
+            && Arc::ptr_eq(&seen.revoked, &revoked)
+            && seen.generation == generation
+            && seen.at <= now
         {
             return;
         }
-        self.revocations_seen = Some(seen);
+        self.revocations_seen = Some(RevocationsSeen {
+            revoked: revoked.clone(),
+            generation,
+            at: now,
+        });
         if revoked.is_empty() {
             return;
         }
