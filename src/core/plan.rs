@@ -495,5 +495,5 @@ pub fn idle_plan_holds(before: &[Arc<Labelled>], after: &[Arc<Labelled>]) -> boo
 #[path = "plan_tests.rs"]
 mod tests;
 #[cfg(test)]
-#[path = "plan_trust_tests.rs"]
-mod trust_tests;
+#[path = "plan_trust_and_idle_tests.rs"]
+mod trust_and_idle_tests;
