@@ -45,6 +45,12 @@ pub struct Ledger {
 /// `Arc` while no revocation took effect, so a holder tells "nothing new" by pointer.
 pub type RevokedSerials = Arc<std::collections::BTreeSet<String>>;
 
+/// A hex serial in the form [`RevokedSerials`] holds: without leading zeros, so that a serial
+/// written with its sign byte (a CRL's) and one without (the inventory's) compare equal.
+pub fn bare_serial(hex: &str) -> &str {
+    hex.trim_start_matches('0')
+}
+
 impl Ledger {
     /// The inventory as kept at `now`: records of certificates long expired are not loaded.
     pub fn open(state_dir: &Path, now: OffsetDateTime) -> Result<Self, CaError> {
@@ -114,7 +120,7 @@ impl Ledger {
             let set: RevokedSerials = Arc::new(
                 inv.entries()
                     .filter(|e| e.revoked_at.is_some())
-                    .map(|e| e.record.serial.trim_start_matches('0').to_string())
+                    .map(|e| bare_serial(&e.record.serial).to_string())
                     .collect(),
             );
             *cached = Some((count, set.clone()));

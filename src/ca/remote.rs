@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use super::facts::issued_before_rollover;
 use super::issue::Issued;
 use super::pem::cert_to_pem;
-use super::source::{CertSource, LeafOrder, RevokedSerials, SourceError};
+use super::source::{CertSource, LeafOrder, RevokedSerials, SourceError, bare_serial};
 use crate::core::policy::fmt_duration;
 use crate::core::renew::{
     jitter_from_serial, reissue_after_rollover, renew_issued_at, retry_after,
@@ -394,16 +394,12 @@ impl CertSource for RemoteSource {
     }
 }
 
-/// The revoked serials of a CRL, hex without leading zeros (as numbers compare).
+/// The revoked serials of a CRL, as [`RevokedSerials`] holds them ([`bare_serial`]).
 fn crl_serials(der: &[u8]) -> BTreeSet<String> {
     match x509_parser::parse_x509_crl(der) {
         Ok((_, crl)) => crl
             .iter_revoked_certificates()
-            .map(|r| {
-                hex::encode(r.raw_serial())
-                    .trim_start_matches('0')
-                    .to_string()
-            })
+            .map(|r| bare_serial(&hex::encode(r.raw_serial())).to_string())
             .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "the kept CRL does not parse");

@@ -14,7 +14,7 @@ use super::CaError;
 use super::authorize::{Local, Order};
 use super::issue::Issued;
 use super::keys::KeyType;
-pub use super::ledger::RevokedSerials;
+pub use super::ledger::{RevokedSerials, bare_serial};
 use super::local::LocalCa;
 use crate::core::authz::GroupName;
 use crate::core::names::{CertName, San, Usage};

@@ -16,7 +16,7 @@ use super::outputs::OutputDirs;
 use super::retry::{FailureKind, error_policy};
 use super::status::{StatusRow, digest_of, status_rows};
 use super::store::{ContainerStore, Snapshot};
-use crate::ca::source::{CertSource, RevokedSerials};
+use crate::ca::source::{CertSource, RevokedSerials, bare_serial};
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
@@ -278,7 +278,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             .holdings
             .held
             .iter()
-            .filter(|(_, h)| h.renew_at > now && revoked.contains(h.serial.trim_start_matches('0')))
+            .filter(|(_, h)| h.renew_at > now && revoked.contains(bare_serial(&h.serial)))
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
