@@ -87,10 +87,17 @@ async fn run_controller<S: CertSource>(
     allow: Arc<AllowTable>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // Deliveries through a running container's root only for an engine reached by a unix
+    // socket: one on another host (tcp://) has process ids that mean nothing here.
+    let actions = BollardActions::new(docker::connect);
+    let actions = match docker::DockerHost::from_env() {
+        Ok(docker::DockerHost::Unix(_)) => actions,
+        _ => actions.archive_only(),
+    };
     let controller = Controller {
         cfg,
         source,
-        actions: Arc::new(BollardActions::new(docker::connect)),
+        actions: Arc::new(actions),
         watch: |config| docker::watch(docker::connect, config),
         metrics,
         reload,

@@ -5,7 +5,7 @@ use std::future::Future;
 use tokio::sync::Mutex;
 
 use super::upload::UploadFile;
-use super::{Docker, DockerError, ops, upload};
+use super::{Docker, DockerError, in_root, ops, upload};
 
 /// One delivery into a container: the five files, their owner, and the version they carry.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +48,9 @@ pub trait DockerActions: Send + Sync + 'static {
 pub struct BollardActions<F> {
     connect: F,
     docker: Mutex<Option<Docker>>,
+    /// Whether a running container's files may be written through its root on this host
+    /// ([`in_root`]); the archive API otherwise, and wherever that path declines.
+    through_root: bool,
 }
 
 // === impl BollardActions ===
@@ -58,11 +61,22 @@ where
     Fut: Future<Output = Result<Docker, DockerError>> + Send,
 {
     /// `connect` is e.g. [`super::connect`]; it is called again after every transport failure.
+    /// Deliveries into running containers go through their root when the engine turns out to
+    /// be on this host (see [`in_root`]); [`Self::archive_only`] turns that off.
     pub fn new(connect: F) -> Self {
         Self {
             connect,
             docker: Mutex::new(None),
+            through_root: true,
         }
+    }
+
+    /// Every delivery through the archive API (an engine on another host: its process ids mean
+    /// nothing here, so asking for them would only cost an inspect per delivery).
+    #[must_use]
+    pub fn archive_only(mut self) -> Self {
+        self.through_root = false;
+        self
     }
 
     async fn docker(&self) -> Result<Docker, DockerError> {
@@ -97,6 +111,9 @@ where
 {
     async fn upload(&self, u: Upload<'_>) -> Result<(), DockerError> {
         self.with(|d| async move {
+            if self.through_root && write_through_root(&d, &u).await? {
+                return Ok(());
+            }
             if u.first {
                 upload::upload_first(&d, &u).await
             } else {
@@ -125,5 +142,69 @@ where
     ) -> Result<(), DockerError> {
         self.with(|d| async move { ops::connect_network(&d, network, container_id, aliases).await })
             .await
+    }
+}
+
+/// Writes the files through the container's root when it is running ([`in_root::write`]);
+/// `false` when it is not running or that path declined (logged), so the archive API follows.
+/// The inspect waits, in the daemon, for a `start` in progress: the files then land as soon as
+/// the process runs instead of one archive extraction later.
+async fn write_through_root(docker: &Docker, u: &Upload<'_>) -> Result<bool, DockerError> {
+    let Some(pid) = ops::running_pid(docker, u.container_id).await? else {
+        return Ok(false);
+    };
+    let owned = OwnedUpload::from(u);
+    let outcome = tokio::task::spawn_blocking(move || in_root::write(pid, &owned.as_upload()))
+        .await
+        .unwrap_or_else(|e| Err(in_root::Declined(format!("the writer failed: {e}"))));
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(declined) => {
+            tracing::debug!(
+                container = %u.container_id,
+                reason = %declined,
+                "not through the container's root; uploading an archive"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// An [`Upload`] that can move to a blocking thread.
+struct OwnedUpload {
+    container_id: String,
+    dir: String,
+    files: Vec<UploadFile>,
+    uid: u32,
+    gid: u32,
+    version: String,
+    first: bool,
+}
+
+impl From<&Upload<'_>> for OwnedUpload {
+    fn from(u: &Upload<'_>) -> Self {
+        Self {
+            container_id: u.container_id.to_owned(),
+            dir: u.dir.to_owned(),
+            files: u.files.to_vec(),
+            uid: u.uid,
+            gid: u.gid,
+            version: u.version.to_owned(),
+            first: u.first,
+        }
+    }
+}
+
+impl OwnedUpload {
+    fn as_upload(&self) -> Upload<'_> {
+        Upload {
+            container_id: &self.container_id,
+            dir: &self.dir,
+            files: &self.files,
+            uid: self.uid,
+            gid: self.gid,
+            version: &self.version,
+            first: self.first,
+        }
     }
 }

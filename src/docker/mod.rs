@@ -5,6 +5,7 @@ mod backoff;
 pub mod client;
 mod convert;
 mod error;
+pub mod in_root;
 pub mod ops;
 pub mod upload;
 pub mod watcher;

@@ -34,6 +34,32 @@ pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<ContainerInfo>,
     }
 }
 
+/// The host process id of the container's main process while it runs; `None` when it is created,
+/// stopped or gone (the caller's next call reports a missing container).
+pub async fn running_pid(docker: &Docker, id: &str) -> Result<Option<u32>, DockerError> {
+    match docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(response) => {
+            let state = response.state.unwrap_or_default();
+            let pid = state.pid.and_then(|p| u32::try_from(p).ok());
+            Ok(pid.filter(|p| state.running == Some(true) && *p > 0))
+        }
+        Err(source) => {
+            let err = DockerError::InspectContainer {
+                id: id.to_owned(),
+                source,
+            };
+            if err.is_not_found() {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
 /// Attaches the container to `network` with the given DNS aliases. Idempotent: a container that
 /// is already attached is left as it is (its aliases are not changed) and this returns `Ok`.
 pub async fn connect_network(

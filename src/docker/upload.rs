@@ -141,7 +141,11 @@ async fn put(
 }
 
 /// Checks the request and returns `dir` without a trailing slash.
-fn validate(dir: &str, files: &[UploadFile], version: &str) -> Result<String, DockerError> {
+pub(super) fn validate(
+    dir: &str,
+    files: &[UploadFile],
+    version: &str,
+) -> Result<String, DockerError> {
     let invalid = |reason: String| Err(DockerError::InvalidUpload { reason });
     let trimmed = dir.trim_end_matches('/');
     let normal = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('\0');

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, RemoveContainerOptions, StartContainerOptions,
 };
@@ -111,6 +111,8 @@ pub struct ContainerSpec {
     labels: HashMap<String, String>,
     cmd: Vec<String>,
     user: Option<String>,
+    tmpfs: Option<String>,
+    volume: Option<String>,
 }
 
 impl Default for ContainerSpec {
@@ -119,6 +121,8 @@ impl Default for ContainerSpec {
             labels: HashMap::from([(TEST_LABEL.0.to_owned(), TEST_LABEL.1.to_owned())]),
             cmd: vec!["sh".into(), "-c".into(), TRAP_HUP.into()],
             user: None,
+            tmpfs: None,
+            volume: None,
         }
     }
 }
@@ -141,6 +145,18 @@ impl ContainerSpec {
         self
     }
 
+    /// Mounts a tmpfs at `path` inside.
+    pub fn tmpfs(mut self, path: &str) -> Self {
+        self.tmpfs = Some(path.to_owned());
+        self
+    }
+
+    /// Mounts an anonymous volume at `path` inside (removed with the container).
+    pub fn volume(mut self, path: &str) -> Self {
+        self.volume = Some(path.to_owned());
+        self
+    }
+
     /// Creates the container (not started).
     pub async fn create(self, docker: &Docker) -> TestContainer {
         ensure_image();
@@ -150,6 +166,11 @@ impl ContainerSpec {
             cmd: Some(self.cmd),
             labels: Some(self.labels),
             user: self.user,
+            host_config: self.tmpfs.map(|path| HostConfig {
+                tmpfs: Some(HashMap::from([(path, String::new())])),
+                ..Default::default()
+            }),
+            volumes: self.volume.map(|path| vec![path]),
             ..Default::default()
         };
         let options = CreateContainerOptions {
