@@ -1,7 +1,7 @@
 //! Small container actions the controller takes: inspect, attach to a network, signal, restart.
 
 use bollard::Docker;
-use bollard::models::{EndpointSettings, NetworkConnectRequest};
+use bollard::models::{ContainerInspectResponse, EndpointSettings, NetworkConnectRequest};
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptions, RestartContainerOptions,
 };
@@ -15,37 +15,32 @@ const RESTART_STOP_TIMEOUT_SECS: i32 = 10;
 
 /// The container as it is now, or `None` when it no longer exists.
 pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
-    match docker
-        .inspect_container(id, None::<InspectContainerOptions>)
-        .await
-    {
-        Ok(response) => Ok(convert::from_inspect(&response)),
-        Err(source) => {
-            let err = DockerError::InspectContainer {
-                id: id.to_owned(),
-                source,
-            };
-            if err.is_not_found() {
-                Ok(None)
-            } else {
-                Err(err)
-            }
-        }
-    }
+    Ok(inspect_response(docker, id)
+        .await?
+        .and_then(|response| convert::from_inspect(&response)))
 }
 
 /// The host process id of the container's main process while it runs; `None` when it is created,
 /// stopped or gone (the caller's next call reports a missing container).
 pub async fn running_pid(docker: &Docker, id: &str) -> Result<Option<u32>, DockerError> {
+    let Some(response) = inspect_response(docker, id).await? else {
+        return Ok(None);
+    };
+    let state = response.state.unwrap_or_default();
+    let pid = state.pid.and_then(|p| u32::try_from(p).ok());
+    Ok(pid.filter(|p| state.running == Some(true) && *p > 0))
+}
+
+/// Docker's inspect answer, or `None` for a container that does not exist.
+async fn inspect_response(
+    docker: &Docker,
+    id: &str,
+) -> Result<Option<ContainerInspectResponse>, DockerError> {
     match docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await
     {
-        Ok(response) => {
-            let state = response.state.unwrap_or_default();
-            let pid = state.pid.and_then(|p| u32::try_from(p).ok());
-            Ok(pid.filter(|p| state.running == Some(true) && *p > 0))
-        }
+        Ok(response) => Ok(Some(response)),
         Err(source) => {
             let err = DockerError::InspectContainer {
                 id: id.to_owned(),
