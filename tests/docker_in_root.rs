@@ -33,9 +33,10 @@ fn upload<'a>(
 }
 
 async fn pid(docker: &docker::Docker, id: &str) -> u32 {
-    docker::ops::running_pid(docker, id)
+    docker::ops::upload_target(docker, id)
         .await
         .expect("inspect")
+        .and_then(|t| t.pid)
         .expect("the container runs")
 }
 
@@ -178,9 +179,10 @@ async fn a_tmpfs_a_foreign_process_or_a_stopped_container_is_declined() {
 
     let created = ContainerSpec::default().create(&docker).await;
     assert_eq!(
-        docker::ops::running_pid(&docker, &created.id)
+        docker::ops::upload_target(&docker, &created.id)
             .await
-            .expect("inspect"),
+            .expect("inspect")
+            .and_then(|t| t.pid),
         None
     );
 }
@@ -233,4 +235,38 @@ async fn the_engines_actions_deliver_into_a_running_container_and_fall_back_for_
         .exec(&docker, &["cat", "/run/certdock/cert.pem"])
         .await;
     assert_eq!((code, out.as_str()), (0, "CERT-1"));
+}
+
+#[tokio::test]
+async fn a_directory_on_a_tmpfs_is_refused_by_either_path_with_the_reason() {
+    let docker = common::docker().await;
+    let set = files("CERT-1", "KEY-1");
+    let tmpfs = ContainerSpec::default().tmpfs("/run").run(&docker).await;
+    for actions in [
+        BollardActions::new(docker::connect),
+        BollardActions::new(docker::connect).archive_only(),
+    ] {
+        let err = actions
+            .upload(upload(&tmpfs.id, "/run/certdock", &set, "v1"))
+            .await
+            .expect_err("a tmpfs hides what the archive API copies");
+        let text = err.to_string();
+        assert!(
+            text.contains("/run/certdock") && text.contains("tmpfs mounted at /run"),
+            "{text}"
+        );
+        assert!(!err.is_transient(), "{text}");
+    }
+    // Beside the tmpfs, the same container is served.
+    actions_deliver(&docker, &tmpfs, "/etc/certdock").await;
+}
+
+async fn actions_deliver(docker: &docker::Docker, c: &common::TestContainer, dir: &str) {
+    let set = files("CERT-2", "KEY-2");
+    BollardActions::new(docker::connect)
+        .upload(upload(&c.id, dir, &set, "v2"))
+        .await
+        .expect("delivered");
+    let (code, out) = c.exec(docker, &["cat", &format!("{dir}/cert.pem")]).await;
+    assert_eq!((code, out.as_str()), (0, "CERT-2"));
 }

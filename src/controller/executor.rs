@@ -143,19 +143,21 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
         for copy in &work.copies {
             match self.copy(copy, &bundle_files, &v).await {
                 Ok(()) => result.copied.push((copy.container_id.clone(), v.clone())),
-                Err(()) => {
+                Err(reason) => {
                     result.failed_actions += 1;
-                    result.action_error = Some(format!(
-                        "delivery to container {} failed (see the log); retrying",
-                        copy.container_name
-                    ));
+                    result.action_error = Some(reason.unwrap_or_else(|| {
+                        format!(
+                            "delivery to container {} failed (see the log); retrying",
+                            copy.container_name
+                        )
+                    }));
                 }
             }
         }
         result
     }
 
-    async fn copy(&self, copy: &Copy, bundle: &Bundle, v: &str) -> Result<(), ()> {
+    async fn copy(&self, copy: &Copy, bundle: &Bundle, v: &str) -> Result<(), Option<String>> {
         let mut files: Vec<(String, Vec<u8>, u32)> = bundle
             .files()
             .into_iter()
@@ -185,7 +187,7 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
         for copy in copies {
             match self.upload(copy, &files, v, "ca.pem only").await {
                 Ok(()) => done.push((copy.container_id.clone(), v.to_string())),
-                Err(()) => failed += 1,
+                Err(_) => failed += 1,
             }
         }
         (done, failed)
@@ -197,7 +199,7 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
         files: &[(String, Vec<u8>, u32)],
         v: &str,
         what: &str,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Option<String>> {
         let upload = Upload {
             container_id: &copy.container_id,
             dir: copy.path.as_str(),
@@ -211,11 +213,15 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
             if !e.is_not_found() {
                 tracing::warn!(container = %copy.container_name, error = %e, "cannot copy the certificate into the container");
             }
-            return Err(());
+            // Only the container's own setup can fix these: status says what to change.
+            return Err(e.is_the_containers_setup().then(|| e.to_string()));
         }
         tracing::info!(container = %copy.container_name, path = %copy.path, serial = %what, "delivered");
         match &copy.reload {
-            Some(r) if copy.running => self.reload(&copy.container_id, r).await?,
+            Some(r) if copy.running => self
+                .reload(&copy.container_id, r)
+                .await
+                .map_err(|()| None)?,
             // Planned while only created: `docker run` may have started it since (the upload
             // waited for the start's lock), and then its process runs without having read these
             // files. A signal reaches it; a container still not running answers 409, which is
@@ -228,7 +234,7 @@ impl<S: CertSource, A: DockerActions> Executor<S, A> {
                     Err(e) if e.status_code() == Some(409) => {}
                     Err(e) => {
                         tracing::warn!(container = %copy.container_id, error = %e, "reload failed");
-                        return Err(());
+                        return Err(None);
                     }
                 }
             }

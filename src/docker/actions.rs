@@ -111,7 +111,18 @@ where
 {
     async fn upload(&self, u: Upload<'_>) -> Result<(), DockerError> {
         self.with(|d| async move {
-            if self.through_root && write_through_root(&d, &u).await? {
+            let target = ops::upload_target(&d, u.container_id).await?;
+            if let Some(mount) = target.as_ref().and_then(|t| t.tmpfs_holding(u.dir)) {
+                return Err(DockerError::OnTmpfs {
+                    id: u.container_id.to_owned(),
+                    dir: u.dir.to_owned(),
+                    mount: mount.to_owned(),
+                });
+            }
+            let pid = target.and_then(|t| t.pid);
+            if let Some(pid) = pid.filter(|_| self.through_root)
+                && write_through_root(pid, &u).await
+            {
                 return Ok(());
             }
             if u.first {
@@ -145,27 +156,24 @@ where
     }
 }
 
-/// Writes the files through the container's root when it is running ([`in_root::write`]);
-/// `false` when it is not running or that path declined (logged), so the archive API follows.
-/// The inspect waits, in the daemon, for a `start` in progress: the files then land as soon as
-/// the process runs instead of one archive extraction later.
-async fn write_through_root(docker: &Docker, u: &Upload<'_>) -> Result<bool, DockerError> {
-    let Some(pid) = ops::running_pid(docker, u.container_id).await? else {
-        return Ok(false);
-    };
+/// Writes the files through the root of the container's running process `pid`
+/// ([`in_root::write`]); `false` when that path declined (logged), so the archive API follows.
+/// The caller's inspect waited, in the daemon, for a `start` in progress: the files land as soon
+/// as the process runs instead of one archive extraction later.
+async fn write_through_root(pid: u32, u: &Upload<'_>) -> bool {
     let owned = OwnedUpload::from(u);
     let outcome = tokio::task::spawn_blocking(move || in_root::write(pid, &owned.as_upload()))
         .await
         .unwrap_or_else(|e| Err(in_root::Declined(format!("the writer failed: {e}"))));
     match outcome {
-        Ok(()) => Ok(true),
+        Ok(()) => true,
         Err(declined) => {
             tracing::debug!(
                 container = %u.container_id,
                 reason = %declined,
                 "not through the container's root; uploading an archive"
             );
-            Ok(false)
+            false
         }
     }
 }

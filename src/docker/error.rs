@@ -62,6 +62,18 @@ pub enum DockerError {
         #[source]
         source: std::io::Error,
     },
+    /// Docker's archive API writes beneath a tmpfs, out of the container's sight, and files
+    /// on a tmpfs would be gone at the next restart: refused rather than "delivered" unseen.
+    #[error(
+        "cannot deliver into {dir} in container {id}: it is on the tmpfs mounted at {mount}, \
+         where copied files stay out of the container's sight (Docker writes beneath the tmpfs); \
+         choose a directory outside it, or volume delivery"
+    )]
+    OnTmpfs {
+        id: String,
+        dir: String,
+        mount: String,
+    },
     #[error("cannot copy files into container {id}")]
     UploadFiles {
         id: String,
@@ -104,6 +116,7 @@ impl DockerError {
             Self::EventStreamEnded => true,
             Self::UnsupportedHost { .. }
             | Self::InvalidUpload { .. }
+            | Self::OnTmpfs { .. }
             | Self::RefusedSignal { .. } => false,
             Self::BuildArchive { .. } => false,
             _ => self.bollard().is_some_and(bollard_is_transient),
@@ -116,6 +129,13 @@ impl DockerError {
             BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
             _ => None,
         }
+    }
+
+    /// A delivery the container's own setup stops (its directory is on a tmpfs, or is no
+    /// directory certdock may write): nothing changes until the container or its labels do, so
+    /// the error itself is worth showing where a user looks (`status`), not only in the log.
+    pub fn is_the_containers_setup(&self) -> bool {
+        matches!(self, Self::OnTmpfs { .. } | Self::InvalidUpload { .. })
     }
 
     /// The engine said the container (or path, or network) does not exist.
@@ -139,6 +159,7 @@ impl DockerError {
             Self::UnsupportedHost { .. }
             | Self::EventStreamEnded
             | Self::InvalidUpload { .. }
+            | Self::OnTmpfs { .. }
             | Self::BuildArchive { .. }
             | Self::RefusedSignal { .. } => None,
         }

@@ -20,15 +20,53 @@ pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<ContainerInfo>,
         .and_then(|response| convert::from_inspect(&response)))
 }
 
-/// The host process id of the container's main process while it runs; `None` when it is created,
-/// stopped or gone (the caller's next call reports a missing container).
-pub async fn running_pid(docker: &Docker, id: &str) -> Result<Option<u32>, DockerError> {
+/// What a delivery needs to know of a container first: its main process while it runs, and
+/// where tmpfs mounts lie in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadTarget {
+    /// The host process id of the main process; `None` unless it runs.
+    pub pid: Option<u32>,
+    /// Mount points of its tmpfs mounts (`--tmpfs` and `--mount type=tmpfs`).
+    pub tmpfs: Vec<String>,
+}
+
+impl UploadTarget {
+    /// The tmpfs mount that holds `dir` (absolute), if any.
+    pub fn tmpfs_holding(&self, dir: &str) -> Option<&str> {
+        let dir = dir.trim_end_matches('/');
+        self.tmpfs.iter().map(String::as_str).find(|mount| {
+            let mount = mount.trim_end_matches('/');
+            dir == mount
+                || dir
+                    .strip_prefix(mount)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+/// [`UploadTarget`] of the container; `None` when it is gone (the caller's next call reports
+/// a missing container). The inspect waits, in the daemon, for a `start` in progress.
+pub async fn upload_target(docker: &Docker, id: &str) -> Result<Option<UploadTarget>, DockerError> {
     let Some(response) = inspect_response(docker, id).await? else {
         return Ok(None);
     };
     let state = response.state.unwrap_or_default();
     let pid = state.pid.and_then(|p| u32::try_from(p).ok());
-    Ok(pid.filter(|p| state.running == Some(true) && *p > 0))
+    let mut tmpfs: Vec<String> = response
+        .host_config
+        .and_then(|h| h.tmpfs)
+        .map(|t| t.into_keys().collect())
+        .unwrap_or_default();
+    let mounts = response.mounts.unwrap_or_default().into_iter();
+    tmpfs.extend(
+        mounts
+            .filter(|m| m.typ.as_deref() == Some("tmpfs"))
+            .filter_map(|m| m.destination),
+    );
+    Ok(Some(UploadTarget {
+        pid: pid.filter(|p| state.running == Some(true) && *p > 0),
+        tmpfs,
+    }))
 }
 
 /// Docker's inspect answer, or `None` for a container that does not exist.
@@ -158,6 +196,26 @@ pub async fn restart(docker: &Docker, container_id: &str) -> Result<(), DockerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_held_by_a_tmpfs_at_it_or_above_it_only() {
+        let target = UploadTarget {
+            pid: None,
+            tmpfs: vec!["/run".into(), "/srv/tmp/".into()],
+        };
+        for dir in ["/run", "/run/", "/run/certdock", "/srv/tmp/x/y"] {
+            assert!(target.tmpfs_holding(dir).is_some(), "{dir}");
+        }
+        for dir in [
+            "/runner/certdock",
+            "/",
+            "/srv",
+            "/srv/tmpx",
+            "/etc/certdock",
+        ] {
+            assert_eq!(target.tmpfs_holding(dir), None, "{dir}");
+        }
+    }
 
     #[test]
     fn sigkill_is_refused_in_every_spelling() {
