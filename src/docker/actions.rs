@@ -25,7 +25,9 @@ pub struct Upload<'a> {
 /// What the controller asks of a Docker engine. Two implementations: [`BollardActions`] (the
 /// engine) and the controller's in-memory test engine.
 pub trait DockerActions: Send + Sync + 'static {
-    /// Copies files into the container with an atomic swap (see [`upload::upload_files`]).
+    /// Copies files into the container with an atomic swap: through a running container's root
+    /// ([`in_root`]) or the archive API ([`upload::upload_files`]). A directory on a tmpfs is
+    /// refused ([`DockerError::OnTmpfs`]).
     fn upload(&self, upload: Upload<'_>) -> impl Future<Output = Result<(), DockerError>> + Send;
     /// Sends a reload signal (never SIGKILL; see [`ops::send_signal`]).
     fn signal(
