@@ -140,17 +140,7 @@ async fn a_labelled_container_gets_five_verified_files_and_the_proxy_network() {
             .unwrap()
             .contains_key(&net.name)
     );
-    let st = eventually(
-        "status shows the bad container's error",
-        Duration::from_secs(10),
-        || async {
-            let s = cd.status();
-            s.iter()
-                .find(|e| e["container"] == bad.name.as_str() && !e["error"].is_null())
-                .cloned()
-        },
-    )
-    .await;
+    let st = cd.status_error_of(&bad.name, Duration::from_secs(10)).await;
     assert!(st["error"].as_str().unwrap().contains("ttl"), "{st}");
     let (code, _) = bad.exec(&d, &["test", "-e", "/run/certdock"]).await;
     assert_ne!(code, 0);
@@ -534,16 +524,7 @@ async fn a_changed_config_file_applies_without_a_restart() {
         .label("certdock.sans", "x.blocked.test")
         .run(&d)
         .await;
-    let refused = eventually(
-        "the new deny rule refuses a new container",
-        Duration::from_secs(15),
-        || async {
-            cd.status()
-                .into_iter()
-                .find(|e| e["container"] == b.name.as_str() && !e["error"].is_null())
-        },
-    )
-    .await;
+    let refused = cd.status_error_of(&b.name, Duration::from_secs(15)).await;
     assert!(
         refused["error"]
             .as_str()

@@ -30,16 +30,9 @@ async fn a_delivery_directory_on_a_tmpfs_is_an_error_in_status_not_a_silent_deli
         .run(&d)
         .await;
 
-    let entry = eventually(
-        "status names the tmpfs",
-        Duration::from_secs(20),
-        || async {
-            cd.status()
-                .into_iter()
-                .find(|e| e["container"] == hidden.name.as_str() && !e["error"].is_null())
-        },
-    )
-    .await;
+    let entry = cd
+        .status_error_of(&hidden.name, Duration::from_secs(20))
+        .await;
     let error = entry["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("/run/certdock") && error.contains("tmpfs mounted at /run"),

@@ -99,6 +99,20 @@ impl Certdock {
             .count()
     }
 
+    /// The first status entry of `container` that carries an error, waited for up to `timeout`.
+    pub async fn status_error_of(&self, container: &str, timeout: Duration) -> serde_json::Value {
+        eventually(
+            &format!("an error in status for {container}"),
+            timeout,
+            || async {
+                self.status()
+                    .into_iter()
+                    .find(|e| e["container"] == container && !e["error"].is_null())
+            },
+        )
+        .await
+    }
+
     /// `certdock status --json` on this instance's state directory.
     pub fn status(&self) -> Vec<serde_json::Value> {
         let out = Command::new(bin())
