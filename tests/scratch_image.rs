@@ -68,6 +68,9 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
         },
     )
     .await;
+    // Without `pid: host` the container's processes are out of sight: the archive API delivered
+    // (tar keeps whole seconds).
+    assert!(mtime_of_cert(&d, &client).await.ends_with(".000000000"));
     let work = tempfile::tempdir().expect("tempdir");
     let cert_file = work.path().join("cert.pem");
     std::fs::write(&cert_file, cert).expect("write cert");
@@ -103,6 +106,60 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
     );
     let running = docker_cli(&["inspect", "--format", "{{.State.Running}}", &name]);
     assert_eq!(running, "true", "certdock is still running");
+    drop(client);
+}
+
+/// `cert.pem`'s modification time inside `c`, as `stat` prints it.
+async fn mtime_of_cert(d: &certdock::docker::Docker, c: &common::TestContainer) -> String {
+    let (code, out) = c
+        .exec(d, &["stat", "-L", "-c", "%y", "/run/certdock/cert.pem"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    out.trim().split(' ').nth(1).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn with_pid_host_the_image_writes_through_the_containers_root() {
+    init_crypto();
+    let image = scratch_image();
+    let d = docker().await;
+    let mut cleanup = CliCleanup::default();
+    let prefix = common::unique_label_prefix();
+    let name = unique_name();
+    cleanup.containers.push(name.clone());
+    docker_cli(&[
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--label",
+        &label(),
+        "--user",
+        "0:0",
+        "--pid",
+        "host",
+        "--volume",
+        "/var/run:/var/run",
+        &image,
+        "run",
+        "--resync-interval",
+        "5s",
+        "--label-prefix",
+        &prefix,
+    ]);
+    let client = ContainerSpec::default()
+        .label(&format!("{prefix}.enable"), "true")
+        .label(&format!("{prefix}.name"), "pid-host-client")
+        .run(&d)
+        .await;
+    eventually("the certificate", Duration::from_secs(30), || async {
+        let (code, text) = client.exec(&d, &["cat", "/run/certdock/cert.pem"]).await;
+        (code == 0 && text.contains("BEGIN CERTIFICATE")).then_some(())
+    })
+    .await;
+    // Written by certdock's own process, not extracted from a tar (whole seconds).
+    let mtime = mtime_of_cert(&d, &client).await;
+    assert!(!mtime.ends_with(".000000000"), "{mtime}");
     drop(client);
 }
 
