@@ -9,8 +9,11 @@
 //! - `unrelated event`: a wake-up after a container without certdock labels started;
 //! - `a labelled container stops/starts`: nothing to issue or deliver, and an idle plan reads
 //!   no running state (`core::plan::idle_plan_holds`), so the last plan stands;
-//! - `whole pass`: a labelled container joins another network (no proxy network is set, so
-//!   nothing to attach): the plan's inputs changed, so a whole pass runs and finds nothing;
+//! - `a labelled container's networks`: it joins another network (no proxy network is set, so
+//!   nothing to attach): the plan's inputs changed, and only what that container touches is
+//!   planned again (`core::plan::idle_plan_still_holds`), which finds nothing;
+//! - `whole pass`: the same wake-up after the settings were reloaded, so everything is planned
+//!   again (as after a change to more than 16 containers at once, or one with work to do);
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
@@ -229,24 +232,33 @@ async fn run(n: usize) {
     }
 
     // A labelled container stops or starts: nothing to do, and an idle plan reads no state.
-    // Then one joins (and leaves) a network: a whole pass that finds nothing to do.
-    // `WAKEUP_PROFILE=whole`: 20 times as many whole passes, and nothing after them, for a
-    // profiler to see them (nearly) alone.
+    // Then one joins (and leaves) a network: only what it touches is planned again. Then the
+    // same with the settings reloaded first: a whole pass that finds nothing to do.
+    // `WAKEUP_PROFILE=whole`: only the whole passes, 20 times as many, and nothing after them,
+    // for a profiler to see them (nearly) alone.
     let profiling = std::env::var("WAKEUP_PROFILE").is_ok_and(|v| v == "whole");
     let mut labelled_state = Vec::new();
+    let mut networks = Vec::new();
     let mut whole = Vec::new();
-    for (times, change, rounds) in [
+    let join = (|c| c.networks.push("other".into())) as fn(&mut ContainerInfo);
+    for (times, change, rounds, forced) in [
         (
             &mut labelled_state,
             (|c| c.state = ContainerState::Stopped) as fn(&mut ContainerInfo),
             passes,
+            false,
         ),
+        (&mut networks, join, passes, false),
         (
             &mut whole,
-            |c| c.networks.push("other".into()),
+            join,
             if profiling { passes * 20 } else { passes },
+            true,
         ),
     ] {
+        if profiling && !forced {
+            continue;
+        }
         for round in 0..rounds {
             let i = (round / 2 * 7919) % n;
             let mut c = container(i, &format!("svc-{i}.internal"));
@@ -254,6 +266,9 @@ async fn run(n: usize) {
                 change(&mut c);
             }
             store.apply(WatchEvent::Upsert(c));
+            if forced {
+                rec.settings_changed();
+            }
             let t = Instant::now();
             let outcome = rec.reconcile(&cfg, &mut store, &bundle).await;
             times.push(t.elapsed());
@@ -288,11 +303,12 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; whole pass (a labelled container's networks) {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
         summary(&mut unrelated),
         summary(&mut labelled_state),
+        summary(&mut networks),
         summary(&mut whole),
         summary(&mut one_change),
         ms(load),

@@ -13,6 +13,7 @@ mod loop_settings_tests;
 #[cfg(test)]
 mod loop_tests;
 pub mod outputs;
+mod quiet;
 pub mod reconciler;
 pub mod retry;
 pub mod runner;

@@ -13,6 +13,7 @@ use super::config::ControllerConfig;
 use super::executor::{Executor, WorkResult};
 use super::holdings::{Holdings, version};
 use super::outputs::OutputDirs;
+use super::quiet::Quiet;
 use super::retry::{FailureKind, error_policy};
 use super::status::{StatusRow, digest_of, status_rows};
 use super::store::{ContainerStore, Snapshot};
@@ -20,9 +21,7 @@ use crate::ca::source::{CertSource, RevokedSerials, bare_serial};
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
-use crate::core::plan::{
-    CertSpecLite, Desired, Failure, Identity, Plan, World, idle_plan_holds, plan,
-};
+use crate::core::plan::{CertSpecLite, Desired, Failure, Identity, IdleOutcome, Plan, World, plan};
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
 
@@ -65,45 +64,6 @@ struct RevocationsSeen {
     at: SystemTime,
 }
 
-/// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
-/// and its `next_wake` is the first moment the clock alone could change it (going forward; a
-/// clock set back plans again at once): until then, the same containers (running states
-/// aside: [`idle_plan_holds`]), CA bundle and holdings give the same empty plan, and a
-/// wake-up (a labelled container's stop or start, an event about another container, a file
-/// event, a timer) is answered without planning again.
-/// Holdings change only in a pass or through the methods that drop this ([`Reconciler::
-/// replace_revoked`], [`Reconciler::settings_changed`], [`Reconciler::verify_outputs`]).
-/// At the latest after [`MAX_SLEEP`] a whole pass runs anyway.
-struct Quiet {
-    asking: Arc<[Arc<Labelled>]>,
-    listed: bool,
-    bundle: String,
-    /// When the plan was made: a clock set back before it may make a certificate not yet
-    /// valid, so the plan is made again.
-    planned_at: SystemTime,
-    until: SystemTime,
-    desired: Arc<BTreeMap<Identity, Desired>>,
-}
-
-impl Quiet {
-    fn holds(&self, snapshot: &Snapshot, listed: bool, bundle: &str, now: SystemTime) -> bool {
-        idle_plan_holds(&self.asking, &snapshot.asking)
-            && self.listed == listed
-            && self.bundle == bundle
-            && self.planned_at <= now
-            && now < self.until
-    }
-}
-
-/// Whether a plan asks for nothing to be done.
-fn idle(p: &Plan) -> bool {
-    p.work.is_empty()
-        && p.attaches.is_empty()
-        && p.trust_copies.is_empty()
-        && p.newly_orphaned.is_empty()
-        && p.remove.is_empty()
-}
-
 /// The earliest of the times something asked to run again.
 #[derive(Default)]
 struct Wake(Option<SystemTime>);
@@ -111,6 +71,33 @@ struct Wake(Option<SystemTime>);
 impl Wake {
     fn at(&mut self, t: SystemTime) {
         self.0 = Some(self.0.map_or(t, |w| w.min(t)));
+    }
+}
+
+/// What [`plan`] reads: the containers, the settings and the holdings, at `now`.
+fn world_of<'a>(
+    holdings: &'a Holdings,
+    cfg: &'a ControllerConfig,
+    containers: &'a [Arc<Labelled>],
+    listed: bool,
+    ca_version: &'a str,
+    traefik_client: Option<&'a CertSpecLite>,
+    now: SystemTime,
+) -> World<'a> {
+    World {
+        containers,
+        label_prefix: &cfg.label_prefix,
+        proxy_network: cfg.proxy_network.as_deref(),
+        traefik_client,
+        current: holdings.currents(),
+        failures: &holdings.failures,
+        copied: holdings.ledger.copied(),
+        ca_version,
+        published: holdings.ledger.published(),
+        orphaned_since: holdings.ledger.orphaned_since(),
+        first_list_done: listed,
+        grace: cfg.grace,
+        now,
     }
 }
 
@@ -172,17 +159,8 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         let now = self.clock.now();
         self.replace_revoked(now).await;
         let snapshot = store.snapshot(&label_context(cfg));
-        if let Some(q) = &self.quiet
-            && q.holds(&snapshot, store.listed(), bundle, now)
-        {
-            return Outcome {
-                next_wake: self
-                    .clock
-                    .instant_of(q.until)
-                    .max(Instant::now() + MIN_SLEEP),
-                desired: q.desired.clone(),
-                delivered: false,
-            };
+        if let Some(outcome) = self.still_quiet(cfg, &snapshot, store.listed(), bundle, now) {
+            return outcome;
         }
         self.quiet = None;
         let mut p = self.plan(cfg, &snapshot.asking, store.listed(), bundle, now);
@@ -194,7 +172,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         if retry_now {
             wake.at(now);
         }
-        let quiet = idle(&p) && !retry_now;
+        let quiet = p.is_idle() && !retry_now;
         self.log_refusals(&p);
 
         let results = self
@@ -238,9 +216,14 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 asking: snapshot.asking.clone(),
                 listed: store.listed(),
                 bundle: bundle.to_string(),
+                ca_version: version("ca", bundle),
                 planned_at: now,
                 until: next,
-                desired: desired.clone(),
+                outcome: IdleOutcome {
+                    desired: desired.clone(),
+                    refused: p.refused,
+                    trust_only: p.trust_only,
+                },
             });
         }
         Outcome {
@@ -248,6 +231,35 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             desired,
             delivered,
         }
+    }
+
+    /// The outcome of the last idle pass when it still holds for `snapshot` (see [`Quiet`]).
+    fn still_quiet(
+        &mut self,
+        cfg: &ControllerConfig,
+        snapshot: &Snapshot,
+        listed: bool,
+        bundle: &str,
+        now: SystemTime,
+    ) -> Option<Outcome> {
+        let q = self.quiet.as_mut()?;
+        // Owned: the quiet is updated while the world is read.
+        let ca_version = q.ca_version.clone();
+        let world = world_of(
+            &self.holdings,
+            cfg,
+            &snapshot.asking,
+            listed,
+            &ca_version,
+            None,
+            now,
+        );
+        let until = q.still_holds(&world, listed, bundle, &snapshot.asking)?;
+        Some(Outcome {
+            next_wake: self.clock.instant_of(until).max(Instant::now() + MIN_SLEEP),
+            desired: q.outcome.desired.clone(),
+            delivered: false,
+        })
     }
 
     /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)
@@ -300,21 +312,15 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         self.holdings.refresh_currents(bundle, cfg.rollover_spread);
         let ca_version = version("ca", bundle);
         let traefik_client = traefik_client_spec(cfg);
-        let world = World {
+        let world = world_of(
+            &self.holdings,
+            cfg,
             containers,
-            label_prefix: &cfg.label_prefix,
-            proxy_network: cfg.proxy_network.as_deref(),
-            traefik_client: Some(&traefik_client),
-            current: self.holdings.currents(),
-            failures: &self.holdings.failures,
-            copied: self.holdings.ledger.copied(),
-            ca_version: &ca_version,
-            published: self.holdings.ledger.published(),
-            orphaned_since: self.holdings.ledger.orphaned_since(),
-            first_list_done: listed,
-            grace: cfg.grace,
+            listed,
+            &ca_version,
+            Some(&traefik_client),
             now,
-        };
+        );
         let p = plan(&world);
         tracing::debug!(
             containers = containers.len(),

@@ -98,6 +98,17 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
             "{state:?}: skipped"
         );
     }
+    // It joins a network certdock does not manage: only what it touches is planned again,
+    // and the pass stays quiet (issue 17: a wake-up grows with what changed).
+    store.apply(WatchEvent::Upsert(ContainerInfo {
+        networks: vec!["backend".into()],
+        ..web("web.internal")
+    }));
+    let joined = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(
+        Arc::ptr_eq(&idle.desired, &joined.desired),
+        "another network: skipped"
+    );
     assert_eq!(uploads(), 1, "nothing delivered again");
 
     // A different CA bundle plans again: the chain in the container follows it.

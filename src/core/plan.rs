@@ -18,8 +18,10 @@ use super::labels::{CertSpec, ContainerPath, Delivery, Owner, Reload};
 use super::names::{CertName, San, Usage, traefik_client};
 use super::trust_only;
 
+mod idle;
 mod reason;
 mod walk;
+pub use idle::{IdleOutcome, idle_plan_holds, idle_plan_still_holds};
 pub use reason::IssueReason;
 use reason::issue_reason;
 use walk::{Step, union};
@@ -230,6 +232,17 @@ pub struct Plan {
     pub remove: Vec<Identity>,
     /// Earliest time the loop must run again without an event (renewal, retry, removal).
     pub next_wake: Option<SystemTime>,
+}
+
+impl Plan {
+    /// Nothing to do: no issuance, delivery, attach, orphan or removal.
+    pub fn is_idle(&self) -> bool {
+        self.work.is_empty()
+            && self.attaches.is_empty()
+            && self.trust_copies.is_empty()
+            && self.newly_orphaned.is_empty()
+            && self.remove.is_empty()
+    }
 }
 
 fn lite(spec: &CertSpec) -> CertSpecLite {
@@ -466,29 +479,6 @@ pub fn plan(world: &World<'_>) -> Plan {
         })
         .collect();
     out
-}
-
-/// Whether a plan that had nothing to do, made from `before`, is also the plan of `after`
-/// (the same holdings and clock). True when the containers differ at most in their running
-/// states: [`plan`] reads a state only to describe a delivery it makes ([`Copy::running`], the
-/// reloads after a publish), and a plan with nothing to do describes none; which deliveries
-/// are due depends on versions, never on states. So a labelled container's stop or start
-/// (the commonest Docker event about one) needs no new plan (issue 17). Anything else that
-/// differs (labels, name, networks, a container come or gone) answers false.
-pub fn idle_plan_holds(before: &[Arc<Labelled>], after: &[Arc<Labelled>]) -> bool {
-    fn same_but_state(a: &Labelled, b: &Labelled) -> bool {
-        let (x, y) = (&*a.container, &*b.container);
-        x.id == y.id
-            && x.name == y.name
-            && x.networks == y.networks
-            && x.labels == y.labels
-            && a.spec == b.spec
-    }
-    before.len() == after.len()
-        && before
-            .iter()
-            .zip(after)
-            .all(|(a, b)| Arc::ptr_eq(a, b) || same_but_state(a, b))
 }
 
 #[cfg(test)]

@@ -1,0 +1,230 @@
+//! [`idle_plan_still_holds`] against the whole plan: whenever it says an idle plan still holds
+//! after a change, planning everything again finds nothing to do and says the same.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::core::container::{ContainerInfo, ContainerState};
+use crate::core::plan::tests::{Fixture, H, container, t};
+use crate::core::plan::{Current, Plan, World};
+
+/// Label sets the containers pick from: two that share a name and agree, one that disagrees
+/// with them, a trust-only one, a volume one, a bad one, and one asking for no network.
+fn labels(variant: usize) -> Vec<(&'static str, &'static str)> {
+    let on = ("certdock.enable", "true");
+    match variant % 7 {
+        0 | 1 => vec![
+            on,
+            ("certdock.name", "api"),
+            ("certdock.sans", "api.internal"),
+        ],
+        2 => vec![
+            on,
+            ("certdock.name", "api"),
+            ("certdock.sans", "other.internal"),
+        ],
+        3 => vec![on, ("certdock.name", "web"), ("certdock.usage", "none")],
+        4 => vec![
+            on,
+            ("certdock.name", "vol"),
+            ("certdock.delivery", "volume"),
+        ],
+        5 => vec![on, ("certdock.ttl", "banana")],
+        _ => vec![on, ("certdock.name", "db"), ("certdock.network", "false")],
+    }
+}
+
+fn make(id: &str, variant: usize, proxy: bool, other: bool) -> ContainerInfo {
+    let pairs = labels(variant);
+    let mut c = container(id, &pairs, ContainerState::Running);
+    if proxy {
+        c.networks.push("proxy".into());
+    }
+    if other {
+        c.networks.push("other".into());
+    }
+    c
+}
+
+fn world<'a>(f: &'a Fixture, containers: &'a [Arc<Labelled>], now: SystemTime) -> World<'a> {
+    World {
+        containers,
+        label_prefix: "certdock",
+        proxy_network: Some("proxy"),
+        traefik_client: None,
+        current: &f.current,
+        failures: &f.failures,
+        copied: &f.copied,
+        ca_version: "ca-1",
+        published: &f.published,
+        orphaned_since: &f.orphaned,
+        first_list_done: true,
+        grace: Duration::from_secs(600),
+        now,
+    }
+}
+
+/// Parsed and in the store's order (name, then id).
+fn parsed(f: &Fixture, containers: &[ContainerInfo]) -> Vec<Arc<Labelled>> {
+    let mut sorted = containers.to_vec();
+    sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    f.labelled(&sorted)
+}
+
+/// Carries `p` out in the fixture, as the executor and the ledger would.
+fn carry_out(f: &mut Fixture, containers: &mut [ContainerInfo], p: &Plan, now: SystemTime) {
+    for w in &p.work {
+        let version = format!("v-{}", w.id);
+        if let Some((spec, _)) = &w.issue {
+            f.current.insert(
+                w.id.clone(),
+                Current {
+                    version: version.clone(),
+                    sans: spec.sans.clone(),
+                    groups: spec.groups.clone(),
+                    usage: spec.usage,
+                    not_before: now - Duration::from_secs(60),
+                    not_after: now + 24 * H,
+                    renew_at: now + 16 * H,
+                    issuer_trusted: true,
+                },
+            );
+        }
+        let version = f.current.get(&w.id).map_or(version, |c| c.version.clone());
+        if w.publish {
+            f.published.insert(w.id.clone(), version.clone());
+        }
+        for c in &w.copies {
+            f.copied.insert(c.container_id.clone(), version.clone());
+        }
+    }
+    for c in &p.trust_copies {
+        f.copied.insert(c.container_id.clone(), "ca-1".into());
+    }
+    for a in &p.attaches {
+        if let Some(c) = containers.iter_mut().find(|c| c.id == a.container_id) {
+            c.networks.push(a.network.clone());
+        }
+    }
+    for id in &p.newly_orphaned {
+        f.orphaned.insert(id.clone(), now);
+    }
+    for id in &p.remove {
+        f.current.remove(id);
+        f.published.remove(id);
+        f.orphaned.remove(id);
+    }
+}
+
+type Spec = (usize, bool, bool);
+
+fn containers_of(specs: &[Option<Spec>]) -> Vec<ContainerInfo> {
+    specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|(v, p, o)| make(&format!("k{i}"), v, p, o)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn whenever_the_part_says_idle_the_whole_plan_agrees(
+        before in proptest::collection::vec(proptest::option::of((0usize..7, any::<bool>(), any::<bool>())), 1..7),
+        changes in proptest::collection::vec((0usize..7, proptest::option::of((0usize..7, any::<bool>(), any::<bool>()))), 1..4),
+    ) {
+        let now = t(100);
+        let mut f = Fixture::new();
+        let mut cs = containers_of(&before);
+        // Settle: carry plans out until one has nothing to do.
+        let mut last = None;
+        for _ in 0..4 {
+            let p = plan(&world(&f, &parsed(&f, &cs), now));
+            if p.is_idle() {
+                last = Some(p);
+                break;
+            }
+            carry_out(&mut f, &mut cs, &p, now);
+        }
+        let last = last.expect("a world settles within four passes");
+        let before_parsed = parsed(&f, &cs);
+        let outcome = IdleOutcome {
+            desired: Arc::new(last.desired.clone()),
+            refused: last.refused.clone(),
+            trust_only: last.trust_only.clone(),
+        };
+        // The change: containers replaced, removed or added (by slot).
+        let mut slots: Vec<Option<Spec>> = before.clone();
+        slots.resize(7, None);
+        let mut after = cs.clone();
+        for (slot, spec) in &changes {
+            let id = format!("k{slot}");
+            after.retain(|c| c.id != id);
+            if let Some((v, p, o)) = spec {
+                after.push(make(&id, *v, *p, *o));
+            }
+        }
+        let after_parsed = parsed(&f, &after);
+        let said = idle_plan_still_holds(&world(&f, &after_parsed, now), &before_parsed, &outcome);
+        let whole = plan(&world(&f, &after_parsed, now));
+        if said.is_some() {
+            prop_assert!(whole.is_idle(), "{whole:?}");
+            prop_assert_eq!(&whole.desired, &*outcome.desired);
+            prop_assert_eq!(&whole.refused, &outcome.refused);
+            prop_assert_eq!(&whole.trust_only, &outcome.trust_only);
+        }
+    }
+}
+
+#[test]
+fn another_network_is_answered_by_the_part_and_a_new_name_is_not() {
+    let now = t(100);
+    let mut f = Fixture::new();
+    let mut cs = vec![
+        make("a", 0, true, false),
+        make("b", 4, true, false),
+        make("e", 1, true, false),
+    ];
+    for _ in 0..3 {
+        let p = plan(&world(&f, &parsed(&f, &cs), now));
+        carry_out(&mut f, &mut cs, &p, now);
+    }
+    let idle = plan(&world(&f, &parsed(&f, &cs), now));
+    assert!(idle.is_idle(), "{idle:?}");
+    let outcome = IdleOutcome {
+        desired: Arc::new(idle.desired.clone()),
+        refused: idle.refused.clone(),
+        trust_only: idle.trust_only.clone(),
+    };
+    let before = parsed(&f, &cs);
+    let check = |after: &[ContainerInfo]| {
+        let after = parsed(&f, after);
+        idle_plan_still_holds(&world(&f, &after, now), &before, &outcome)
+    };
+
+    let mut joined = cs.clone();
+    joined[0].networks.push("other".into());
+    assert!(
+        check(&joined).is_some(),
+        "a network certdock does not manage, on a container sharing its name with another"
+    );
+    let mut left = cs.clone();
+    left[0].networks.retain(|n| n != "proxy");
+    assert!(
+        check(&left).is_none(),
+        "the proxy network: an attach is due"
+    );
+    let mut more = cs.clone();
+    more.push(make("c", 6, false, false));
+    assert!(check(&more).is_none(), "a new identity: an issuance is due");
+    let mut shared = cs.clone();
+    shared.push(make("d", 1, true, false));
+    assert!(check(&shared).is_none(), "a new member: a copy is due");
+    let gone = vec![cs[1].clone(), cs[2].clone()];
+    assert!(check(&gone).is_none(), "a member gone: status changes");
+    let gone = vec![cs[0].clone(), cs[2].clone()];
+    assert!(check(&gone).is_none(), "an identity left: an orphan");
+}
