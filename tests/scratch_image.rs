@@ -27,31 +27,14 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
     let out = tempfile::tempdir().expect("output dir");
     let name = unique_name();
     cleanup.containers.push(name.clone());
-    docker_cli(&[
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--label",
-        &label(),
-        // Root for the Docker socket (root:docker 0660), as the compose files say.
-        "--user",
-        "0:0",
-        // The directory, not the socket file: a daemon restart recreates the socket.
-        "--volume",
-        "/var/run:/var/run",
-        "--volume",
-        &format!("{state}:/var/lib/certdock"),
-        "--volume",
-        &format!("{}:/var/lib/certdock/out", path_str(out.path())),
+    let state_volume = format!("{state}:/var/lib/certdock");
+    let out_volume = format!("{}:/var/lib/certdock/out", path_str(out.path()));
+    run_certdock(
         &image,
-        "run",
-        "--resync-interval",
-        "5s",
-        // Serve only this test's container (other tests run certdock on the same engine).
-        "--label-prefix",
+        &name,
         &prefix,
-    ]);
+        &["--volume", &state_volume, "--volume", &out_volume],
+    );
 
     let client = ContainerSpec::default()
         .label(&format!("{prefix}.enable"), "true")
@@ -59,15 +42,7 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
         .label(&format!("{prefix}.usage"), "client")
         .run(&d)
         .await;
-    let cert = eventually(
-        "the labelled container's certificate",
-        Duration::from_secs(30),
-        || async {
-            let (code, text) = client.exec(&d, &["cat", "/run/certdock/cert.pem"]).await;
-            (code == 0 && text.contains("BEGIN CERTIFICATE")).then_some(text)
-        },
-    )
-    .await;
+    let cert = cert_in(&d, &client).await;
     // Without `pid: host` the container's processes are out of sight: the archive API delivered
     // (tar keeps whole seconds).
     assert!(mtime_of_cert(&d, &client).await.ends_with(".000000000"));
@@ -109,6 +84,40 @@ async fn certdock_run_in_the_scratch_image_serves_a_labelled_container() {
     drop(client);
 }
 
+/// `certdock run` from `image` as container `name`, serving only `prefix`'s containers (other
+/// tests run certdock on the same engine), with `extra` options for `docker run`.
+fn run_certdock(image: &str, name: &str, prefix: &str, extra: &[&str]) {
+    let mut args = vec!["run", "--detach", "--name", name, "--label"];
+    let label = label();
+    args.push(&label);
+    // Root for the Docker socket (root:docker 0660), as the compose files say; the directory,
+    // not the socket file: a daemon restart recreates the socket.
+    args.extend(["--user", "0:0", "--volume", "/var/run:/var/run"]);
+    args.extend(extra);
+    args.extend([
+        image,
+        "run",
+        "--resync-interval",
+        "5s",
+        "--label-prefix",
+        prefix,
+    ]);
+    docker_cli(&args);
+}
+
+/// The certificate delivered into `c`, waited for.
+async fn cert_in(d: &certdock::docker::Docker, c: &common::TestContainer) -> String {
+    eventually(
+        "the labelled container's certificate",
+        Duration::from_secs(30),
+        || async {
+            let (code, text) = c.exec(d, &["cat", "/run/certdock/cert.pem"]).await;
+            (code == 0 && text.contains("BEGIN CERTIFICATE")).then_some(text)
+        },
+    )
+    .await
+}
+
 /// `cert.pem`'s modification time inside `c`, as `stat` prints it.
 async fn mtime_of_cert(d: &certdock::docker::Docker, c: &common::TestContainer) -> String {
     let (code, out) = c
@@ -127,36 +136,13 @@ async fn with_pid_host_the_image_writes_through_the_containers_root() {
     let prefix = common::unique_label_prefix();
     let name = unique_name();
     cleanup.containers.push(name.clone());
-    docker_cli(&[
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--label",
-        &label(),
-        "--user",
-        "0:0",
-        "--pid",
-        "host",
-        "--volume",
-        "/var/run:/var/run",
-        &image,
-        "run",
-        "--resync-interval",
-        "5s",
-        "--label-prefix",
-        &prefix,
-    ]);
+    run_certdock(&image, &name, &prefix, &["--pid", "host"]);
     let client = ContainerSpec::default()
         .label(&format!("{prefix}.enable"), "true")
         .label(&format!("{prefix}.name"), "pid-host-client")
         .run(&d)
         .await;
-    eventually("the certificate", Duration::from_secs(30), || async {
-        let (code, text) = client.exec(&d, &["cat", "/run/certdock/cert.pem"]).await;
-        (code == 0 && text.contains("BEGIN CERTIFICATE")).then_some(())
-    })
-    .await;
+    cert_in(&d, &client).await;
     // Written by certdock's own process, not extracted from a tar (whole seconds).
     let mtime = mtime_of_cert(&d, &client).await;
     assert!(!mtime.ends_with(".000000000"), "{mtime}");
