@@ -21,8 +21,9 @@ pub(super) struct Quiet {
     pub(super) asking: Arc<[Arc<Labelled>]>,
     pub(super) listed: bool,
     pub(super) bundle: String,
-    /// The version of `ca.pem` alone under that bundle (see [`World::ca_version`]).
-    pub(super) ca_version: String,
+    /// The version of `ca.pem` alone under that bundle (see [`World::ca_version`]); shared, so
+    /// that a wake-up reads it without a copy while it updates the quiet.
+    pub(super) ca_version: Arc<str>,
     /// When the plan was made: a clock set back before it may make a certificate not yet
     /// valid, so the plan is made again.
     pub(super) planned_at: SystemTime,

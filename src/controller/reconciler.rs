@@ -216,7 +216,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 asking: snapshot.asking.clone(),
                 listed: store.listed(),
                 bundle: bundle.to_string(),
-                ca_version: version("ca", bundle),
+                ca_version: version("ca", bundle).into(),
                 planned_at: now,
                 until: next,
                 outcome: IdleOutcome {
@@ -243,7 +243,6 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         now: SystemTime,
     ) -> Option<Outcome> {
         let q = self.quiet.as_mut()?;
-        // Owned: the quiet is updated while the world is read.
         let ca_version = q.ca_version.clone();
         let world = world_of(
             &self.holdings,
