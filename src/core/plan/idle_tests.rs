@@ -157,8 +157,6 @@ proptest! {
             trust_only: last.trust_only.clone(),
         };
         // The change: containers replaced, removed or added (by slot).
-        let mut slots: Vec<Option<Spec>> = before.clone();
-        slots.resize(7, None);
         let mut after = cs.clone();
         for (slot, spec) in &changes {
             let id = format!("k{slot}");
