@@ -18,8 +18,23 @@ impl Drop for Caddy {
     }
 }
 
+/// Caddy could not bind a port picked for it: another process took it between the pick and
+/// Caddy's bind (free ports are ephemeral ports, which every outgoing connection also draws).
+struct PortTaken;
+
 #[test]
 fn caddy_obtains_its_site_certificate_from_certdock_and_serves_it() {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        match obtain_and_serve() {
+            Ok(()) => return,
+            Err(PortTaken) => eprintln!("attempt {attempt}: a picked port was taken; new ports"),
+        }
+    }
+    panic!("every picked port was taken, {ATTEMPTS} times");
+}
+
+fn obtain_and_serve() -> Result<(), PortTaken> {
     let dir = tempfile::tempdir().unwrap();
     let (http, tls) = (free_port(), free_port());
     let (http_arg, tls_arg) = (http.to_string(), tls.to_string());
@@ -42,7 +57,7 @@ fn caddy_obtains_its_site_certificate_from_certdock_and_serves_it() {
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-    let _caddy = Caddy(
+    let mut caddy = Caddy(
         Command::new("caddy")
             .args(["run", "--config", s(&caddyfile), "--adapter", "caddyfile"])
             .env("XDG_CONFIG_HOME", dir.path().join("xdg-config"))
@@ -62,6 +77,9 @@ fn caddy_obtains_its_site_certificate_from_certdock_and_serves_it() {
             "curl",
             &[
                 "-sS",
+                // Whatever holds the port if Caddy could not bind it may never answer.
+                "--max-time",
+                "5",
                 "--cacert",
                 s(&serve.roots),
                 "--resolve",
@@ -71,13 +89,19 @@ fn caddy_obtains_its_site_certificate_from_certdock_and_serves_it() {
         );
         if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello from caddy")
         {
-            break;
+            return Ok(());
+        }
+        let caddy_log = std::fs::read_to_string(dir.path().join("caddy.log")).unwrap_or_default();
+        if caddy.0.try_wait().is_ok_and(|exited| exited.is_some())
+            && caddy_log.contains("address already in use")
+        {
+            return Err(PortTaken);
         }
         assert!(
             Instant::now() < deadline,
             "Caddy never served a certdock certificate: {}\ncaddy log:\n{}\nserve log:\n{}",
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(dir.path().join("caddy.log")).unwrap_or_default(),
+            caddy_log,
             serve.log()
         );
         std::thread::sleep(Duration::from_millis(200));
