@@ -11,11 +11,30 @@ use std::time::{Duration, Instant};
 /// The API names every test server gets: a DNS name for SNI and 127.0.0.1 for no SNI.
 pub const API_NAMES: &str = "ca.test,127.0.0.1";
 
+/// Below this, the kernel never picks a connection's local port (Linux's default range starts
+/// at 32768; read from /proc when it says otherwise).
+const EPHEMERAL_FLOOR: u16 = 32768;
+/// Where picked ports start: clear of well-known services.
+const PICK_FROM: u16 = 10_000;
+
+/// A port that was free a moment ago on every address, for a server a test starts later. Picked
+/// at random below the kernel's ephemeral range: a port the kernel hands out (a bind to port 0)
+/// can be taken meanwhile by any outgoing connection's local end, and a peer that binds it next
+/// fails (seen with Caddy: "address already in use").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let floor = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > PICK_FROM + 1_000)
+        .unwrap_or(EPHEMERAL_FLOOR);
+    for _ in 0..1_000 {
+        let port = rand::random_range(PICK_FROM..floor);
+        // All addresses: peers such as Caddy listen on every interface.
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PICK_FROM}..{floor} after 1,000 tries");
 }
 
 pub fn certdock(args: &[&str]) -> Output {
