@@ -51,6 +51,17 @@ pub fn link_is_current(target: &str, name: &str, live: Option<usize>) -> bool {
         || live.is_some_and(|slot| target.ends_with(&format!("/{}/{name}", SLOTS[slot])))
 }
 
+/// What [`VERSION_FILE`] holds: the caller's version string and a newline.
+pub fn version_line(version: &str) -> String {
+    format!("{version}\n")
+}
+
+/// The name a link is made under before `rename(2)` puts it in place as `name` (by this
+/// process: two writers never share one).
+pub fn temp_link_name(name: &str) -> String {
+    format!(".{name}.{}.tmp", std::process::id())
+}
+
 /// Whether `name` is reserved by the layout (never a deliverable file name).
 pub fn is_reserved(name: &str) -> bool {
     name.starts_with("..") || name == VERSION_FILE

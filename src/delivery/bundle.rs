@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::core::atomic_dir::{
     DATA_LINK, SLOT_PREFIX, Step, VERSION_FILE, file_link_target, slot_of, swap_steps,
+    temp_link_name, version_line,
 };
 use crate::core::secret::SecretPem;
 use crate::store::atomic::{Mode, create_dir, sync_dir, write_atomic};
@@ -92,7 +93,7 @@ pub fn publish_dir(dir: &Path, bundle: &Bundle, owner: Option<(u32, u32)>) -> io
                 let path = dir.join(slot).join(VERSION_FILE);
                 write_atomic(
                     &path,
-                    format!("{}\n", bundle.version).as_bytes(),
+                    version_line(&bundle.version).as_bytes(),
                     Mode::Public,
                 )?;
                 sync_dir(&dir.join(slot))?;
@@ -107,7 +108,7 @@ pub fn publish_dir(dir: &Path, bundle: &Bundle, owner: Option<(u32, u32)>) -> io
 
 /// Points `dir/name` at `target` with one atomic rename.
 fn replace_symlink(dir: &Path, name: &str, target: &str) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(temp_link_name(name));
     let _ = fs::remove_file(&tmp);
     symlink(target, &tmp)?;
     fs::rename(&tmp, dir.join(name))

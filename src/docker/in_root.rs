@@ -36,7 +36,8 @@ use rustix::io::Errno;
 use super::actions::Upload;
 use super::upload::validate;
 use crate::core::atomic_dir::{
-    DATA_LINK, Step, VERSION_FILE, file_link_target, slot_of, swap_steps,
+    DATA_LINK, Step, VERSION_FILE, file_link_target, slot_of, swap_steps, temp_link_name,
+    version_line,
 };
 
 const DIR_MODE: u32 = 0o755;
@@ -205,7 +206,7 @@ fn write_steps(dir: &OwnedFd, u: &Upload<'_>) -> io::Result<()> {
             }
             Step::WriteVersion(slot) => {
                 let fd = slot_fd(dir, slot, &mut slot_dir)?;
-                let line = format!("{}\n", u.version);
+                let line = version_line(u.version);
                 write_file(fd, VERSION_FILE, line.as_bytes(), VERSION_FILE_MODE, owner)?;
             }
             Step::SwapData(slot) => replace_link(dir, DATA_LINK, slot, owner)?,
@@ -254,7 +255,7 @@ fn write_file(
 
 /// Points `dir/name` at `target` with one `rename(2)`.
 fn replace_link(dir: &OwnedFd, name: &str, target: &str, owner: (Uid, Gid)) -> io::Result<()> {
-    let tmp = format!(".{name}.{}.tmp", std::process::id());
+    let tmp = temp_link_name(name);
     match unlinkat(dir, tmp.as_str(), AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => return Err(e.into()),

@@ -12,7 +12,7 @@ use super::DockerError;
 use super::actions::Upload;
 use crate::core::atomic_dir::{
     DATA_LINK, Step, VERSION_FILE, file_link_target, is_reserved, link_is_current, slot_of,
-    swap_steps,
+    swap_steps, version_line,
 };
 
 const SLOT_DIR_MODE: u32 = 0o755;
@@ -266,7 +266,7 @@ fn build_archive(
                 )?;
             }
             Step::WriteVersion(slot) => {
-                let line = format!("{version}\n");
+                let line = version_line(version);
                 let path = format!("{base}/{slot}/{VERSION_FILE}");
                 append_file(&mut tar, &path, line.as_bytes(), VERSION_FILE_MODE, owner)?;
             }
