@@ -11,10 +11,13 @@
 //!   no running state (`core::plan::idle_plan_holds`), so the last plan stands;
 //! - `a labelled container's networks`: it joins another network (no proxy network is set, so
 //!   nothing to attach): the plan's inputs changed, and only what that container touches is
-//!   planned again (`core::plan::idle_plan_still_holds`), which finds nothing;
+//!   planned again (`core::plan::plan_after_idle`), which finds nothing;
 //! - `whole pass`: the same wake-up after the settings were reloaded, so everything is planned
-//!   again (as after a change to more than 16 containers at once, or one with work to do);
+//!   again (as after a change to more than 16 containers at once, or a timer's renewal);
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
+//! - `recreated`: a container-delivery container removed and created again under its name (what
+//!   `docker compose up` does after a change): a new id, so one copy of the held certificate,
+//!   and no issuance: a pass with work whose cost is the decision and the ledger, not the CA;
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
 //!
@@ -279,6 +282,19 @@ async fn run(n: usize) {
         return;
     }
 
+    // Odd containers take container delivery; each round replaces another of them by a new id.
+    let mut recreated = Vec::new();
+    for round in 0..passes.min(n / 2) {
+        let i = 2 * round + 1;
+        let mut c = container(i, &format!("svc-{i}.internal"));
+        store.apply(WatchEvent::Remove(c.id.clone()));
+        c.id = container_id(2_000_000 + round);
+        store.apply(WatchEvent::Upsert(c));
+        let t = Instant::now();
+        rec.reconcile(&cfg, &mut store, &bundle).await;
+        recreated.push(t.elapsed());
+    }
+
     let mut one_change = Vec::new();
     for round in 0..20 {
         let i = (round * 7919) % n;
@@ -303,7 +319,7 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; recreated (one copy) {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
         summary(&mut unrelated),
@@ -311,6 +327,7 @@ async fn run(n: usize) {
         summary(&mut networks),
         summary(&mut whole),
         summary(&mut one_change),
+        summary(&mut recreated),
         ms(load),
         ms(restart),
     );

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::ca::pem::{cert_to_pem, certs_from_pem, parse_cert};
-use crate::core::plan::{Desired, Identity};
+use crate::core::plan::{DesiredSet, Identity};
 use crate::delivery::bundle::{Bundle, publish_dir, remove_dir};
 use crate::proxy::caddy::render_snippet;
 use crate::proxy::traefik::{CertFiles, ForwardAuth, TlsOptionsBase, TraefikModel, render};
@@ -101,7 +101,7 @@ pub struct ProxyInputs<'a> {
     pub bundle: &'a str,
     /// The user's `[traefik.options]`.
     pub options: &'a TlsOptionsBase,
-    pub desired: &'a BTreeMap<Identity, Desired>,
+    pub desired: &'a DesiredSet,
     /// Each published identity's file version: it goes into the YAML's revision, because
     /// Traefik re-reads certificate files only when its directory changes.
     pub versions: &'a BTreeMap<Identity, String>,
@@ -200,10 +200,7 @@ pub fn refresh_proxy_files(dirs: &OutputDirs, inputs: &ProxyInputs<'_>) -> bool 
 /// One forward-auth middleware per server identity with an allow list, asking the decider at
 /// `base` (this host's HTTPS API). Without a decider an allow list cannot be enforced: the
 /// configuration is refused (the previous file stays), never written open.
-fn forward_auths(
-    desired: &BTreeMap<Identity, Desired>,
-    base: Option<&str>,
-) -> io::Result<Vec<ForwardAuth>> {
+fn forward_auths(desired: &DesiredSet, base: Option<&str>) -> io::Result<Vec<ForwardAuth>> {
     desired
         .iter()
         .filter(|(_, d)| d.allow.is_some())

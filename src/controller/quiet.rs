@@ -1,10 +1,12 @@
-//! The last pass that found nothing to do, and when it still answers a wake-up (issue 17).
+//! The last pass that found nothing to do, and how later wake-ups are planned from it (issue 17).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::core::labelled::Labelled;
-use crate::core::plan::{IdleOutcome, World, idle_plan_holds, idle_plan_still_holds};
+use crate::core::plan::{
+    AfterIdle, CarriedOut, DesiredSet, IdleOutcome, Plan, World, idle_plan_holds, plan_after_idle,
+};
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
 /// and its `next_wake` is the first moment the clock alone could change it (going forward; a
@@ -12,10 +14,12 @@ use crate::core::plan::{IdleOutcome, World, idle_plan_holds, idle_plan_still_hol
 /// aside: [`idle_plan_holds`]), CA bundle and holdings give the same empty plan, and a
 /// wake-up (a labelled container's stop or start, an event about another container, a file
 /// event, a timer) is answered without planning again.
-/// Other changes to the containers (a few come, go, or change labels or networks) are checked
-/// by planning only what they touch ([`idle_plan_still_holds`]).
-/// Holdings change only in a pass or through the reconciler's methods that drop this
-/// (`replace_revoked`, `settings_changed`, `verify_outputs`). At the latest after the
+/// Other changes to the containers (a few come, go, or change labels or networks) are planned
+/// by planning only what they touch ([`plan_after_idle`]), with the work that needs; the quiet
+/// stays where it is until such a part has nothing to do, so every pass until then plans all
+/// that changed since it (and holdings change only for that part, by the part's own work).
+/// Holdings change otherwise only in a whole pass or through the reconciler's methods that drop
+/// this (`replace_revoked`, `settings_changed`, `verify_outputs`). At the latest after the
 /// reconciler's `MAX_SLEEP` a whole pass runs anyway.
 pub(super) struct Quiet {
     pub(super) asking: Arc<[Arc<Labelled>]>,
@@ -30,18 +34,33 @@ pub(super) struct Quiet {
     pub(super) until: SystemTime,
     /// What the idle plan said (its desired certificates go to the outputs).
     pub(super) outcome: IdleOutcome,
+    /// What passes since carried out (planned again with every part).
+    pub(super) since: CarriedOut,
+}
+
+/// What a wake-up comes to after a quiet (see [`Quiet::plan`]).
+pub(super) enum FromQuiet {
+    /// The idle plan still holds until then; these are its desired certificates.
+    Holds {
+        until: SystemTime,
+        desired: Arc<DesiredSet>,
+    },
+    /// The whole plan, made from the part that changed.
+    Changed(Plan),
 }
 
 impl Quiet {
-    /// `Some(until)` when the idle plan still holds for `world` (whose containers are `asking`,
-    /// the store's list now); the quiet then covers these containers.
-    pub(super) fn still_holds(
+    /// The plan for `world` (whose containers are `asking`, the store's list now) made from
+    /// this quiet: `Holds` when the idle plan still holds (the quiet then covers these
+    /// containers), `Changed` with the whole plan when the containers' changes have something
+    /// to do or show. `None` when only a whole plan can tell.
+    pub(super) fn plan(
         &mut self,
         world: &World<'_>,
         listed: bool,
         bundle: &str,
         asking: &Arc<[Arc<Labelled>]>,
-    ) -> Option<SystemTime> {
+    ) -> Option<FromQuiet> {
         let now = world.now;
         let same_inputs = self.listed == listed
             && self.bundle == bundle
@@ -50,12 +69,40 @@ impl Quiet {
         if !same_inputs {
             return None;
         }
-        if idle_plan_holds(&self.asking, asking) {
-            return Some(self.until);
+        if !self.since.is_empty() || !idle_plan_holds(&self.asking, asking) {
+            match plan_after_idle(world, &self.asking, &self.since, &self.outcome)? {
+                AfterIdle::Holds(wake) => {
+                    self.until = wake.map_or(self.until, |w| w.min(self.until));
+                    self.asking = asking.clone();
+                    self.since = CarriedOut::default();
+                }
+                AfterIdle::Changed(p) => return Some(FromQuiet::Changed(p)),
+            }
         }
-        let wake = idle_plan_still_holds(world, &self.asking, &self.outcome)?;
-        self.until = wake.map_or(self.until, |w| w.min(self.until));
+        Some(FromQuiet::Holds {
+            until: self.until,
+            desired: self.outcome.desired.clone(),
+        })
+    }
+
+    /// A pass carried out `p`, the `Changed` plan for the containers `asking`. When it had
+    /// nothing to do (it only showed something else), it is the new idle plan; otherwise the
+    /// quiet stays where it was, and the next pass plans everything changed since it again,
+    /// with what `p` did.
+    pub(super) fn carried_out(&mut self, p: &Plan, asking: &Arc<[Arc<Labelled>]>) {
+        if !p.is_idle() {
+            self.since.add(p);
+            return;
+        }
+        self.since = CarriedOut::default();
+        if let Some(w) = p.next_wake {
+            self.until = self.until.min(w);
+        }
         self.asking = asking.clone();
-        Some(self.until)
+        self.outcome = IdleOutcome {
+            desired: p.desired.clone(),
+            refused: p.refused.clone(),
+            trust_only: p.trust_only.clone(),
+        };
     }
 }

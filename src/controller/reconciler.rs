@@ -13,7 +13,7 @@ use super::config::ControllerConfig;
 use super::executor::{Executor, WorkResult};
 use super::holdings::{Holdings, version};
 use super::outputs::OutputDirs;
-use super::quiet::Quiet;
+use super::quiet::{FromQuiet, Quiet};
 use super::retry::{FailureKind, error_policy};
 use super::status::{StatusRow, digest_of, status_rows};
 use super::store::{ContainerStore, Snapshot};
@@ -21,7 +21,9 @@ use crate::ca::source::{CertSource, RevokedSerials, bare_serial};
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
-use crate::core::plan::{CertSpecLite, Desired, Failure, Identity, IdleOutcome, Plan, World, plan};
+use crate::core::plan::{
+    CarriedOut, CertSpecLite, DesiredSet, Failure, Identity, IdleOutcome, Plan, World, plan,
+};
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
 
@@ -35,7 +37,7 @@ const MIN_SLEEP: Duration = Duration::from_millis(10);
 pub struct Outcome {
     pub next_wake: Instant,
     /// The same `Arc` as the last pass's when the pass was skipped (see [`Quiet`]).
-    pub desired: Arc<BTreeMap<Identity, Desired>>,
+    pub desired: Arc<DesiredSet>,
     /// Something was published under the output directory (the Traefik file may change).
     pub delivered: bool,
 }
@@ -159,12 +161,28 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         let now = self.clock.now();
         self.replace_revoked(now).await;
         let snapshot = store.snapshot(&label_context(cfg));
-        if let Some(outcome) = self.still_quiet(cfg, &snapshot, store.listed(), bundle, now) {
-            return outcome;
-        }
-        self.quiet = None;
-        let mut p = self.plan(cfg, &snapshot.asking, store.listed(), bundle, now);
         let mut wake = Wake::default();
+        let (mut p, partial) = match self.after_quiet(cfg, &snapshot, store.listed(), bundle, now) {
+            Some(FromQuiet::Holds { until, desired }) => {
+                return Outcome {
+                    next_wake: self.clock.instant_of(until).max(Instant::now() + MIN_SLEEP),
+                    desired,
+                    delivered: false,
+                };
+            }
+            Some(FromQuiet::Changed(p)) => {
+                // The rest's wake-up is the quiet's.
+                if let Some(q) = &self.quiet {
+                    wake.at(q.until);
+                }
+                (p, true)
+            }
+            None => {
+                self.quiet = None;
+                let p = self.plan(cfg, &snapshot.asking, store.listed(), bundle, now);
+                (p, false)
+            }
+        };
         if let Some(t) = p.next_wake {
             wake.at(t);
         }
@@ -210,8 +228,13 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
 
         let latest = now + MAX_SLEEP;
         let next = wake.0.map_or(latest, |w| w.min(latest));
-        let desired = Arc::new(p.desired);
-        if quiet {
+        let desired = p.desired.clone();
+        if partial {
+            match &mut self.quiet {
+                Some(q) if !retry_now => q.carried_out(&p, &snapshot.asking),
+                _ => self.quiet = None,
+            }
+        } else if quiet {
             self.quiet = Some(Quiet {
                 asking: snapshot.asking.clone(),
                 listed: store.listed(),
@@ -224,6 +247,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                     refused: p.refused,
                     trust_only: p.trust_only,
                 },
+                since: CarriedOut::default(),
             });
         }
         Outcome {
@@ -233,15 +257,20 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
     }
 
-    /// The outcome of the last idle pass when it still holds for `snapshot` (see [`Quiet`]).
-    fn still_quiet(
+    /// The plan made from the last idle pass (see [`Quiet::plan`]); `None` without one, or
+    /// when only a whole plan can tell.
+    fn after_quiet(
         &mut self,
         cfg: &ControllerConfig,
         snapshot: &Snapshot,
         listed: bool,
         bundle: &str,
         now: SystemTime,
-    ) -> Option<Outcome> {
+    ) -> Option<FromQuiet> {
+        // A pass since may have stored certificates of the part (see [`Quiet`]).
+        if self.quiet.is_some() {
+            self.holdings.refresh_currents(bundle, cfg.rollover_spread);
+        }
         let q = self.quiet.as_mut()?;
         let ca_version = q.ca_version.clone();
         let world = world_of(
@@ -253,12 +282,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             None,
             now,
         );
-        let until = q.still_holds(&world, listed, bundle, &snapshot.asking)?;
-        Some(Outcome {
-            next_wake: self.clock.instant_of(until).max(Instant::now() + MIN_SLEEP),
-            desired: q.outcome.desired.clone(),
-            delivered: false,
-        })
+        q.plan(&world, listed, bundle, &snapshot.asking)
     }
 
     /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)

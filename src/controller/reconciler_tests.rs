@@ -153,3 +153,79 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
         "renewed on time"
     );
 }
+
+/// Issue 17: after a quiet pass, a change with work (here a container recreated under its name,
+/// as `docker compose up` does) is planned from what it touches; the rest of the plan is the
+/// quiet one's, shared, and a delivery that failed is planned again until it is done.
+#[tokio::test(start_paused = true)]
+async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
+    let clock = Clock::tokio_at(SystemTime::now());
+    let ca = Arc::new(TestCa::open(
+        &dir.path().join("ca"),
+        NamePolicy::default(),
+        clock,
+    ));
+    let engine = Arc::new(TestEngine::default());
+    let api = container(
+        "api",
+        &[
+            ("certdock.enable", "true"),
+            ("certdock.sans", "api.internal"),
+            ("certdock.delivery", "container"),
+        ],
+    );
+    for id in ["web", "web-2", "api"] {
+        engine.run(id, &[]);
+    }
+    let mut rec = Reconciler::new(
+        Executor::new(ca.clone(), engine.clone()),
+        Holdings::load(&cfg.state_dir).unwrap(),
+        Arc::new(Metrics::new()),
+        clock,
+    );
+    let bundle = ca.bundle().await.unwrap();
+    let mut store = ContainerStore::default();
+    store.apply(WatchEvent::InitStart);
+    store.apply(WatchEvent::InitApply(web("web.internal")));
+    store.apply(WatchEvent::InitApply(api.clone()));
+    store.apply(WatchEvent::InitDone);
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    let idle = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(rec.quiet.is_some(), "nothing to do: quiet");
+    let status = || std::fs::read_to_string(cfg.state_dir.join("status.json")).unwrap();
+    let status_before = status();
+
+    // `web` is removed and created again under its name, and its first copy fails.
+    store.apply(WatchEvent::Remove("web".into()));
+    store.apply(WatchEvent::Upsert(ContainerInfo {
+        id: "web-2".into(),
+        ..web("web.internal")
+    }));
+    engine.set_failing(true);
+    let failed = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(rec.quiet.is_some(), "planned from the quiet pass");
+    let id = |n: &str| Identity::Named(crate::core::names::CertName::parse(n).unwrap());
+    assert!(
+        Arc::ptr_eq(&failed.desired[&id("api")], &idle.desired[&id("api")]),
+        "the rest of the plan is the quiet one's"
+    );
+    assert_eq!(failed.desired[&id("web")].containers[0].0.id, "web-2");
+    assert!(engine.uploads_to("web-2").is_empty(), "the copy failed");
+    engine.set_failing(false);
+    let copied = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert_eq!(engine.uploads_to("web-2").len(), 1, "planned again and done");
+    assert_eq!(ca.orders_for("web").len(), 1, "the held certificate, not a new one");
+    assert_eq!(copied.desired, failed.desired);
+    assert_eq!(status(), status_before, "the same rows: web's container is named web");
+    // Done: the next pass finds the part idle and is quiet from there.
+    let settled = rec.reconcile(&cfg, &mut store, &bundle).await;
+    let skipped = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(Arc::ptr_eq(&settled.desired, &skipped.desired));
+    assert!(rec.quiet.as_ref().is_some_and(|q| q.since.is_empty()));
+    assert_eq!(engine.uploads_to("web-2").len(), 1);
+    assert_eq!(engine.uploads_to("api").len(), 1, "api untouched");
+}

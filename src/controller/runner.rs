@@ -1,6 +1,5 @@
 //! The controller loop: events, file changes and timers wake it; it reconciles and flushes proxy files.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -22,7 +21,7 @@ use super::reconciler::{Outcome, Reconciler};
 use super::store::ContainerStore;
 use crate::authz::table::AllowTable;
 use crate::ca::source::CertSource;
-use crate::core::plan::{Desired, Identity};
+use crate::core::plan::DesiredSet;
 use crate::docker::{DockerActions, WatchConfig, WatchEvent};
 use crate::metrics::Metrics;
 
@@ -121,7 +120,7 @@ struct Running<S, A, W, E> {
     store: ContainerStore,
     bundle: String,
     /// The plan's wanted certificates as of the last pass, for the proxy files.
-    desired: Arc<BTreeMap<Identity, Desired>>,
+    desired: Arc<DesiredSet>,
     /// Check published files against the holdings at the next pass.
     verify_outputs: bool,
     timers: Timers,

@@ -40,7 +40,7 @@ pub enum StatusRow<'a> {
 /// The rows of the status, in the order `status.json` lists them.
 pub fn status_rows<'a>(plan: &'a Plan, holdings: &'a Holdings) -> Vec<StatusRow<'a>> {
     let mut out = Vec::with_capacity(plan.desired.len() + plan.trust_only.len());
-    for (id, d) in &plan.desired {
+    for (id, d) in plan.desired.iter() {
         let held = holdings
             .held
             .get(id)
@@ -163,7 +163,7 @@ mod tests {
         };
         let id = Identity::Named(CertName::parse("web").unwrap());
         Plan {
-            desired: BTreeMap::from([(id, desired)]),
+            desired: Arc::new(BTreeMap::from([(id, Arc::new(desired))])),
             trust_only: vec![("ca-only".into(), "reader".into())],
             ..Plan::default()
         }

@@ -1,9 +1,10 @@
 //! The decision: labelled containers + what certdock holds now → a plan of actions.
 //!
 //! Pure: the clock, the CA's answers and Docker's state arrive as arguments. The reconcile loop
-//! calls [`plan`] on the whole world after every burst of events and on every timer, and only
-//! the executor touches Docker, files or the CA. Nothing here branches on *which* event woke
-//! the loop: the same world always gives the same plan.
+//! calls [`plan`] on the whole world after every burst of events and on every timer (after a
+//! plan with nothing to do, on the part a few containers' changes touch: [`plan_after_idle`],
+//! which gives the same plan), and only the executor touches Docker, files or the CA. Nothing
+//! here branches on *which* event woke the loop: the same world always gives the same plan.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,10 +19,10 @@ use super::labels::{CertSpec, ContainerPath, Delivery, Owner, Reload};
 use super::names::{CertName, San, Usage, traefik_client};
 use super::trust_only;
 
-mod idle;
+mod part;
 mod reason;
 mod walk;
-pub use idle::{IdleOutcome, idle_plan_holds, idle_plan_still_holds};
+pub use part::{AfterIdle, CarriedOut, IdleOutcome, idle_plan_holds, plan_after_idle};
 pub use reason::IssueReason;
 use reason::issue_reason;
 use walk::{Step, union};
@@ -174,6 +175,9 @@ impl PartialEq for Member {
 
 impl Eq for Member {}
 
+/// Every identity's desired certificate.
+pub type DesiredSet = BTreeMap<Identity, Arc<Desired>>;
+
 /// Copy the identity's current certificate into one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copy {
@@ -225,7 +229,9 @@ pub struct Plan {
     /// Every `usage=none` container: (name, container name), for `status`.
     pub trust_only: Vec<(String, String)>,
     pub refused: Vec<Refusal>,
-    pub desired: BTreeMap<Identity, Desired>,
+    /// Shared, each certificate too: a plan made from a part of the world (see [`plan_after_idle`])
+    /// takes the rest from the last plan without a copy.
+    pub desired: Arc<DesiredSet>,
     /// Identities no container wants any more, first seen unwanted now.
     pub newly_orphaned: Vec<Identity>,
     /// Orphans past the grace period: forget them and remove their files.
@@ -468,16 +474,18 @@ pub fn plan(world: &World<'_>) -> Plan {
     if !out.newly_orphaned.is_empty() {
         out.next_wake = earliest(out.next_wake, world.now + world.grace);
     }
-    out.desired = wanted
-        .into_iter()
-        .map(|(id, (mut d, members))| {
-            d.containers = members
-                .into_iter()
-                .map(|(c, _)| Member(c.clone()))
-                .collect();
-            (id, d)
-        })
-        .collect();
+    out.desired = Arc::new(
+        wanted
+            .into_iter()
+            .map(|(id, (mut d, members))| {
+                d.containers = members
+                    .into_iter()
+                    .map(|(c, _)| Member(c.clone()))
+                    .collect();
+                (id, Arc::new(d))
+            })
+            .collect(),
+    );
     out
 }
 

@@ -1,23 +1,26 @@
-//! When a plan that had nothing to do still holds: after a change of running states only
-//! ([`idle_plan_holds`]), and after a few other changes, by planning again only the identities
-//! and containers they touch ([`idle_plan_still_holds`]; issue 17: a wake-up that grows with
-//! what changed, not with what exists).
+//! Planning after a plan that had nothing to do: after a change of running states only, that
+//! plan still holds ([`idle_plan_holds`]); after a few other changes, only the identities and
+//! containers they touch are planned again ([`plan_after_idle`]; issue 17: a wake-up that grows
+//! with what changed, not with what exists).
 //!
-//! Why the second is the whole plan's answer: [`plan`] decides each identity from its members (the
+//! Why the part gives the whole plan: [`plan`] decides each identity from its members (the
 //! containers asking for its name, refused among themselves by name then id) and its own
 //! holdings, and each container's trust copy, attach and refusal from that container alone. So
 //! when the last plan had nothing to do, the new one can differ only for the identities a
 //! changed container names (before or after the change) and for the changed containers
-//! themselves. Those are planned again, with every member of those identities; if that plan
-//! has nothing to do either and says the same of them (desired certificates, refusals,
-//! trust-only rows: all a status shows), the whole plan is still the last one.
-//! `idle_tests` checks this against the whole plan for random worlds and changes.
+//! themselves, as long as nothing else changed their holdings (the clock stays before the idle
+//! plan's wake-up, the CA bundle and settings are the same, and only the part's own work was
+//! carried out since). Those are planned again, with every member of those identities: if that
+//! plan has nothing to do and says the same of them (desired certificates, refusals, trust-only
+//! rows: all a status shows), the whole plan is still the idle one; otherwise the whole plan is
+//! the part's work with the idle plan's rows for the rest. `part_tests` checks both against the
+//! whole plan for random worlds and changes, over several passes after one idle plan.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Desired, Identity, Refusal, World, plan};
+use super::{DesiredSet, Identity, Plan, Refusal, World, plan};
 use crate::core::labelled::Labelled;
 use crate::core::names::CertName;
 
@@ -52,29 +55,85 @@ const MAX_CHANGED: usize = 16;
 /// What an idle plan said that its status shows, kept to compare a re-planned part against.
 #[derive(Debug, Clone)]
 pub struct IdleOutcome {
-    pub desired: Arc<BTreeMap<Identity, Desired>>,
+    pub desired: Arc<DesiredSet>,
     pub refused: Vec<Refusal>,
     /// (name, container name) of `usage=none` containers.
     pub trust_only: Vec<(String, String)>,
 }
 
-/// Whether the idle plan made from `before` (which said `last`) is still the plan of `world`
-/// (the same holdings, CA bundle and settings; `world.containers` are the containers now,
-/// sorted by name then id as the store hands them out). `Some(next_wake)` of the re-planned
-/// part when it is; `None` when it may not be (too many changes, or the part has something to
-/// do or says something else), and the caller plans everything.
-pub fn idle_plan_still_holds(
+/// What was carried out since an idle plan, by plans made from parts of the world: the
+/// identities and containers whose holdings (held, published, copied, failures, orphans)
+/// may differ from the idle plan's. They are planned again with every part until a part has
+/// nothing to do.
+#[derive(Debug, Clone, Default)]
+pub struct CarriedOut {
+    names: BTreeSet<CertName>,
+    containers: BTreeSet<String>,
+}
+
+impl CarriedOut {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.containers.is_empty()
+    }
+
+    /// Notes what carrying out `p` may change.
+    pub fn add(&mut self, p: &Plan) {
+        let named = |id: &Identity| match id {
+            Identity::Named(n) => Some(n.clone()),
+            Identity::TraefikClient => None,
+        };
+        self.names.extend(
+            p.work
+                .iter()
+                .map(|w| &w.id)
+                .chain(&p.newly_orphaned)
+                .chain(&p.remove)
+                .filter_map(named),
+        );
+        let copies = p.work.iter().flat_map(|w| &w.copies).chain(&p.trust_copies);
+        self.containers
+            .extend(copies.map(|c| c.container_id.clone()));
+    }
+}
+
+/// What the containers' changes since an idle plan come to (see [`plan_after_idle`]).
+#[derive(Debug)]
+pub enum AfterIdle {
+    /// The idle plan still holds; the part planned again wants to be woken at this time.
+    Holds(Option<SystemTime>),
+    /// The whole plan, made by planning only the part: its work, attaches, copies, orphans
+    /// and `next_wake` are the part's (the rest has none; the rest's wake-up is the idle
+    /// plan's), its desired certificates, refusals and trust-only rows the idle plan's with
+    /// the part's in place of what the part said then.
+    Changed(Plan),
+}
+
+/// The plan of `world` after an idle plan, made from `before` (which said `last`), by
+/// planning only what changed since (see the module docs). `world` has the holdings now, which
+/// differ from the idle plan's only for what plans made since carried out (`since`), and
+/// `world.containers` are the containers now, sorted by name then id as the store hands them
+/// out. `None` when more than [`MAX_CHANGED`] containers changed: the caller plans everything.
+pub fn plan_after_idle(
     world: &World<'_>,
     before: &[Arc<Labelled>],
+    since: &CarriedOut,
     last: &IdleOutcome,
-) -> Option<Option<SystemTime>> {
+) -> Option<AfterIdle> {
     let changed = changed(before, world.containers)?;
-    let touched: BTreeSet<&CertName> = changed.iter().filter_map(|l| name_of(l)).collect();
+    let touched: BTreeSet<&CertName> = changed
+        .iter()
+        .filter_map(|l| name_of(l))
+        .chain(&since.names)
+        .collect();
     let names: BTreeSet<Identity> = touched
         .iter()
         .map(|n| Identity::Named((*n).clone()))
         .collect();
-    let ids: BTreeSet<&str> = changed.iter().map(|l| l.container.id.as_str()).collect();
+    let ids: BTreeSet<&str> = changed
+        .iter()
+        .map(|l| l.container.id.as_str())
+        .chain(since.containers.iter().map(String::as_str))
+        .collect();
     let part: Vec<Arc<Labelled>> = world
         .containers
         .iter()
@@ -119,21 +178,55 @@ pub fn idle_plan_still_holds(
     let same_desired = names
         .iter()
         .all(|id| p.desired.get(id) == last.desired.get(id));
-    let refused_then: Vec<&Refusal> = last
-        .refused
-        .iter()
-        .filter(|r| all_ids.contains(r.container_id.as_str()))
-        .collect();
-    let trust_then: Vec<&(String, String)> = last
-        .trust_only
-        .iter()
-        .filter(|(_, container)| part_names.contains(container.as_str()))
-        .collect();
-    let holds = p.is_idle()
+    let in_part = |r: &Refusal| all_ids.contains(r.container_id.as_str());
+    let refused_then = last.refused.iter().filter(|r| in_part(r));
+    let trust_in_part = |(_, container): &(String, String)| part_names.contains(container.as_str());
+    let trust_then = last.trust_only.iter().filter(|t| trust_in_part(t));
+    if p.is_idle()
         && same_desired
         && p.refused.iter().eq(refused_then)
-        && p.trust_only.iter().eq(trust_then);
-    holds.then_some(p.next_wake)
+        && p.trust_only.iter().eq(trust_then)
+    {
+        return Some(AfterIdle::Holds(p.next_wake));
+    }
+    // The whole plan's lists are in the containers' order (name, then id): the rest's, kept
+    // in order, and the part's, merged in.
+    let desired = if same_desired {
+        last.desired.clone()
+    } else {
+        let mut all = (*last.desired).clone();
+        for id in &names {
+            match p.desired.get(id) {
+                Some(d) => all.insert(id.clone(), d.clone()),
+                None => all.remove(id),
+            };
+        }
+        Arc::new(all)
+    };
+    let mut refused: Vec<Refusal> = last
+        .refused
+        .iter()
+        .filter(|r| !in_part(r))
+        .cloned()
+        .collect();
+    refused.extend(p.refused.iter().cloned());
+    refused.sort_by(|a, b| {
+        (&a.container_name, &a.container_id).cmp(&(&b.container_name, &b.container_id))
+    });
+    let mut trust_only: Vec<(String, String)> = last
+        .trust_only
+        .iter()
+        .filter(|t| !trust_in_part(t))
+        .cloned()
+        .collect();
+    trust_only.extend(p.trust_only.iter().cloned());
+    trust_only.sort_by(|a, b| a.1.cmp(&b.1));
+    Some(AfterIdle::Changed(Plan {
+        desired,
+        refused,
+        trust_only,
+        ..p
+    }))
 }
 
 /// The name a container asks a certificate for, when its labels are valid and want one.
@@ -186,5 +279,5 @@ fn changed<'a>(
 }
 
 #[cfg(test)]
-#[path = "idle_tests.rs"]
+#[path = "part_tests.rs"]
 mod tests;

@@ -1,5 +1,6 @@
-//! [`idle_plan_still_holds`] against the whole plan: whenever it says an idle plan still holds
-//! after a change, planning everything again finds nothing to do and says the same.
+//! [`plan_after_idle`] against the whole plan: whenever it says an idle plan still holds after
+//! a change, planning everything again finds nothing to do and says the same; whenever it plans
+//! the part, its plan is the whole plan.
 
 use std::time::Duration;
 
@@ -116,6 +117,7 @@ fn carry_out(f: &mut Fixture, containers: &mut [ContainerInfo], p: &Plan, now: S
         f.published.remove(id);
         f.orphaned.remove(id);
     }
+    f.orphaned.retain(|id, _| !p.desired.contains_key(id));
 }
 
 type Spec = (usize, bool, bool);
@@ -128,13 +130,41 @@ fn containers_of(specs: &[Option<Spec>]) -> Vec<ContainerInfo> {
         .collect()
 }
 
+/// Option<SystemTime> with `None` as never.
+fn no_later(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(a), Some(b)) => a <= b,
+    }
+}
+
+fn earlier(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+type Change = (usize, Option<Spec>);
+
+fn change() -> impl Strategy<Value = Change> {
+    (
+        0usize..7,
+        proptest::option::of((0usize..7, any::<bool>(), any::<bool>())),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
+    /// After an idle plan, rounds of changes, each planned from the part and carried out as the
+    /// reconciler does (the quiet stays until a part has nothing to do): every answer is the
+    /// whole plan's, and no wake-up comes later than the whole plan's.
     #[test]
-    fn whenever_the_part_says_idle_the_whole_plan_agrees(
+    fn the_part_plans_what_the_whole_plan_does(
         before in proptest::collection::vec(proptest::option::of((0usize..7, any::<bool>(), any::<bool>())), 1..7),
-        changes in proptest::collection::vec((0usize..7, proptest::option::of((0usize..7, any::<bool>(), any::<bool>()))), 1..4),
+        rounds in proptest::collection::vec((proptest::collection::vec(change(), 1..4), any::<bool>()), 1..4),
     ) {
         let now = t(100);
         let mut f = Fixture::new();
@@ -150,35 +180,75 @@ proptest! {
             carry_out(&mut f, &mut cs, &p, now);
         }
         let last = last.expect("a world settles within four passes");
-        let before_parsed = parsed(&f, &cs);
-        let outcome = IdleOutcome {
-            desired: Arc::new(last.desired.clone()),
+        let mut base = parsed(&f, &cs);
+        let mut base_wake = last.next_wake;
+        let mut outcome = IdleOutcome {
+            desired: last.desired.clone(),
             refused: last.refused.clone(),
             trust_only: last.trust_only.clone(),
         };
-        // The change: containers replaced, removed or added (by slot).
-        let mut after = cs.clone();
-        for (slot, spec) in &changes {
-            let id = format!("k{slot}");
-            after.retain(|c| c.id != id);
-            if let Some((v, p, o)) = spec {
-                after.push(make(&id, *v, *p, *o));
+        let mut since = CarriedOut::default();
+        for (changes, fail) in &rounds {
+            // Containers replaced, removed or added (by slot).
+            for (slot, spec) in changes {
+                let id = format!("k{slot}");
+                cs.retain(|c| c.id != id);
+                if let Some((v, p, o)) = spec {
+                    cs.push(make(&id, *v, *p, *o));
+                }
             }
-        }
-        let after_parsed = parsed(&f, &after);
-        let said = idle_plan_still_holds(&world(&f, &after_parsed, now), &before_parsed, &outcome);
-        let whole = plan(&world(&f, &after_parsed, now));
-        if said.is_some() {
-            prop_assert!(whole.is_idle(), "{whole:?}");
-            prop_assert_eq!(&whole.desired, &*outcome.desired);
-            prop_assert_eq!(&whole.refused, &outcome.refused);
-            prop_assert_eq!(&whole.trust_only, &outcome.trust_only);
+            let now_parsed = parsed(&f, &cs);
+            let after = plan_after_idle(&world(&f, &now_parsed, now), &base, &since, &outcome);
+            let whole = plan(&world(&f, &now_parsed, now));
+            match after {
+                None => prop_assert!(false, "at most 9 changes since the idle plan"),
+                Some(AfterIdle::Holds(wake)) => {
+                    prop_assert!(whole.is_idle(), "{whole:?}");
+                    prop_assert_eq!(&whole.desired, &outcome.desired);
+                    prop_assert_eq!(&whole.refused, &outcome.refused);
+                    prop_assert_eq!(&whole.trust_only, &outcome.trust_only);
+                    base_wake = earlier(base_wake, wake);
+                    prop_assert!(no_later(base_wake, whole.next_wake));
+                    base = now_parsed;
+                    since = CarriedOut::default();
+                }
+                Some(AfterIdle::Changed(p)) => {
+                    prop_assert_eq!(&p.work, &whole.work);
+                    prop_assert_eq!(&p.attaches, &whole.attaches);
+                    prop_assert_eq!(&p.trust_copies, &whole.trust_copies);
+                    prop_assert_eq!(&p.newly_orphaned, &whole.newly_orphaned);
+                    prop_assert_eq!(&p.remove, &whole.remove);
+                    prop_assert_eq!(&p.desired, &whole.desired);
+                    prop_assert_eq!(&p.refused, &whole.refused);
+                    prop_assert_eq!(&p.trust_only, &whole.trust_only);
+                    prop_assert!(no_later(earlier(base_wake, p.next_wake), whole.next_wake));
+                    // A failed delivery: the first certificate's copies and publication are
+                    // not carried out (its issuance is).
+                    let mut done = p.clone();
+                    if *fail && let Some(w) = done.work.first_mut() {
+                        w.copies.clear();
+                        w.publish = false;
+                    }
+                    carry_out(&mut f, &mut cs, &done, now);
+                    since.add(&p);
+                    if p.is_idle() {
+                        since = CarriedOut::default();
+                        base = now_parsed;
+                        base_wake = earlier(base_wake, p.next_wake);
+                        outcome = IdleOutcome {
+                            desired: p.desired.clone(),
+                            refused: p.refused.clone(),
+                            trust_only: p.trust_only.clone(),
+                        };
+                    }
+                }
+            }
         }
     }
 }
 
 #[test]
-fn another_network_is_answered_by_the_part_and_a_new_name_is_not() {
+fn another_network_is_answered_by_the_part_and_a_new_name_is_planned() {
     let now = t(100);
     let mut f = Fixture::new();
     let mut cs = vec![
@@ -193,36 +263,53 @@ fn another_network_is_answered_by_the_part_and_a_new_name_is_not() {
     let idle = plan(&world(&f, &parsed(&f, &cs), now));
     assert!(idle.is_idle(), "{idle:?}");
     let outcome = IdleOutcome {
-        desired: Arc::new(idle.desired.clone()),
+        desired: idle.desired.clone(),
         refused: idle.refused.clone(),
         trust_only: idle.trust_only.clone(),
     };
     let before = parsed(&f, &cs);
     let check = |after: &[ContainerInfo]| {
         let after = parsed(&f, after);
-        idle_plan_still_holds(&world(&f, &after, now), &before, &outcome)
+        plan_after_idle(
+            &world(&f, &after, now),
+            &before,
+            &CarriedOut::default(),
+            &outcome,
+        )
     };
 
     let mut joined = cs.clone();
     joined[0].networks.push("other".into());
     assert!(
-        check(&joined).is_some(),
+        matches!(check(&joined), Some(AfterIdle::Holds(_))),
         "a network certdock does not manage, on a container sharing its name with another"
     );
     let mut left = cs.clone();
     left[0].networks.retain(|n| n != "proxy");
     assert!(
-        check(&left).is_none(),
+        matches!(check(&left), Some(AfterIdle::Changed(_))),
         "the proxy network: an attach is due"
     );
     let mut more = cs.clone();
     more.push(make("c", 6, false, false));
-    assert!(check(&more).is_none(), "a new identity: an issuance is due");
+    assert!(
+        matches!(check(&more), Some(AfterIdle::Changed(_))),
+        "a new identity: an issuance is due"
+    );
     let mut shared = cs.clone();
     shared.push(make("d", 1, true, false));
-    assert!(check(&shared).is_none(), "a new member: a copy is due");
+    assert!(
+        matches!(check(&shared), Some(AfterIdle::Changed(_))),
+        "a new member: a copy is due"
+    );
     let gone = vec![cs[1].clone(), cs[2].clone()];
-    assert!(check(&gone).is_none(), "a member gone: status changes");
+    assert!(
+        matches!(check(&gone), Some(AfterIdle::Changed(_))),
+        "a member gone: status changes"
+    );
     let gone = vec![cs[0].clone(), cs[2].clone()];
-    assert!(check(&gone).is_none(), "an identity left: an orphan");
+    assert!(
+        matches!(check(&gone), Some(AfterIdle::Changed(_))),
+        "an identity left: an orphan"
+    );
 }
