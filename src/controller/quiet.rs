@@ -16,8 +16,8 @@ use crate::core::plan::{
 /// event, a timer) is answered without planning again.
 /// Other changes to the containers (a few come, go, or change labels or networks) are planned
 /// by planning only what they touch ([`plan_after_idle`]), with the work that needs; the quiet
-/// stays where it is until such a part has nothing to do, so every pass until then plans all
-/// that changed since it (and holdings change only for that part, by the part's own work).
+/// then moves to that plan, which had nothing to do but that work, and the next pass plans
+/// again what carrying it out changed ([`CarriedOut`]: holdings change only there).
 /// Holdings change otherwise only in a whole pass or through the reconciler's methods that drop
 /// this (`replace_revoked`, `settings_changed`, `verify_outputs`). At the latest after the
 /// reconciler's `MAX_SLEEP` a whole pass runs anyway.
@@ -34,7 +34,7 @@ pub(super) struct Quiet {
     pub(super) until: SystemTime,
     /// What the idle plan said (its desired certificates go to the outputs).
     pub(super) outcome: IdleOutcome,
-    /// What passes since carried out (planned again with every part).
+    /// What the pass that made this plan carried out (planned again with the next part).
     pub(super) since: CarriedOut,
 }
 
@@ -85,20 +85,14 @@ impl Quiet {
         })
     }
 
-    /// A pass carried out `p`, the `Changed` plan for the containers `asking`. When it had
-    /// nothing to do (it only showed something else), it is the new idle plan; otherwise the
-    /// quiet stays where it was, and the next pass plans everything changed since it again,
-    /// with what `p` did.
+    /// A pass carried out `p`, the `Changed` plan for the containers `asking`: the quiet moves
+    /// to it, with its work to plan again.
     pub(super) fn carried_out(&mut self, p: &Plan, asking: &Arc<[Arc<Labelled>]>) {
-        if !p.is_idle() {
-            self.since.add(p);
-            return;
-        }
-        self.since = CarriedOut::default();
         if let Some(w) = p.next_wake {
             self.until = self.until.min(w);
         }
         self.asking = asking.clone();
+        self.since = CarriedOut::of(p);
         self.outcome = IdleOutcome {
             desired: p.desired.clone(),
             refused: p.refused.clone(),

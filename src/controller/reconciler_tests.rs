@@ -217,10 +217,22 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
     assert!(engine.uploads_to("web-2").is_empty(), "the copy failed");
     engine.set_failing(false);
     let copied = rec.reconcile(&cfg, &mut store, &bundle).await;
-    assert_eq!(engine.uploads_to("web-2").len(), 1, "planned again and done");
-    assert_eq!(ca.orders_for("web").len(), 1, "the held certificate, not a new one");
+    assert_eq!(
+        engine.uploads_to("web-2").len(),
+        1,
+        "planned again and done"
+    );
+    assert_eq!(
+        ca.orders_for("web").len(),
+        1,
+        "the held certificate, not a new one"
+    );
     assert_eq!(copied.desired, failed.desired);
-    assert_eq!(status(), status_before, "the same rows: web's container is named web");
+    assert_eq!(
+        status(),
+        status_before,
+        "the same rows: web's container is named web"
+    );
     // Done: the next pass finds the part idle and is quiet from there.
     let settled = rec.reconcile(&cfg, &mut store, &bundle).await;
     let skipped = rec.reconcile(&cfg, &mut store, &bundle).await;

@@ -6,15 +6,17 @@
 //! Why the part gives the whole plan: [`plan`] decides each identity from its members (the
 //! containers asking for its name, refused among themselves by name then id) and its own
 //! holdings, and each container's trust copy, attach and refusal from that container alone. So
-//! when the last plan had nothing to do, the new one can differ only for the identities a
-//! changed container names (before or after the change) and for the changed containers
-//! themselves, as long as nothing else changed their holdings (the clock stays before the idle
-//! plan's wake-up, the CA bundle and settings are the same, and only the part's own work was
-//! carried out since). Those are planned again, with every member of those identities: if that
-//! plan has nothing to do and says the same of them (desired certificates, refusals, trust-only
-//! rows: all a status shows), the whole plan is still the idle one; otherwise the whole plan is
-//! the part's work with the idle plan's rows for the rest. `part_tests` checks both against the
-//! whole plan for random worlds and changes, over several passes after one idle plan.
+//! after a plan with nothing to do, the next one can differ only for the identities a changed
+//! container names (before or after the change) and for the changed containers themselves, as
+//! long as nothing else changed their holdings (the clock stays before that plan's wake-up, the
+//! CA bundle and settings are the same). Those are planned again, with every member of those
+//! identities: if that part has nothing to do and says the same of them (desired certificates,
+//! refusals, trust-only rows: all a status shows), the whole plan is still the last one;
+//! otherwise the whole plan is the part's work with the last plan's rows for the rest.
+//! Such a plan has nothing to do but its own work: the next plan is made from it the same way,
+//! with what carrying that work out may have changed ([`CarriedOut`]) planned again too.
+//! `part_tests` checks every answer against the whole plan for random worlds, over several
+//! rounds of changes and carried-out plans (some of whose deliveries fail).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -52,7 +54,7 @@ fn same_but_state(a: &Labelled, b: &Labelled) -> bool {
 /// More changed containers than this, and planning everything again is as cheap.
 const MAX_CHANGED: usize = 16;
 
-/// What an idle plan said that its status shows, kept to compare a re-planned part against.
+/// What a plan said that its status shows, kept to compare a re-planned part against.
 #[derive(Debug, Clone)]
 pub struct IdleOutcome {
     pub desired: Arc<DesiredSet>,
@@ -61,10 +63,9 @@ pub struct IdleOutcome {
     pub trust_only: Vec<(String, String)>,
 }
 
-/// What was carried out since an idle plan, by plans made from parts of the world: the
-/// identities and containers whose holdings (held, published, copied, failures, orphans)
-/// may differ from the idle plan's. They are planned again with every part until a part has
-/// nothing to do.
+/// What carrying out a plan may change in the holdings (held, published, copied, failures,
+/// orphans) and the containers' networks: the identities and containers a plan made after it
+/// must plan again, whether or not a container changed (a failed copy is due again).
 #[derive(Debug, Clone, Default)]
 pub struct CarriedOut {
     names: BTreeSet<CertName>,
@@ -72,45 +73,49 @@ pub struct CarriedOut {
 }
 
 impl CarriedOut {
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.containers.is_empty()
-    }
-
-    /// Notes what carrying out `p` may change.
-    pub fn add(&mut self, p: &Plan) {
+    pub fn of(p: &Plan) -> CarriedOut {
         let named = |id: &Identity| match id {
             Identity::Named(n) => Some(n.clone()),
             Identity::TraefikClient => None,
         };
-        self.names.extend(
-            p.work
-                .iter()
-                .map(|w| &w.id)
-                .chain(&p.newly_orphaned)
-                .chain(&p.remove)
-                .filter_map(named),
-        );
+        let names = p
+            .work
+            .iter()
+            .map(|w| &w.id)
+            .chain(&p.newly_orphaned)
+            .chain(&p.remove)
+            .filter_map(named)
+            .collect();
         let copies = p.work.iter().flat_map(|w| &w.copies).chain(&p.trust_copies);
-        self.containers
-            .extend(copies.map(|c| c.container_id.clone()));
+        let containers = copies
+            .map(|c| &c.container_id)
+            .chain(p.attaches.iter().map(|a| &a.container_id))
+            .cloned()
+            .collect();
+        CarriedOut { names, containers }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.containers.is_empty()
     }
 }
 
-/// What the containers' changes since an idle plan come to (see [`plan_after_idle`]).
+/// What the changes since a plan come to (see [`plan_after_idle`]).
 #[derive(Debug)]
 pub enum AfterIdle {
-    /// The idle plan still holds; the part planned again wants to be woken at this time.
+    /// The last plan still holds, with nothing to do; the part planned again wants to be woken
+    /// at this time.
     Holds(Option<SystemTime>),
     /// The whole plan, made by planning only the part: its work, attaches, copies, orphans
-    /// and `next_wake` are the part's (the rest has none; the rest's wake-up is the idle
-    /// plan's), its desired certificates, refusals and trust-only rows the idle plan's with
+    /// and `next_wake` are the part's (the rest has none; the rest's wake-up is the last
+    /// plan's), its desired certificates, refusals and trust-only rows the last plan's with
     /// the part's in place of what the part said then.
     Changed(Plan),
 }
 
-/// The plan of `world` after an idle plan, made from `before` (which said `last`), by
-/// planning only what changed since (see the module docs). `world` has the holdings now, which
-/// differ from the idle plan's only for what plans made since carried out (`since`), and
+/// The plan of `world` after a plan made from `before` that said `last` and had nothing to do
+/// but `since` (see the module docs), by planning only what changed since and `since`. `world`
+/// has the holdings now, which differ from that plan's only where `since` was carried out, and
 /// `world.containers` are the containers now, sorted by name then id as the store hands them
 /// out. `None` when more than [`MAX_CHANGED`] containers changed: the caller plans everything.
 pub fn plan_after_idle(
@@ -120,19 +125,29 @@ pub fn plan_after_idle(
     last: &IdleOutcome,
 ) -> Option<AfterIdle> {
     let changed = changed(before, world.containers)?;
-    let touched: BTreeSet<&CertName> = changed
-        .iter()
-        .filter_map(|l| name_of(l))
-        .chain(&since.names)
-        .collect();
-    let names: BTreeSet<Identity> = touched
-        .iter()
-        .map(|n| Identity::Named((*n).clone()))
-        .collect();
     let ids: BTreeSet<&str> = changed
         .iter()
         .map(|l| l.container.id.as_str())
         .chain(since.containers.iter().map(String::as_str))
+        .collect();
+    // Every identity a container of the part asks for is in the part, with all its members.
+    let mut touched: BTreeSet<&CertName> = changed
+        .iter()
+        .filter_map(|l| name_of(l))
+        .chain(&since.names)
+        .collect();
+    if !since.containers.is_empty() {
+        touched.extend(
+            world
+                .containers
+                .iter()
+                .filter(|l| since.containers.contains(&l.container.id))
+                .filter_map(|l| name_of(l)),
+        );
+    }
+    let names: BTreeSet<Identity> = touched
+        .iter()
+        .map(|n| Identity::Named((*n).clone()))
         .collect();
     let part: Vec<Arc<Labelled>> = world
         .containers

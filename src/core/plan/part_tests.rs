@@ -158,9 +158,9 @@ fn change() -> impl Strategy<Value = Change> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// After an idle plan, rounds of changes, each planned from the part and carried out as the
-    /// reconciler does (the quiet stays until a part has nothing to do): every answer is the
-    /// whole plan's, and no wake-up comes later than the whole plan's.
+    /// After an idle plan, rounds of changes, each planned from the part and carried out (some
+    /// deliveries failing) as the reconciler does: every answer is the whole plan's, and no
+    /// wake-up comes later than the whole plan's.
     #[test]
     fn the_part_plans_what_the_whole_plan_does(
         before in proptest::collection::vec(proptest::option::of((0usize..7, any::<bool>(), any::<bool>())), 1..7),
@@ -222,25 +222,27 @@ proptest! {
                     prop_assert_eq!(&p.refused, &whole.refused);
                     prop_assert_eq!(&p.trust_only, &whole.trust_only);
                     prop_assert!(no_later(earlier(base_wake, p.next_wake), whole.next_wake));
-                    // A failed delivery: the first certificate's copies and publication are
-                    // not carried out (its issuance is).
+                    // Failed Docker actions: the first certificate's copies and publication,
+                    // the trust copies and the attaches are not carried out (issuances are).
                     let mut done = p.clone();
-                    if *fail && let Some(w) = done.work.first_mut() {
-                        w.copies.clear();
-                        w.publish = false;
+                    if *fail {
+                        if let Some(w) = done.work.first_mut() {
+                            w.copies.clear();
+                            w.publish = false;
+                        }
+                        done.trust_copies.clear();
+                        done.attaches.clear();
                     }
                     carry_out(&mut f, &mut cs, &done, now);
-                    since.add(&p);
-                    if p.is_idle() {
-                        since = CarriedOut::default();
-                        base = now_parsed;
-                        base_wake = earlier(base_wake, p.next_wake);
-                        outcome = IdleOutcome {
-                            desired: p.desired.clone(),
-                            refused: p.refused.clone(),
-                            trust_only: p.trust_only.clone(),
-                        };
-                    }
+                    // The quiet moves to this plan, as `controller::quiet` does.
+                    since = CarriedOut::of(&p);
+                    base = now_parsed;
+                    base_wake = earlier(base_wake, p.next_wake);
+                    outcome = IdleOutcome {
+                        desired: p.desired.clone(),
+                        refused: p.refused.clone(),
+                        trust_only: p.trust_only.clone(),
+                    };
                 }
             }
         }
