@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use crate::core::labelled::Labelled;
 use crate::core::plan::{
-    AfterIdle, CarriedOut, DesiredSet, IdleOutcome, Plan, World, idle_plan_holds, plan_after_idle,
+    AfterIdle, CarriedOut, DesiredSet, IdleOutcome, PartPlan, Plan, World, idle_plan_holds,
+    plan_after_idle,
 };
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
@@ -45,8 +46,8 @@ pub(super) enum FromQuiet {
         until: SystemTime,
         desired: Arc<DesiredSet>,
     },
-    /// The whole plan, made from the part that changed.
-    Changed(Plan),
+    /// The whole plan, made from the part that changed; the rows it may show otherwise.
+    Changed(Box<PartPlan>),
 }
 
 impl Quiet {
@@ -76,7 +77,7 @@ impl Quiet {
                     self.asking = asking.clone();
                     self.since = CarriedOut::default();
                 }
-                AfterIdle::Changed(p) => return Some(FromQuiet::Changed(p)),
+                AfterIdle::Changed(part) => return Some(FromQuiet::Changed(part)),
             }
         }
         Some(FromQuiet::Holds {

@@ -5,24 +5,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::clock::Clock;
 use super::config::ControllerConfig;
-use super::executor::{Executor, WorkResult};
+use super::executor::Executor;
 use super::holdings::{Holdings, version};
 use super::outputs::OutputDirs;
 use super::quiet::{FromQuiet, Quiet};
 use super::retry::{FailureKind, error_policy};
-use super::status::{StatusRow, digest_of, status_rows};
+use super::status::{StatusRow, digest_of, status_rows, status_rows_in};
 use super::store::{ContainerStore, Snapshot};
 use crate::ca::source::{CertSource, RevokedSerials, bare_serial};
 use crate::core::labelled::Labelled;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
 use crate::core::plan::{
-    CarriedOut, CertSpecLite, DesiredSet, Failure, Identity, IdleOutcome, Plan, World, plan,
+    CarriedOut, CertSpecLite, DesiredSet, Identity, IdleOutcome, PartPlan, Plan, Scope, World, plan,
 };
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
@@ -162,7 +161,8 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         self.replace_revoked(now).await;
         let snapshot = store.snapshot(&label_context(cfg));
         let mut wake = Wake::default();
-        let (mut p, partial) = match self.after_quiet(cfg, &snapshot, store.listed(), bundle, now) {
+        // A plan made from a part: what it covers, and the digest of its status rows before.
+        let (mut p, part) = match self.after_quiet(cfg, &snapshot, store.listed(), bundle, now) {
             Some(FromQuiet::Holds { until, desired }) => {
                 return Outcome {
                     next_wake: self.clock.instant_of(until).max(Instant::now() + MIN_SLEEP),
@@ -170,17 +170,21 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                     delivered: false,
                 };
             }
-            Some(FromQuiet::Changed(p)) => {
+            Some(FromQuiet::Changed(part)) => {
+                let PartPlan { plan: p, scope } = *part;
                 // The rest's wake-up is the quiet's.
-                if let Some(q) = &self.quiet {
+                let before = self.quiet.as_ref().map(|q| {
                     wake.at(q.until);
-                }
-                (p, true)
+                    let o = &q.outcome;
+                    let rows = (&*o.desired, &o.trust_only[..], &o.refused[..]);
+                    digest_of(&status_rows_in(rows, &self.holdings, &scope))
+                });
+                (p, Some((scope, before)))
             }
             None => {
                 self.quiet = None;
                 let p = self.plan(cfg, &snapshot.asking, store.listed(), bundle, now);
-                (p, false)
+                (p, None)
             }
         };
         if let Some(t) = p.next_wake {
@@ -216,20 +220,11 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         if let Err(e) = self.holdings.save_ledger() {
             tracing::error!(error = %e, "cannot save the delivery ledger");
         }
-        let rows = status_rows(&p, &self.holdings);
-        let written = (cfg.state_dir.clone(), digest_of(&rows));
-        if self.status_written.as_ref() != Some(&written) {
-            let entries: Vec<_> = rows.iter().map(StatusRow::entry).collect();
-            match crate::store::status::write(&written.0, &entries) {
-                Ok(_) => self.status_written = Some(written),
-                Err(e) => tracing::warn!(error = %e, "cannot write status.json"),
-            }
-        }
-
+        self.write_status(cfg, &p, part.as_ref());
         let latest = now + MAX_SLEEP;
         let next = wake.0.map_or(latest, |w| w.min(latest));
         let desired = p.desired.clone();
-        if partial {
+        if part.is_some() {
             match &mut self.quiet {
                 Some(q) if !retry_now => q.carried_out(&p, &snapshot.asking),
                 _ => self.quiet = None,
@@ -254,6 +249,37 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             next_wake: self.clock.instant_of(next).max(Instant::now() + MIN_SLEEP),
             desired,
             delivered,
+        }
+    }
+
+    /// Writes `status.json` when its rows changed. After a plan made from a part, only the
+    /// part's rows are compared with theirs before the pass (the rest are the last status's,
+    /// which was written): a pass that showed nothing new costs what it changed, not a walk over
+    /// every identity (issue 17).
+    fn write_status(
+        &mut self,
+        cfg: &ControllerConfig,
+        p: &Plan,
+        part: Option<&(Scope, Option<u64>)>,
+    ) {
+        if let (Some((scope, Some(before))), Some(_)) = (part, &self.status_written) {
+            let rows = (&*p.desired, &p.trust_only[..], &p.refused[..]);
+            if digest_of(&status_rows_in(rows, &self.holdings, scope)) == *before {
+                return;
+            }
+        }
+        let rows = status_rows(p, &self.holdings);
+        let written = (cfg.state_dir.clone(), digest_of(&rows));
+        if self.status_written.as_ref() != Some(&written) {
+            let entries: Vec<_> = rows.iter().map(StatusRow::entry).collect();
+            match crate::store::status::write(&written.0, &entries) {
+                Ok(_) => self.status_written = Some(written),
+                Err(e) => {
+                    // Not what the last pass wrote: the next one compares every row.
+                    self.status_written = None;
+                    tracing::warn!(error = %e, "cannot write status.json");
+                }
+            }
         }
     }
 
@@ -354,127 +380,6 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         );
         p
     }
-
-    /// A refusal waits for a change: when an identity's order is no longer the refused one
-    /// (labels changed), its back-off is dropped. Returns whether any was, to plan again now.
-    fn retry_changed_orders(&mut self, p: &mut Plan) -> bool {
-        let changed: Vec<Identity> = self
-            .refused
-            .iter()
-            .filter(|(id, spec)| p.desired.get(*id).is_none_or(|d| d.spec != **spec))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &changed {
-            self.refused.remove(id);
-            self.holdings.failures.remove(id);
-        }
-        !changed.is_empty()
-    }
-
-    /// Refusals are logged when they first appear, not on every pass.
-    fn log_refusals(&mut self, p: &Plan) {
-        for r in &p.refused {
-            if self
-                .holdings
-                .refusals_logged
-                .insert((r.container_id.clone(), r.error.clone()))
-            {
-                tracing::warn!(container = %r.container_name, error = %r.error, "container refused");
-            }
-        }
-        self.holdings.refusals_logged.retain(|(id, e)| {
-            p.refused
-                .iter()
-                .any(|r| &r.container_id == id && &r.error == e)
-        });
-    }
-
-    /// Records one certificate's outcome. Returns whether files were published.
-    fn apply(&mut self, r: WorkResult, now: SystemTime, wake: &mut Wake) -> bool {
-        let WorkResult {
-            id,
-            order,
-            issued,
-            issue_error,
-            published,
-            copied,
-            failed_actions,
-            action_error,
-        } = r;
-        let h = &mut self.holdings;
-        if let Some(held) = issued {
-            tracing::info!(cert = %id, serial = %held.serial, "issued");
-            if h.held.contains_key(&id) {
-                self.metrics.renewed("controller");
-            } else {
-                self.metrics.issued("controller");
-            }
-            let not_after = OffsetDateTime::from(held.not_after);
-            self.metrics.set_certificate(&id.to_string(), not_after);
-            wake.at(held.renew_at.min(held.not_after));
-            if let Err(e) = h.store(&id, held) {
-                tracing::error!(cert = %id, error = %e, "cannot store the new certificate");
-            }
-            h.failures.remove(&id);
-            self.refused.remove(&id);
-        } else if let Some(err) = issue_error {
-            let kind = FailureKind::from(&err);
-            let attempts = h.failures.get(&id).map_or(0, |f| f.attempts + 1);
-            let not_after = h.held.get(&id).map_or(now, |held| held.not_after);
-            let retry_at = error_policy(kind, attempts, now, not_after);
-            tracing::warn!(cert = %id, error = %err, attempts = attempts + 1, ?kind, "issuance failed; retrying later");
-            self.metrics.error(kind.metric());
-            wake.at(retry_at);
-            match (kind, order) {
-                (FailureKind::Refused, Some(order)) => {
-                    self.refused.insert(id.clone(), order);
-                }
-                _ => {
-                    self.refused.remove(&id);
-                }
-            }
-            let error = err.to_string();
-            h.failures.insert(
-                id.clone(),
-                Failure {
-                    attempts,
-                    retry_at,
-                    error,
-                },
-            );
-        }
-        let delivered = published.is_some();
-        if let Some(v) = published {
-            h.ledger.note_published(&id, v);
-        }
-        h.ledger.note_copied(copied);
-        for _ in 0..failed_actions {
-            self.metrics.error(FailureKind::Action.metric());
-        }
-        if failed_actions > 0 {
-            wake.at(error_policy(FailureKind::Action, 0, now, now));
-        }
-        match action_error {
-            Some(e) => h.delivery_errors.insert(id, e),
-            None => h.delivery_errors.remove(&id),
-        };
-        delivered
-    }
-
-    /// Starts the grace period of certificates no container wants, and removes those past it.
-    fn apply_orphans(&mut self, cfg: &ControllerConfig, p: &Plan, now: SystemTime) {
-        let h = &mut self.holdings;
-        for id in &p.newly_orphaned {
-            h.ledger.orphaned(id, now);
-        }
-        h.ledger.wanted(|id| p.desired.contains_key(id));
-        for id in &p.remove {
-            tracing::info!(cert = %id, "no container uses this certificate any more; removing its files");
-            if let Err(e) = super::outputs::unpublish(&cfg.dirs, id).and_then(|()| h.forget(id)) {
-                tracing::warn!(cert = %id, error = %e, "cannot remove an unused certificate");
-            }
-        }
-    }
 }
 
 /// certdock's own client certificate for Traefik, with the current default lifetime.
@@ -488,6 +393,8 @@ fn traefik_client_spec(cfg: &ControllerConfig) -> CertSpecLite {
         ttl: cfg.ttls.default,
     }
 }
+
+mod apply;
 
 #[cfg(test)]
 #[path = "reconciler_tests.rs"]

@@ -215,6 +215,7 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
     );
     assert_eq!(failed.desired[&id("web")].containers[0].0.id, "web-2");
     assert!(engine.uploads_to("web-2").is_empty(), "the copy failed");
+    assert_ne!(status(), status_before, "the failure shows in status");
     engine.set_failing(false);
     let copied = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert_eq!(
@@ -240,4 +241,17 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
     assert!(rec.quiet.as_ref().is_some_and(|q| q.since.is_empty()));
     assert_eq!(engine.uploads_to("web-2").len(), 1);
     assert_eq!(engine.uploads_to("api").len(), 1, "api untouched");
+
+    // A second container asking for api: planned from the part too, and the status it changes
+    // (a row for the new member) is written.
+    engine.run("api-2", &[]);
+    store.apply(WatchEvent::Upsert(ContainerInfo {
+        id: "api-2".into(),
+        name: "api-2".into(),
+        ..api
+    }));
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(rec.quiet.is_some(), "planned from the quiet pass");
+    assert_eq!(engine.uploads_to("api-2").len(), 1);
+    assert!(status().contains("\"api-2\""), "{}", status());
 }

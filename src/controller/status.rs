@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::holdings::Holdings;
 use crate::core::authz::{AllowList, GroupName};
 use crate::core::names::{San, Usage};
-use crate::core::plan::{Identity, Plan, Refusal};
+use crate::core::plan::{Desired, DesiredSet, Identity, Plan, Refusal, Scope};
 use crate::proxy::traefik::allow_middleware;
 use crate::store::status::StatusEntry;
 
@@ -41,37 +41,74 @@ pub enum StatusRow<'a> {
 pub fn status_rows<'a>(plan: &'a Plan, holdings: &'a Holdings) -> Vec<StatusRow<'a>> {
     let mut out = Vec::with_capacity(plan.desired.len() + plan.trust_only.len());
     for (id, d) in plan.desired.iter() {
-        let held = holdings
-            .held
-            .get(id)
-            .map(|h| (h.serial.as_str(), h.not_after, h.renew_at));
-        let error = holdings
-            .failures
-            .get(id)
-            .map(|f| f.error.as_str())
-            .or_else(|| holdings.delivery_errors.get(id).map(String::as_str));
-        let row = |container| StatusRow::Cert {
-            id,
-            container,
-            sans: &d.spec.sans,
-            usage: d.spec.usage,
-            groups: &d.spec.groups,
-            allow: d.allow.as_ref(),
-            held,
-            error,
-        };
-        if d.containers.is_empty() {
-            out.push(row(None));
-        }
-        for m in &d.containers {
-            out.push(row(Some(m.0.name.as_str())));
-        }
+        cert_rows(id, d, holdings, &mut out);
     }
     for (name, container) in &plan.trust_only {
         out.push(StatusRow::TrustOnly(name, container));
     }
     out.extend(plan.refused.iter().map(StatusRow::Refused));
     out
+}
+
+/// The rows of [`status_rows`] that a plan made from a part may show otherwise (see
+/// [`Scope`]), in the same order; found without a walk over every identity.
+pub fn status_rows_in<'a>(
+    (desired, trust_only, refused): (&'a DesiredSet, &'a [(String, String)], &'a [Refusal]),
+    holdings: &'a Holdings,
+    scope: &Scope,
+) -> Vec<StatusRow<'a>> {
+    let mut out = Vec::new();
+    for id in &scope.names {
+        if let Some((id, d)) = desired.get_key_value(id) {
+            cert_rows(id, d, holdings, &mut out);
+        }
+    }
+    for (name, container) in trust_only {
+        if scope.container_names.contains(container) {
+            out.push(StatusRow::TrustOnly(name, container));
+        }
+    }
+    let refused = refused.iter();
+    out.extend(
+        refused
+            .filter(|r| scope.containers.contains(&r.container_id))
+            .map(StatusRow::Refused),
+    );
+    out
+}
+
+/// An identity's rows: one per container using it (one with no container for certdock's own).
+fn cert_rows<'a>(
+    id: &'a Identity,
+    d: &'a Desired,
+    holdings: &'a Holdings,
+    out: &mut Vec<StatusRow<'a>>,
+) {
+    let held = holdings
+        .held
+        .get(id)
+        .map(|h| (h.serial.as_str(), h.not_after, h.renew_at));
+    let error = holdings
+        .failures
+        .get(id)
+        .map(|f| f.error.as_str())
+        .or_else(|| holdings.delivery_errors.get(id).map(String::as_str));
+    let row = |container| StatusRow::Cert {
+        id,
+        container,
+        sans: &d.spec.sans,
+        usage: d.spec.usage,
+        groups: &d.spec.groups,
+        allow: d.allow.as_ref(),
+        held,
+        error,
+    };
+    if d.containers.is_empty() {
+        out.push(row(None));
+    }
+    for m in &d.containers {
+        out.push(row(Some(m.0.name.as_str())));
+    }
 }
 
 /// A hash of the rows, to tell an unchanged status without building it. A collision would

@@ -22,7 +22,9 @@ use super::trust_only;
 mod part;
 mod reason;
 mod walk;
-pub use part::{AfterIdle, CarriedOut, IdleOutcome, idle_plan_holds, plan_after_idle};
+pub use part::{
+    AfterIdle, CarriedOut, IdleOutcome, PartPlan, Scope, idle_plan_holds, plan_after_idle,
+};
 pub use reason::IssueReason;
 use reason::issue_reason;
 use walk::{Step, union};

@@ -109,8 +109,26 @@ pub enum AfterIdle {
     /// The whole plan, made by planning only the part: its work, attaches, copies, orphans
     /// and `next_wake` are the part's (the rest has none; the rest's wake-up is the last
     /// plan's), its desired certificates, refusals and trust-only rows the last plan's with
-    /// the part's in place of what the part said then.
-    Changed(Plan),
+    /// the part's in place of what the part said then; with what the part covers.
+    Changed(Box<PartPlan>),
+}
+
+/// The whole plan made from a part (see [`AfterIdle::Changed`]).
+#[derive(Debug)]
+pub struct PartPlan {
+    pub plan: Plan,
+    pub scope: Scope,
+}
+
+/// What a part covers: the rows of the whole plan that may differ from the last plan's are
+/// these identities' and these containers' (see [`AfterIdle::Changed`]).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub names: BTreeSet<Identity>,
+    /// Container ids (refusals).
+    pub containers: BTreeSet<String>,
+    /// Container names (trust-only rows).
+    pub container_names: BTreeSet<String>,
 }
 
 /// The plan of `world` after a plan made from `before` that said `last` and had nothing to do
@@ -236,12 +254,18 @@ pub fn plan_after_idle(
         .collect();
     trust_only.extend(p.trust_only.iter().cloned());
     trust_only.sort_by(|a, b| a.1.cmp(&b.1));
-    Some(AfterIdle::Changed(Plan {
+    let scope = Scope {
+        containers: all_ids.iter().map(|id| (*id).to_owned()).collect(),
+        container_names: part_names.iter().map(|n| (*n).to_owned()).collect(),
+        names,
+    };
+    let plan = Plan {
         desired,
         refused,
         trust_only,
         ..p
-    }))
+    };
+    Some(AfterIdle::Changed(Box::new(PartPlan { plan, scope })))
 }
 
 /// The name a container asks a certificate for, when its labels are valid and want one.
