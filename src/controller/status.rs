@@ -10,10 +10,10 @@ use std::time::SystemTime;
 
 use time::OffsetDateTime;
 
-use super::holdings::Holdings;
+use super::holdings::{Held, Holdings};
 use crate::core::authz::{AllowList, GroupName};
 use crate::core::names::{San, Usage};
-use crate::core::plan::{Desired, DesiredSet, Identity, Plan, Refusal, Scope};
+use crate::core::plan::{Desired, DesiredSet, Failure, Identity, Plan, Refusal, Scope, Step};
 use crate::proxy::traefik::allow_middleware;
 use crate::store::status::StatusEntry;
 
@@ -37,11 +37,16 @@ pub enum StatusRow<'a> {
     Refused(&'a Refusal),
 }
 
-/// The rows of the status, in the order `status.json` lists them.
+/// The rows of the status, in the order `status.json` lists them. The holdings are read in
+/// step with the identities (sorted alike), not searched per identity.
 pub fn status_rows<'a>(plan: &'a Plan, holdings: &'a Holdings) -> Vec<StatusRow<'a>> {
     let mut out = Vec::with_capacity(plan.desired.len() + plan.trust_only.len());
+    let mut held = Step::new(&holdings.held);
+    let mut failures = Step::new(&holdings.failures);
+    let mut errors = Step::new(&holdings.delivery_errors);
     for (id, d) in plan.desired.iter() {
-        cert_rows(id, d, holdings, &mut out);
+        let of = (held.at(id), failures.at(id), errors.at(id));
+        cert_rows(id, d, of, &mut out);
     }
     for (name, container) in &plan.trust_only {
         out.push(StatusRow::TrustOnly(name, container));
@@ -60,7 +65,13 @@ pub fn status_rows_in<'a>(
     let mut out = Vec::new();
     for id in &scope.names {
         if let Some((id, d)) = desired.get_key_value(id) {
-            cert_rows(id, d, holdings, &mut out);
+            let h = holdings;
+            let of = (
+                h.held.get(id),
+                h.failures.get(id),
+                h.delivery_errors.get(id),
+            );
+            cert_rows(id, d, of, &mut out);
         }
     }
     for (name, container) in trust_only {
@@ -77,22 +88,20 @@ pub fn status_rows_in<'a>(
     out
 }
 
+/// What the holdings say of one identity: its certificate, its last failure, its delivery error.
+type HeldOf<'a> = (Option<&'a Held>, Option<&'a Failure>, Option<&'a String>);
+
 /// An identity's rows: one per container using it (one with no container for certdock's own).
 fn cert_rows<'a>(
     id: &'a Identity,
     d: &'a Desired,
-    holdings: &'a Holdings,
+    (held, failure, delivery_error): HeldOf<'a>,
     out: &mut Vec<StatusRow<'a>>,
 ) {
-    let held = holdings
-        .held
-        .get(id)
-        .map(|h| (h.serial.as_str(), h.not_after, h.renew_at));
-    let error = holdings
-        .failures
-        .get(id)
+    let held = held.map(|h| (h.serial.as_str(), h.not_after, h.renew_at));
+    let error = failure
         .map(|f| f.error.as_str())
-        .or_else(|| holdings.delivery_errors.get(id).map(String::as_str));
+        .or_else(|| delivery_error.map(String::as_str));
     let row = |container| StatusRow::Cert {
         id,
         container,
@@ -174,6 +183,7 @@ mod tests {
     use crate::core::names::CertName;
     use crate::core::plan::{CertSpecLite, Desired, Failure, Member};
 
+
     fn member(name: &str) -> Member {
         Member(Arc::new(ContainerInfo {
             id: format!("id-{name}"),
@@ -245,5 +255,42 @@ mod tests {
             (reader.name.as_str(), reader.usage),
             ("ca-only", Some(Usage::NONE))
         );
+    }
+
+    #[test]
+    fn the_rows_of_a_scope_are_the_whole_rows_of_its_identities_and_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut holdings = Holdings::load(dir.path()).unwrap();
+        let mut p = plan(&["web-1", "web-2"]);
+        let web = p.desired.keys().next().unwrap().clone();
+        let api = Identity::Named(CertName::parse("api").unwrap());
+        let mut desired = (*p.desired).clone();
+        desired.insert(api.clone(), desired[&web].clone());
+        p.desired = Arc::new(desired);
+        p.refused = vec![Refusal {
+            container_id: "id-bad".into(),
+            container_name: "bad".into(),
+            name: None,
+            error: "label certdock.ttl=banana".into(),
+        }];
+        holdings.delivery_errors.insert(web.clone(), "copy failed".into());
+        let rows = (&*p.desired, &p.trust_only[..], &p.refused[..]);
+        let everything = Scope {
+            names: [web.clone(), api.clone()].into(),
+            containers: ["id-bad".to_string()].into(),
+            container_names: ["reader".to_string()].into(),
+        };
+        let all = status_rows(&p, &holdings);
+        assert_eq!(all.len(), 6);
+        let entries = |r: &[StatusRow<'_>]| r.iter().map(StatusRow::entry).collect::<Vec<_>>();
+        assert_eq!(entries(&status_rows_in(rows, &holdings, &everything)), entries(&all));
+        assert_eq!(all[2].entry().error.as_deref(), Some("copy failed"), "web's, in step");
+
+        let only_web = Scope {
+            names: [web.clone()].into(),
+            ..Scope::default()
+        };
+        let web_rows = entries(&status_rows_in(rows, &holdings, &only_web));
+        assert_eq!(web_rows, entries(&all[2..4]));
     }
 }

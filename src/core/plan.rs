@@ -27,7 +27,8 @@ pub use part::{
 };
 pub use reason::IssueReason;
 use reason::issue_reason;
-use walk::{Step, union};
+pub use walk::Step;
+use walk::union;
 
 /// Which certificate: one a container asked for, or one certdock needs for itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -8,17 +8,15 @@ use super::Identity;
 /// Reads a map sorted by [`Identity`] along with a walk over identities in ascending order:
 /// each step compares a key or two instead of searching the map (at 1,000 identities the
 /// searches, a dozen string comparisons each, were a sixth of a whole pass).
-pub(super) struct Step<'a, V>(
-    std::iter::Peekable<std::collections::btree_map::Iter<'a, Identity, V>>,
-);
+pub struct Step<'a, V>(std::iter::Peekable<std::collections::btree_map::Iter<'a, Identity, V>>);
 
 impl<'a, V> Step<'a, V> {
-    pub(super) fn new(map: &'a BTreeMap<Identity, V>) -> Self {
+    pub fn new(map: &'a BTreeMap<Identity, V>) -> Self {
         Self(map.iter().peekable())
     }
 
     /// The value of `id`; every call must ask for an identity no smaller than the last.
-    pub(super) fn at(&mut self, id: &Identity) -> Option<&'a V> {
+    pub fn at(&mut self, id: &Identity) -> Option<&'a V> {
         while self.0.next_if(|(k, _)| *k < id).is_some() {}
         self.0.next_if(|(k, _)| *k == id).map(|(_, v)| v)
     }
