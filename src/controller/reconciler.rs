@@ -54,6 +54,8 @@ pub struct Reconciler<S, A> {
     status_written: Option<(PathBuf, u64)>,
     /// Set after a pass that found nothing to do; see [`Quiet`].
     quiet: Option<Quiet>,
+    /// The store's departures when the ledger's copies were last swept.
+    copies_swept: Option<u64>,
     /// What the last look for revoked certificates saw (see [`Reconciler::replace_revoked`]).
     revocations_seen: Option<RevocationsSeen>,
 }
@@ -131,6 +133,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             status_written: None,
             quiet: None,
             revocations_seen: None,
+            copies_swept: None,
         }
     }
 
@@ -214,8 +217,11 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             wake.at(error_policy(FailureKind::Action, 0, now, now));
         }
         self.apply_orphans(cfg, &p, now);
-        if store.listed() {
+        // Copies of containers gone are forgotten; only a departure can make one (at 5,000
+        // containers the sweep was a quarter of a pass that delivered one copy).
+        if store.listed() && self.copies_swept != Some(store.departures()) {
             self.holdings.ledger.retain_copied(|id| store.contains(id));
+            self.copies_swept = Some(store.departures());
         }
         if let Err(e) = self.holdings.save_ledger() {
             tracing::error!(error = %e, "cannot save the delivery ledger");

@@ -217,18 +217,23 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
     assert!(engine.uploads_to("web-2").is_empty(), "the copy failed");
     assert_ne!(status(), status_before, "the failure shows in status");
     engine.set_failing(false);
-    let copied = rec.reconcile(&cfg, &mut store, &bundle).await;
+    let done = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert_eq!(
         engine.uploads_to("web-2").len(),
         1,
         "planned again and done"
+    );
+    let copied = |id: &str| rec.holdings.ledger.copied().contains_key(id);
+    assert!(
+        copied("web-2") && copied("api") && !copied("web"),
+        "the gone container's copy forgotten"
     );
     assert_eq!(
         ca.orders_for("web").len(),
         1,
         "the held certificate, not a new one"
     );
-    assert_eq!(copied.desired, failed.desired);
+    assert_eq!(done.desired, failed.desired);
     assert_eq!(
         status(),
         status_before,

@@ -183,7 +183,6 @@ mod tests {
     use crate::core::names::CertName;
     use crate::core::plan::{CertSpecLite, Desired, Failure, Member};
 
-
     fn member(name: &str) -> Member {
         Member(Arc::new(ContainerInfo {
             id: format!("id-{name}"),
@@ -273,7 +272,9 @@ mod tests {
             name: None,
             error: "label certdock.ttl=banana".into(),
         }];
-        holdings.delivery_errors.insert(web.clone(), "copy failed".into());
+        holdings
+            .delivery_errors
+            .insert(web.clone(), "copy failed".into());
         let rows = (&*p.desired, &p.trust_only[..], &p.refused[..]);
         let everything = Scope {
             names: [web.clone(), api.clone()].into(),
@@ -283,8 +284,15 @@ mod tests {
         let all = status_rows(&p, &holdings);
         assert_eq!(all.len(), 6);
         let entries = |r: &[StatusRow<'_>]| r.iter().map(StatusRow::entry).collect::<Vec<_>>();
-        assert_eq!(entries(&status_rows_in(rows, &holdings, &everything)), entries(&all));
-        assert_eq!(all[2].entry().error.as_deref(), Some("copy failed"), "web's, in step");
+        assert_eq!(
+            entries(&status_rows_in(rows, &holdings, &everything)),
+            entries(&all)
+        );
+        assert_eq!(
+            all[2].entry().error.as_deref(),
+            Some("copy failed"),
+            "web's, in step"
+        );
 
         let only_web = Scope {
             names: [web.clone()].into(),

@@ -17,6 +17,8 @@ pub struct ContainerStore {
     relisting: Option<BTreeMap<String, Arc<ContainerInfo>>>,
     /// True once a first full list is in: before that nothing may be removed.
     listed: bool,
+    /// Counts the changes that took a container away (a removal, a relist without it).
+    departures: u64,
     /// Parses made under `parsed_under`, by container id; an entry holds the container as it
     /// was parsed, and goes when that container changes or leaves.
     parsed: HashMap<String, Arc<Labelled>>,
@@ -79,7 +81,9 @@ impl ContainerStore {
                     buf.remove(&id);
                 }
                 self.parsed.remove(&id);
-                self.containers.remove(&id).is_some()
+                let gone = self.containers.remove(&id).is_some();
+                self.departures += u64::from(gone);
+                gone
             }
             WatchEvent::InitStart => {
                 self.relisting = Some(BTreeMap::new());
@@ -104,6 +108,9 @@ impl ContainerStore {
                     }
                 }
                 let changed = list != self.containers || !self.listed;
+                if self.containers.keys().any(|id| !list.contains_key(id)) {
+                    self.departures += 1;
+                }
                 self.containers = list;
                 self.listed = true;
                 let containers = &self.containers;
@@ -116,6 +123,12 @@ impl ContainerStore {
 
     pub fn listed(&self) -> bool {
         self.listed
+    }
+
+    /// Changes whenever a container left (removed, or missing from a relist): what is kept
+    /// per container elsewhere needs a sweep only then.
+    pub fn departures(&self) -> u64 {
+        self.departures
     }
 
     /// Whether container `id` is there now.
@@ -363,5 +376,27 @@ mod tests {
                 proptest::prop_assert_eq!(got.all.len(), patched.containers.len());
             }
         }
+    }
+
+    #[test]
+    fn departures_count_containers_gone_and_nothing_else() {
+        let mut s = ContainerStore::default();
+        s.apply(WatchEvent::Upsert(c("a")));
+        s.apply(WatchEvent::Upsert(c("b")));
+        assert_eq!(s.departures(), 0);
+        s.apply(WatchEvent::Upsert(c("a")));
+        s.apply(WatchEvent::Remove("never-seen".into()));
+        assert_eq!(s.departures(), 0, "a change and an unknown id");
+        s.apply(WatchEvent::Remove("a".into()));
+        assert_eq!(s.departures(), 1);
+        s.apply(WatchEvent::InitStart);
+        s.apply(WatchEvent::InitApply(c("b")));
+        s.apply(WatchEvent::InitApply(c("new")));
+        s.apply(WatchEvent::InitDone);
+        assert_eq!(s.departures(), 1, "a relist that lost nobody");
+        s.apply(WatchEvent::InitStart);
+        s.apply(WatchEvent::InitApply(c("new")));
+        s.apply(WatchEvent::InitDone);
+        assert_eq!(s.departures(), 2, "b missing from the relist");
     }
 }
