@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod acme_client;
+pub mod controller;
 pub mod image;
 pub mod mtls_client;
 pub mod peers;
