@@ -33,8 +33,20 @@ fn web(sans: &str) -> ContainerInfo {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
+/// A reconciler over a fresh state directory, the test CA and the in-memory engine running
+/// `running`, on tokio's paused clock; with the CA bundle and a store listing `listed`.
+struct Setup {
+    _dir: tempfile::TempDir,
+    cfg: ControllerConfig,
+    clock: Clock,
+    ca: Arc<TestCa>,
+    engine: Arc<TestEngine>,
+    rec: Reconciler<TestCa, TestEngine>,
+    bundle: String,
+    store: ContainerStore,
+}
+
+async fn setup(running: &[&str], listed: &[ContainerInfo]) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
@@ -46,19 +58,47 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
         clock,
     ));
     let engine = Arc::new(TestEngine::default());
-    engine.run("web", &[]);
-    let holdings = Holdings::load(&cfg.state_dir).unwrap();
-    let mut rec = Reconciler::new(
+    for id in running {
+        engine.run(id, &[]);
+    }
+    let rec = Reconciler::new(
         Executor::new(ca.clone(), engine.clone()),
-        holdings,
+        Holdings::load(&cfg.state_dir).unwrap(),
         Arc::new(Metrics::new()),
         clock,
     );
     let bundle = ca.bundle().await.unwrap();
     let mut store = ContainerStore::default();
     store.apply(WatchEvent::InitStart);
-    store.apply(WatchEvent::InitApply(web("web.internal")));
+    for c in listed {
+        store.apply(WatchEvent::InitApply(c.clone()));
+    }
     store.apply(WatchEvent::InitDone);
+    Setup {
+        _dir: dir,
+        cfg,
+        clock,
+        ca,
+        engine,
+        rec,
+        bundle,
+        store,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
+    let Setup {
+        _dir,
+        cfg,
+        clock,
+        ca,
+        engine,
+        mut rec,
+        bundle,
+        mut store,
+        ..
+    } = setup(&["web"], &[web("web.internal")]).await;
     let uploads = || engine.count(|a| matches!(a, Act::Upload { .. }));
 
     let first = rec.reconcile(&cfg, &mut store, &bundle).await;
@@ -159,17 +199,6 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
 /// quiet one's, shared, and a delivery that failed is planned again until it is done.
 #[tokio::test(start_paused = true)]
 async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    std::fs::create_dir_all(dir.path().join("ca")).unwrap();
-    let clock = Clock::tokio_at(SystemTime::now());
-    let ca = Arc::new(TestCa::open(
-        &dir.path().join("ca"),
-        NamePolicy::default(),
-        clock,
-    ));
-    let engine = Arc::new(TestEngine::default());
     let api = container(
         "api",
         &[
@@ -178,21 +207,20 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
             ("certdock.delivery", "container"),
         ],
     );
-    for id in ["web", "web-2", "api"] {
-        engine.run(id, &[]);
-    }
-    let mut rec = Reconciler::new(
-        Executor::new(ca.clone(), engine.clone()),
-        Holdings::load(&cfg.state_dir).unwrap(),
-        Arc::new(Metrics::new()),
-        clock,
-    );
-    let bundle = ca.bundle().await.unwrap();
-    let mut store = ContainerStore::default();
-    store.apply(WatchEvent::InitStart);
-    store.apply(WatchEvent::InitApply(web("web.internal")));
-    store.apply(WatchEvent::InitApply(api.clone()));
-    store.apply(WatchEvent::InitDone);
+    let Setup {
+        _dir,
+        cfg,
+        ca,
+        engine,
+        mut rec,
+        bundle,
+        mut store,
+        ..
+    } = setup(
+        &["web", "web-2", "api"],
+        &[web("web.internal"), api.clone()],
+    )
+    .await;
     rec.reconcile(&cfg, &mut store, &bundle).await;
     let idle = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(rec.quiet.is_some(), "nothing to do: quiet");

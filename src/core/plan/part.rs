@@ -236,24 +236,12 @@ pub fn plan_after_idle(
         }
         Arc::new(all)
     };
-    let mut refused: Vec<Refusal> = last
-        .refused
-        .iter()
-        .filter(|r| !in_part(r))
-        .cloned()
-        .collect();
-    refused.extend(p.refused.iter().cloned());
-    refused.sort_by(|a, b| {
-        (&a.container_name, &a.container_id).cmp(&(&b.container_name, &b.container_id))
+    let refused = merged(&last.refused, in_part, &p.refused, |r| {
+        (r.container_name.clone(), r.container_id.clone())
     });
-    let mut trust_only: Vec<(String, String)> = last
-        .trust_only
-        .iter()
-        .filter(|t| !trust_in_part(t))
-        .cloned()
-        .collect();
-    trust_only.extend(p.trust_only.iter().cloned());
-    trust_only.sort_by(|a, b| a.1.cmp(&b.1));
+    let trust_only = merged(&last.trust_only, trust_in_part, &p.trust_only, |t| {
+        t.1.clone()
+    });
     let scope = Scope {
         containers: all_ids.iter().map(|id| (*id).to_owned()).collect(),
         container_names: part_names.iter().map(|n| (*n).to_owned()).collect(),
@@ -266,6 +254,20 @@ pub fn plan_after_idle(
         ..p
     };
     Some(AfterIdle::Changed(Box::new(PartPlan { plan, scope })))
+}
+
+/// The rows of `last` outside the part with the part's rows, in the order of `key` (the
+/// containers' order, as the whole plan lists them).
+fn merged<T: Clone, K: Ord>(
+    last: &[T],
+    in_part: impl Fn(&T) -> bool,
+    part: &[T],
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut all: Vec<T> = last.iter().filter(|r| !in_part(r)).cloned().collect();
+    all.extend(part.iter().cloned());
+    all.sort_by_cached_key(key);
+    all
 }
 
 /// The name a container asks a certificate for, when its labels are valid and want one.
