@@ -300,9 +300,15 @@ fn changed<'a>(
     loop {
         let next = match (b.peek(), a.peek()) {
             (None, None) => break,
+            // The same parse (the commonest case by far): nothing to compare.
+            (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {
+                b.next();
+                a.next();
+                continue;
+            }
             (Some(x), Some(y)) if key(x) == key(y) => {
                 let (x, y) = (b.next()?, a.next()?);
-                if !Arc::ptr_eq(x, y) && !same_but_state(x, y) {
+                if !same_but_state(x, y) {
                     out.extend([&**x, &**y]);
                 }
                 continue;
