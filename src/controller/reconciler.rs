@@ -299,8 +299,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         bundle: &str,
         now: SystemTime,
     ) -> Option<FromQuiet> {
-        // A pass since may have stored certificates of the part (see [`Quiet`]).
-        if self.quiet.is_some() {
+        // While a quiet stands, only a pass made from a part stores certificates, and what it
+        // carried out is then `since`: otherwise the plan's view of the holdings is current
+        // (and a steady wake-up hashes no CA bundle).
+        if !self.quiet.as_ref()?.since.is_empty() {
             self.holdings.refresh_currents(bundle, cfg.rollover_spread);
         }
         let q = self.quiet.as_mut()?;
