@@ -94,10 +94,6 @@ impl Quiet {
         }
         self.asking = asking.clone();
         self.since = CarriedOut::of(p);
-        self.outcome = IdleOutcome {
-            desired: p.desired.clone(),
-            refused: p.refused.clone(),
-            trust_only: p.trust_only.clone(),
-        };
+        self.outcome = IdleOutcome::of(p);
     }
 }

@@ -243,11 +243,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 ca_version: version("ca", bundle).into(),
                 planned_at: now,
                 until: next,
-                outcome: IdleOutcome {
-                    desired: desired.clone(),
-                    refused: p.refused,
-                    trust_only: p.trust_only,
-                },
+                outcome: IdleOutcome::of(&p),
                 since: CarriedOut::default(),
             });
         }

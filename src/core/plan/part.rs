@@ -63,6 +63,17 @@ pub struct IdleOutcome {
     pub trust_only: Vec<(String, String)>,
 }
 
+impl IdleOutcome {
+    /// What `p` says that its status shows.
+    pub fn of(p: &Plan) -> IdleOutcome {
+        IdleOutcome {
+            desired: p.desired.clone(),
+            refused: p.refused.clone(),
+            trust_only: p.trust_only.clone(),
+        }
+    }
+}
+
 /// What carrying out a plan may change in the holdings (held, published, copied, failures,
 /// orphans) and the containers' networks: the identities and containers a plan made after it
 /// must plan again, whether or not a container changed (a failed copy is due again).

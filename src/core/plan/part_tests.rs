@@ -182,11 +182,7 @@ proptest! {
         let last = last.expect("a world settles within four passes");
         let mut base = parsed(&f, &cs);
         let mut base_wake = last.next_wake;
-        let mut outcome = IdleOutcome {
-            desired: last.desired.clone(),
-            refused: last.refused.clone(),
-            trust_only: last.trust_only.clone(),
-        };
+        let mut outcome = IdleOutcome::of(&last);
         let mut since = CarriedOut::default();
         for (changes, fail) in &rounds {
             // Containers replaced, removed or added (by slot).
@@ -239,11 +235,7 @@ proptest! {
                     since = CarriedOut::of(&p);
                     base = now_parsed;
                     base_wake = earlier(base_wake, p.next_wake);
-                    outcome = IdleOutcome {
-                        desired: p.desired.clone(),
-                        refused: p.refused.clone(),
-                        trust_only: p.trust_only.clone(),
-                    };
+                    outcome = IdleOutcome::of(&p);
                 }
             }
         }
@@ -265,11 +257,7 @@ fn another_network_is_answered_by_the_part_and_a_new_name_is_planned() {
     }
     let idle = plan(&world(&f, &parsed(&f, &cs), now));
     assert!(idle.is_idle(), "{idle:?}");
-    let outcome = IdleOutcome {
-        desired: idle.desired.clone(),
-        refused: idle.refused.clone(),
-        trust_only: idle.trust_only.clone(),
-    };
+    let outcome = IdleOutcome::of(&idle);
     let before = parsed(&f, &cs);
     let check = |after: &[ContainerInfo]| {
         let after = parsed(&f, after);
