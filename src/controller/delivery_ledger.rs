@@ -253,6 +253,13 @@ impl DeliveryLedger {
         }
     }
 
+    /// Container `id` is gone: what was copied into it is forgotten.
+    pub fn forget_copied(&mut self, id: &str) {
+        if self.copied.remove(id).is_some() {
+            self.dirty.copied.insert(id.to_owned());
+        }
+    }
+
     /// Forgets the copies of containers that are gone.
     pub fn retain_copied(&mut self, mut live: impl FnMut(&str) -> bool) {
         let dirty = &mut self.dirty.copied;

@@ -193,6 +193,13 @@ async fn an_allow_list_is_published_to_the_decider_and_becomes_a_middleware() {
         yml.contains("address: https://certdock:8443/v1/forward-auth/api"),
         "{yml}"
     );
+    // Another list for the same server: published in its place.
+    h.engine.run(
+        "api",
+        &web(&[("certdock.name", "api"), ("certdock.allow", "web")]),
+    );
+    sleep(3 * SEC).await;
+    assert_eq!(h.allow.snapshot()["api"].to_string(), "web");
     // The label goes: so do the list and the middleware.
     h.engine.run("api", &web(&[("certdock.name", "api")]));
     sleep(3 * SEC).await;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::core::labelled::Labelled;
+use crate::core::container_set::ContainerSet;
 use crate::core::plan::{
     AfterIdle, CarriedOut, DesiredSet, IdleOutcome, PartPlan, Plan, World, idle_plan_holds,
     plan_after_idle,
@@ -23,7 +23,7 @@ use crate::core::plan::{
 /// this (`replace_revoked`, `settings_changed`, `verify_outputs`). At the latest after the
 /// reconciler's `MAX_SLEEP` a whole pass runs anyway.
 pub(super) struct Quiet {
-    pub(super) asking: Arc<[Arc<Labelled>]>,
+    pub(super) asking: ContainerSet,
     pub(super) listed: bool,
     pub(super) bundle: String,
     /// The version of `ca.pem` alone under that bundle (see [`World::ca_version`]); shared, so
@@ -44,23 +44,22 @@ pub(super) enum FromQuiet {
     /// The idle plan still holds until then; these are its desired certificates.
     Holds {
         until: SystemTime,
-        desired: Arc<DesiredSet>,
+        desired: DesiredSet,
     },
     /// The whole plan, made from the part that changed; the rows it may show otherwise.
     Changed(Box<PartPlan>),
 }
 
 impl Quiet {
-    /// The plan for `world` (whose containers are `asking`, the store's list now) made from
-    /// this quiet: `Holds` when the idle plan still holds (the quiet then covers these
-    /// containers), `Changed` with the whole plan when the containers' changes have something
-    /// to do or show. `None` when only a whole plan can tell.
+    /// The plan for `world` (whose containers are the store's now) made from this quiet:
+    /// `Holds` when the idle plan still holds (the quiet then covers these containers),
+    /// `Changed` with the whole plan when the containers' changes have something to do or
+    /// show. `None` when only a whole plan can tell.
     pub(super) fn plan(
         &mut self,
         world: &World<'_>,
         listed: bool,
         bundle: &str,
-        asking: &Arc<[Arc<Labelled>]>,
     ) -> Option<FromQuiet> {
         let now = world.now;
         let same_inputs = self.listed == listed
@@ -70,6 +69,7 @@ impl Quiet {
         if !same_inputs {
             return None;
         }
+        let asking = world.containers;
         if !self.since.is_empty() || !idle_plan_holds(&self.asking, asking) {
             match plan_after_idle(world, &self.asking, &self.since, &self.outcome)? {
                 AfterIdle::Holds(wake) => {
@@ -88,7 +88,7 @@ impl Quiet {
 
     /// A pass carried out `p`, the `Changed` plan for the containers `asking`: the quiet moves
     /// to it, with its work to plan again.
-    pub(super) fn carried_out(&mut self, p: &Plan, asking: &Arc<[Arc<Labelled>]>) {
+    pub(super) fn carried_out(&mut self, p: &Plan, asking: &ContainerSet) {
         if let Some(w) = p.next_wake {
             self.until = self.until.min(w);
         }

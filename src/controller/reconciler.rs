@@ -15,9 +15,9 @@ use super::outputs::OutputDirs;
 use super::quiet::{FromQuiet, Quiet};
 use super::retry::{FailureKind, error_policy};
 use super::status::{StatusRow, digest_of, status_rows, status_rows_in};
-use super::store::{ContainerStore, Snapshot};
+use super::store::ContainerStore;
 use crate::ca::source::{CertSource, RevokedSerials, bare_serial};
-use crate::core::labelled::Labelled;
+use crate::core::container_set::ContainerSet;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
 use crate::core::plan::{
@@ -35,8 +35,8 @@ const MIN_SLEEP: Duration = Duration::from_millis(10);
 /// What a pass leaves for the loop.
 pub struct Outcome {
     pub next_wake: Instant,
-    /// The same `Arc` as the last pass's when the pass was skipped (see [`Quiet`]).
-    pub desired: Arc<DesiredSet>,
+    /// The same version as the last pass's when the pass was skipped (see [`Quiet`]).
+    pub desired: DesiredSet,
     /// Something was published under the output directory (the Traefik file may change).
     pub delivered: bool,
 }
@@ -54,8 +54,9 @@ pub struct Reconciler<S, A> {
     status_written: Option<(PathBuf, u64)>,
     /// Set after a pass that found nothing to do; see [`Quiet`].
     quiet: Option<Quiet>,
-    /// The store's departures when the ledger's copies were last swept.
-    copies_swept: Option<u64>,
+    /// The ledger's copies were swept whole once the containers were listed: after that,
+    /// only the containers the store says left are forgotten.
+    copies_swept: bool,
     /// What the last look for revoked certificates saw (see [`Reconciler::replace_revoked`]).
     revocations_seen: Option<RevocationsSeen>,
 }
@@ -81,7 +82,7 @@ impl Wake {
 fn world_of<'a>(
     holdings: &'a Holdings,
     cfg: &'a ControllerConfig,
-    containers: &'a [Arc<Labelled>],
+    containers: &'a ContainerSet,
     listed: bool,
     ca_version: &'a str,
     traefik_client: Option<&'a CertSpecLite>,
@@ -133,7 +134,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             status_written: None,
             quiet: None,
             revocations_seen: None,
-            copies_swept: None,
+            copies_swept: false,
         }
     }
 
@@ -162,10 +163,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     ) -> Outcome {
         let now = self.clock.now();
         self.replace_revoked(now).await;
-        let snapshot = store.snapshot(&label_context(cfg));
+        let asking = store.snapshot(&label_context(cfg));
         let mut wake = Wake::default();
         // A plan made from a part: what it covers, and the digest of its status rows before.
-        let (mut p, part) = match self.after_quiet(cfg, &snapshot, store.listed(), bundle, now) {
+        let (mut p, part) = match self.after_quiet(cfg, &asking, store.listed(), bundle, now) {
             Some(FromQuiet::Holds { until, desired }) => {
                 return Outcome {
                     next_wake: self.clock.instant_of(until).max(Instant::now() + MIN_SLEEP),
@@ -179,14 +180,14 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 let before = self.quiet.as_ref().map(|q| {
                     wake.at(q.until);
                     let o = &q.outcome;
-                    let rows = (&*o.desired, &o.trust_only[..], &o.refused[..]);
+                    let rows = (&o.desired, &o.trust_only[..], &o.refused[..]);
                     digest_of(&status_rows_in(rows, &self.holdings, &scope))
                 });
                 (p, Some((scope, before)))
             }
             None => {
                 self.quiet = None;
-                let p = self.plan(cfg, &snapshot.asking, store.listed(), bundle, now);
+                let p = self.plan(cfg, &asking, store.listed(), bundle, now);
                 (p, None)
             }
         };
@@ -217,11 +218,19 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             wake.at(error_policy(FailureKind::Action, 0, now, now));
         }
         self.apply_orphans(cfg, &p, now);
-        // Copies of containers gone are forgotten; only a departure can make one (at 5,000
-        // containers the sweep was a quarter of a pass that delivered one copy).
-        if store.listed() && self.copies_swept != Some(store.departures()) {
-            self.holdings.ledger.retain_copied(|id| store.contains(id));
-            self.copies_swept = Some(store.departures());
+        // Copies of containers gone are forgotten: after one whole sweep (the ledger may name
+        // containers that left while certdock was down), those the store saw leave (at 5,000
+        // containers a sweep was a quarter of a pass that delivered one copy).
+        let departed = store.take_departed();
+        if store.listed() {
+            if self.copies_swept {
+                departed
+                    .iter()
+                    .for_each(|id| self.holdings.ledger.forget_copied(id));
+            } else {
+                self.holdings.ledger.retain_copied(|id| store.contains(id));
+                self.copies_swept = true;
+            }
         }
         if let Err(e) = self.holdings.save_ledger() {
             tracing::error!(error = %e, "cannot save the delivery ledger");
@@ -232,12 +241,12 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         let desired = p.desired.clone();
         if part.is_some() {
             match &mut self.quiet {
-                Some(q) if !retry_now => q.carried_out(&p, &snapshot.asking),
+                Some(q) if !retry_now => q.carried_out(&p, &asking),
                 _ => self.quiet = None,
             }
         } else if quiet {
             self.quiet = Some(Quiet {
-                asking: snapshot.asking.clone(),
+                asking,
                 listed: store.listed(),
                 bundle: bundle.to_string(),
                 ca_version: version("ca", bundle).into(),
@@ -265,7 +274,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         part: Option<&(Scope, Option<u64>)>,
     ) {
         if let (Some((scope, Some(before))), Some(_)) = (part, &self.status_written) {
-            let rows = (&*p.desired, &p.trust_only[..], &p.refused[..]);
+            let rows = (&p.desired, &p.trust_only[..], &p.refused[..]);
             if digest_of(&status_rows_in(rows, &self.holdings, scope)) == *before {
                 return;
             }
@@ -290,7 +299,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     fn after_quiet(
         &mut self,
         cfg: &ControllerConfig,
-        snapshot: &Snapshot,
+        asking: &ContainerSet,
         listed: bool,
         bundle: &str,
         now: SystemTime,
@@ -303,16 +312,8 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         }
         let q = self.quiet.as_mut()?;
         let ca_version = q.ca_version.clone();
-        let world = world_of(
-            &self.holdings,
-            cfg,
-            &snapshot.asking,
-            listed,
-            &ca_version,
-            None,
-            now,
-        );
-        q.plan(&world, listed, bundle, &snapshot.asking)
+        let world = world_of(&self.holdings, cfg, asking, listed, &ca_version, None, now);
+        q.plan(&world, listed, bundle)
     }
 
     /// A certificate the CA has revoked (its serial, one it was renewed from, or its identity)
@@ -356,7 +357,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
     fn plan(
         &mut self,
         cfg: &ControllerConfig,
-        containers: &[Arc<Labelled>],
+        containers: &ContainerSet,
         listed: bool,
         bundle: &str,
         now: SystemTime,

@@ -109,12 +109,12 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     );
     let idle = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(
-        !Arc::ptr_eq(&first.desired, &idle.desired),
+        !first.desired.ptr_eq(&idle.desired),
         "a pass with work is not skipped"
     );
     let skipped = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(
-        Arc::ptr_eq(&idle.desired, &skipped.desired),
+        idle.desired.ptr_eq(&skipped.desired),
         "nothing changed: skipped"
     );
 
@@ -122,7 +122,7 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     store.apply(WatchEvent::Upsert(container("db", &[])));
     let other = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(
-        Arc::ptr_eq(&idle.desired, &other.desired),
+        idle.desired.ptr_eq(&other.desired),
         "an unlabelled container: skipped"
     );
 
@@ -133,10 +133,7 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
             ..web("web.internal")
         }));
         let stopped = rec.reconcile(&cfg, &mut store, &bundle).await;
-        assert!(
-            Arc::ptr_eq(&idle.desired, &stopped.desired),
-            "{state:?}: skipped"
-        );
+        assert!(idle.desired.ptr_eq(&stopped.desired), "{state:?}: skipped");
     }
     // It joins a network certdock does not manage: only what it touches is planned again,
     // and the pass stays quiet (issue 17: a wake-up grows with what changed).
@@ -146,7 +143,7 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     }));
     let joined = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(
-        Arc::ptr_eq(&idle.desired, &joined.desired),
+        idle.desired.ptr_eq(&joined.desired),
         "another network: skipped"
     );
     assert_eq!(uploads(), 1, "nothing delivered again");
@@ -155,7 +152,7 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     let rolled = format!("{bundle}\n");
     let again = rec.reconcile(&cfg, &mut store, &rolled).await;
     assert!(
-        !Arc::ptr_eq(&idle.desired, &again.desired),
+        !idle.desired.ptr_eq(&again.desired),
         "another bundle: planned"
     );
     assert_eq!(uploads(), 2, "redelivered with the other bundle");
@@ -165,7 +162,7 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     // The settings changed: planned again.
     rec.settings_changed();
     let after_reload = rec.reconcile(&cfg, &mut store, &bundle).await;
-    assert!(!Arc::ptr_eq(&again.desired, &after_reload.desired));
+    assert!(!again.desired.ptr_eq(&after_reload.desired));
 
     // A revocation is seen while quiet, and the certificate replaced at once.
     let serial = rec.holdings.held.values().next().unwrap().serial.clone();
@@ -186,7 +183,7 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     let wait = renew_at.duration_since(clock.now()).unwrap() + Duration::from_secs(1);
     tokio::time::advance(wait).await;
     let renewed = rec.reconcile(&cfg, &mut store, &bundle).await;
-    assert!(!Arc::ptr_eq(&quiet.desired, &renewed.desired));
+    assert!(!quiet.desired.ptr_eq(&renewed.desired));
     assert_eq!(
         (ca.orders_for("web").len(), uploads()),
         (4, 6),
@@ -221,7 +218,12 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
         &[web("web.internal"), api.clone()],
     )
     .await;
+    // A copy into a container that left while certdock was down: the first sweep is whole.
+    rec.holdings
+        .ledger
+        .note_copied([("ghost".to_string(), "v0".to_string())]);
     rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(!rec.holdings.ledger.copied().contains_key("ghost"));
     let idle = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(rec.quiet.is_some(), "nothing to do: quiet");
     let status = || std::fs::read_to_string(cfg.state_dir.join("status.json")).unwrap();
@@ -270,7 +272,7 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
     // Done: the next pass finds the part idle and is quiet from there.
     let settled = rec.reconcile(&cfg, &mut store, &bundle).await;
     let skipped = rec.reconcile(&cfg, &mut store, &bundle).await;
-    assert!(Arc::ptr_eq(&settled.desired, &skipped.desired));
+    assert!(settled.desired.ptr_eq(&skipped.desired));
     assert!(rec.quiet.as_ref().is_some_and(|q| q.since.is_empty()));
     assert_eq!(engine.uploads_to("web-2").len(), 1);
     assert_eq!(engine.uploads_to("api").len(), 1, "api untouched");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use imbl::ordmap::DiffItem;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, sleep_until};
@@ -120,7 +121,7 @@ struct Running<S, A, W, E> {
     store: ContainerStore,
     bundle: String,
     /// The plan's wanted certificates as of the last pass, for the proxy files.
-    desired: Arc<DesiredSet>,
+    desired: DesiredSet,
     /// Check published files against the holdings at the next pass.
     verify_outputs: bool,
     timers: Timers,
@@ -173,7 +174,7 @@ where
             rec,
             store: ContainerStore::default(),
             bundle: String::new(),
-            desired: Arc::default(),
+            desired: DesiredSet::default(),
             verify_outputs: true,
             timers: Timers {
                 reconcile_at: Some(Instant::now()),
@@ -285,9 +286,20 @@ where
             let outcome = self.pass().await;
             // The CA bundle is asked for again at least this often: a rotation is seen soon.
             self.timers.reconcile_at = Some(outcome.next_wake.min(now + CA_BUNDLE_CHECK));
-            // A skipped pass hands back the very same wanted set: nothing to compare or publish.
-            let same = Arc::ptr_eq(&outcome.desired, &self.desired);
-            if !same {
+            // Compared in what the two versions do not share: nothing for a skipped pass (the
+            // very same set), what it planned for a pass made from a part (issue 17).
+            let (mut changed, mut allow_changed) = (false, false);
+            for d in self.desired.diff(&outcome.desired) {
+                changed = true;
+                allow_changed = match d {
+                    DiffItem::Add(_, d) | DiffItem::Remove(_, d) => d.allow.is_some(),
+                    DiffItem::Update { old, new } => old.1.allow != new.1.allow,
+                };
+                if allow_changed {
+                    break;
+                }
+            }
+            if allow_changed {
                 // At once, not after the burst: the decider must know a list before Traefik's
                 // configuration names its middleware.
                 self.allow.publish(
@@ -298,7 +310,6 @@ where
                         .collect(),
                 );
             }
-            let changed = !same && outcome.desired != self.desired;
             self.desired = outcome.desired;
             if changed || outcome.delivered {
                 self.timers.burst(now);

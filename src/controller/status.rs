@@ -209,7 +209,7 @@ mod tests {
         };
         let id = Identity::Named(CertName::parse("web").unwrap());
         Plan {
-            desired: Arc::new(BTreeMap::from([(id, Arc::new(desired))])),
+            desired: [(id, Arc::new(desired))].into_iter().collect(),
             trust_only: vec![("ca-only".into(), "reader".into())],
             ..Plan::default()
         }
@@ -263,9 +263,8 @@ mod tests {
         let mut p = plan(&["web-1", "web-2"]);
         let web = p.desired.keys().next().unwrap().clone();
         let api = Identity::Named(CertName::parse("api").unwrap());
-        let mut desired = (*p.desired).clone();
-        desired.insert(api.clone(), desired[&web].clone());
-        p.desired = Arc::new(desired);
+        let w = p.desired[&web].clone();
+        p.desired.insert(api.clone(), w);
         p.refused = vec![Refusal {
             container_id: "id-bad".into(),
             container_name: "bad".into(),
@@ -275,7 +274,7 @@ mod tests {
         holdings
             .delivery_errors
             .insert(web.clone(), "copy failed".into());
-        let rows = (&*p.desired, &p.trust_only[..], &p.refused[..]);
+        let rows = (&p.desired, &p.trust_only[..], &p.refused[..]);
         let everything = Scope {
             names: [web.clone(), api.clone()].into(),
             containers: ["id-bad".to_string()].into(),

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::core::container::ContainerInfo;
+use crate::core::container_set::ContainerSet;
 use crate::core::labelled::{LabelSettings, Labelled};
 use crate::core::labels::LabelContext;
 use crate::docker::WatchEvent;
@@ -17,29 +18,21 @@ pub struct ContainerStore {
     relisting: Option<BTreeMap<String, Arc<ContainerInfo>>>,
     /// True once a first full list is in: before that nothing may be removed.
     listed: bool,
-    /// Counts the changes that took a container away (a removal, a relist without it).
-    departures: u64,
+    /// The containers that left (removed, or missing from a relist) since the last
+    /// [`ContainerStore::take_departed`].
+    departed: Vec<String>,
     /// Parses made under `parsed_under`, by container id; an entry holds the container as it
     /// was parsed, and goes when that container changes or leaves.
     parsed: HashMap<String, Arc<Labelled>>,
     parsed_under: Option<LabelSettings>,
-    /// Every container with its parse, made at the first snapshot after a change and shared
-    /// until the next: a wake-up that nothing changed copies and parses nothing.
-    snapshot: Option<Snapshot>,
-    /// The containers changed, come or gone since `snapshot` was made: the next one patches it
-    /// (sorting 1,000 containers by name again was a tenth of a whole pass). `None`: made
-    /// whole (the first, after a relist, under new label settings).
+    /// Those that ask for certdock, each with its parse, as of the last snapshot: a version
+    /// patched by the changes since, and shared with every snapshot handed out (a wake-up
+    /// that nothing changed copies and parses nothing).
+    asking: Option<ContainerSet>,
+    /// The containers changed, come or gone since `asking` was made: the next snapshot
+    /// patches it with these alone. `None`: made whole (the first, after a relist, under new
+    /// label settings).
     dirty: Option<BTreeSet<String>>,
-}
-
-/// The containers as of one moment, each with its parse, sorted by name then id.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub all: Arc<[Arc<Labelled>]>,
-    /// Those that ask for certdock (well or badly): all the plan looks at. The same `Arc` as
-    /// in the previous snapshot when none of them changed, came or went, so a change to other
-    /// containers is seen to change nothing certdock cares about.
-    pub asking: Arc<[Arc<Labelled>]>,
 }
 
 impl ContainerStore {
@@ -82,7 +75,9 @@ impl ContainerStore {
                 }
                 self.parsed.remove(&id);
                 let gone = self.containers.remove(&id).is_some();
-                self.departures += u64::from(gone);
+                if gone {
+                    self.departed.push(id);
+                }
                 gone
             }
             WatchEvent::InitStart => {
@@ -108,9 +103,12 @@ impl ContainerStore {
                     }
                 }
                 let changed = list != self.containers || !self.listed;
-                if self.containers.keys().any(|id| !list.contains_key(id)) {
-                    self.departures += 1;
-                }
+                self.departed.extend(
+                    self.containers
+                        .keys()
+                        .filter(|id| !list.contains_key(*id))
+                        .cloned(),
+                );
                 self.containers = list;
                 self.listed = true;
                 let containers = &self.containers;
@@ -125,10 +123,10 @@ impl ContainerStore {
         self.listed
     }
 
-    /// Changes whenever a container left (removed, or missing from a relist): what is kept
-    /// per container elsewhere needs a sweep only then.
-    pub fn departures(&self) -> u64 {
-        self.departures
+    /// The containers that left (removed, or missing from a relist) since the last call:
+    /// what is kept per container elsewhere is forgotten for these alone.
+    pub fn take_departed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.departed)
     }
 
     /// Whether container `id` is there now.
@@ -136,61 +134,37 @@ impl ContainerStore {
         self.containers.contains_key(id)
     }
 
-    /// Every container as last seen with its labels parsed under `ctx`, sorted by name
-    /// then id (the order the plan takes them in).
-    pub fn snapshot(&mut self, ctx: &LabelContext<'_>) -> Snapshot {
+    /// The containers that ask for certdock (well or badly) as last seen, each with its
+    /// labels parsed under `ctx`: all the plan looks at. The same version as the last
+    /// snapshot's ([`ContainerSet::same_version`]) when none of them changed, came or went, so
+    /// a change to other containers is seen to change nothing certdock cares about.
+    pub fn snapshot(&mut self, ctx: &LabelContext<'_>) -> ContainerSet {
         if !self.parsed_under.as_ref().is_some_and(|s| s.matches(ctx)) {
             self.parsed.clear();
             self.parsed_under = Some(LabelSettings::of(ctx));
             self.dirty = None;
         }
-        let list = match (self.dirty.take(), &self.snapshot) {
-            (Some(dirty), Some(s)) if dirty.is_empty() => {
-                let s = s.clone();
-                self.dirty = Some(dirty);
-                return s;
-            }
-            (Some(dirty), Some(s)) => {
-                let mut list: Vec<Arc<Labelled>> = s
-                    .all
-                    .iter()
-                    .filter(|l| !dirty.contains(&l.container.id))
-                    .cloned()
-                    .collect();
+        let asking = match (self.dirty.take(), self.asking.take()) {
+            (Some(dirty), Some(mut asking)) => {
                 for id in dirty {
-                    if let Some(l) = self.parse(&id, ctx) {
-                        let at = list.partition_point(|x| by_name(x) < by_name(&l));
-                        list.insert(at, l);
+                    asking.remove(&id);
+                    if let Some(l) = self.parse(&id, ctx).filter(|l| l.asks()) {
+                        asking.insert(l);
                     }
                 }
-                list
+                asking
             }
             _ => {
                 let ids: Vec<String> = self.containers.keys().cloned().collect();
-                let mut list: Vec<Arc<Labelled>> =
-                    ids.iter().filter_map(|id| self.parse(id, ctx)).collect();
-                list.sort_by(|a, b| by_name(a).cmp(&by_name(b)));
-                list
+                ids.iter()
+                    .filter_map(|id| self.parse(id, ctx))
+                    .filter(|l| l.asks())
+                    .collect()
             }
         };
         self.dirty = Some(BTreeSet::new());
-        let previous = self.snapshot.take().map(|s| s.asking);
-        let asking: Vec<Arc<Labelled>> = list.iter().filter(|l| l.asks()).cloned().collect();
-        let asking = match previous {
-            Some(prev)
-                if prev.len() == asking.len()
-                    && prev.iter().zip(&asking).all(|(a, b)| Arc::ptr_eq(a, b)) =>
-            {
-                prev
-            }
-            _ => asking.into(),
-        };
-        let snapshot = Snapshot {
-            all: list.into(),
-            asking,
-        };
-        self.snapshot = Some(snapshot.clone());
-        snapshot
+        self.asking = Some(asking.clone());
+        asking
     }
 
     /// The parse of container `id` as it is now (made if missing); `None` when it is gone.
@@ -203,11 +177,6 @@ impl ContainerStore {
         self.parsed.insert(id.to_string(), l.clone());
         Some(l)
     }
-}
-
-/// The order of a snapshot: by name, then id.
-fn by_name(l: &Labelled) -> (&str, &str) {
-    (&l.container.name, &l.container.id)
 }
 
 #[cfg(test)]
@@ -245,8 +214,8 @@ mod tests {
         }
     }
 
-    fn ids(list: &[Arc<Labelled>]) -> Vec<&str> {
-        list.iter().map(|l| l.container.id.as_str()).collect()
+    fn ids(set: &ContainerSet) -> Vec<&str> {
+        set.iter().map(|l| l.container.id.as_str()).collect()
     }
 
     #[test]
@@ -254,18 +223,18 @@ mod tests {
         let (names, ttls) = (NamePolicy::default(), TtlPolicy::default());
         let ctx = ctx("certdock", &names, &ttls);
         let mut s = ContainerStore::default();
-        s.apply(WatchEvent::Upsert(c("old")));
+        s.apply(WatchEvent::Upsert(labelled("old", "old.internal")));
         assert!(!s.listed());
         s.apply(WatchEvent::InitStart);
-        s.apply(WatchEvent::InitApply(c("new")));
+        s.apply(WatchEvent::InitApply(labelled("new", "new.internal")));
         assert_eq!(
-            ids(&s.snapshot(&ctx).all),
+            ids(&s.snapshot(&ctx)),
             vec!["old"],
             "half a list is never visible"
         );
         assert!(s.apply(WatchEvent::InitDone));
         assert!(s.listed());
-        assert_eq!(ids(&s.snapshot(&ctx).all), vec!["new"]);
+        assert_eq!(ids(&s.snapshot(&ctx)), vec!["new"]);
     }
 
     #[test]
@@ -275,45 +244,46 @@ mod tests {
         let mut s = ContainerStore::default();
         s.apply(WatchEvent::Upsert(labelled("a", "a.internal")));
         s.apply(WatchEvent::Upsert(labelled("b", "b.internal")));
-        let first = s.snapshot(&ctx).all;
+        let first = s.snapshot(&ctx);
         assert!(first.iter().all(|l| matches!(l.spec, Ok(Some(_)))));
         assert!(
-            Arc::ptr_eq(&first, &s.snapshot(&ctx).all),
-            "nothing changed: the same list"
+            first.same_version(&s.snapshot(&ctx)),
+            "nothing changed: the same version"
         );
 
-        // A container without labels changes the list but not what asks for certdock.
-        let asking = s.snapshot(&ctx).asking;
+        // A container without labels is not among those asking, and changes nothing there.
         assert!(s.apply(WatchEvent::Upsert(c("other"))));
         let with_other = s.snapshot(&ctx);
-        assert_eq!(with_other.all.len(), 3);
-        assert!(
-            Arc::ptr_eq(&asking, &with_other.asking),
-            "the same asking list"
-        );
+        assert_eq!(ids(&with_other), ["a", "b"]);
+        assert!(first.same_version(&with_other), "the same version");
 
         // The same container again changes nothing; another one's change re-parses it alone.
         assert!(!s.apply(WatchEvent::Upsert(labelled("a", "a.internal"))));
         assert!(s.apply(WatchEvent::Upsert(labelled("b", "bad name!"))));
         assert!(s.apply(WatchEvent::Remove("other".into())));
-        let second = s.snapshot(&ctx).all;
-        assert!(!Arc::ptr_eq(&asking, &s.snapshot(&ctx).asking), "b changed");
-        assert!(Arc::ptr_eq(&first[0], &second[0]), "a kept its parse");
+        let second = s.snapshot(&ctx);
+        assert!(!first.same_version(&second), "b changed");
         assert!(
-            second[1].spec.is_err(),
-            "b parsed again: {:?}",
-            second[1].spec
+            Arc::ptr_eq(first.get("a").unwrap(), second.get("a").unwrap()),
+            "a kept its parse"
         );
+        let b = second.get("b").unwrap();
+        assert!(b.spec.is_err(), "b parsed again: {:?}", b.spec);
 
         // A relist with the same containers keeps every parse.
         s.apply(WatchEvent::InitStart);
         s.apply(WatchEvent::InitApply(labelled("a", "a.internal")));
         s.apply(WatchEvent::InitApply(labelled("b", "bad name!")));
         s.apply(WatchEvent::InitDone);
-        let third = s.snapshot(&ctx).all;
-        assert!(Arc::ptr_eq(&second[0], &third[0]) && Arc::ptr_eq(&second[1], &third[1]));
+        let third = s.snapshot(&ctx);
         assert!(
-            Arc::ptr_eq(&third[0].container, &s.containers["a"]),
+            second
+                .iter()
+                .zip(third.iter())
+                .all(|(x, y)| Arc::ptr_eq(x, y))
+        );
+        assert!(
+            Arc::ptr_eq(&third.get("a").unwrap().container, &s.containers["a"]),
             "one copy of each container, shared by the store and its parse"
         );
 
@@ -322,13 +292,14 @@ mod tests {
             prefix: "other",
             ..ctx
         };
-        let fourth = s.snapshot(&other);
-        assert!(fourth.all.iter().all(|l| matches!(l.spec, Ok(None))));
-        assert!(fourth.asking.is_empty());
-        assert!(matches!(s.snapshot(&ctx).all[0].spec, Ok(Some(_))));
+        assert!(s.snapshot(&other).is_empty());
+        assert!(matches!(
+            s.snapshot(&ctx).get("a").unwrap().spec,
+            Ok(Some(_))
+        ));
 
         assert!(s.apply(WatchEvent::Remove("a".into())));
-        assert_eq!(ids(&s.snapshot(&ctx).all), vec!["b"]);
+        assert_eq!(ids(&s.snapshot(&ctx)), vec!["b"]);
     }
 
     /// A container named `name` (renames reorder the list), with or without labels.
@@ -344,7 +315,8 @@ mod tests {
 
     proptest::proptest! {
         /// The snapshot a store patches after events (the containers changed since the last
-        /// one, re-sorted in place) is the one a store builds whole from the same containers.
+        /// one, taken out and put in again) is the one a store builds whole from the same
+        /// containers.
         #[test]
         fn a_patched_snapshot_is_the_snapshot_made_whole(
             steps in proptest::collection::vec(
@@ -365,38 +337,41 @@ mod tests {
                 }
                 let got = patched.snapshot(&ctx);
                 let mut whole = ContainerStore::default();
-                for l in got.all.iter() {
-                    whole.apply(WatchEvent::Upsert((*l.container).clone()));
+                for c in patched.containers.values() {
+                    whole.apply(WatchEvent::Upsert((**c).clone()));
                 }
                 let want = whole.snapshot(&ctx);
-                proptest::prop_assert_eq!(ids(&got.all), ids(&want.all));
-                proptest::prop_assert_eq!(ids(&got.asking), ids(&want.asking));
-                proptest::prop_assert!(got.all.iter().zip(want.all.iter()).all(|(a, b)| a == b));
-                // Whatever was removed is gone, whatever is there is in the list once.
-                proptest::prop_assert_eq!(got.all.len(), patched.containers.len());
+                proptest::prop_assert_eq!(ids(&got), ids(&want));
+                proptest::prop_assert!(got.iter().zip(want.iter()).all(|(a, b)| a == b));
+                // Whatever was removed is gone, whatever asks is there once.
+                let asking = patched.containers.values().filter(|c| !c.labels.is_empty()).count();
+                proptest::prop_assert_eq!(got.len(), asking);
             }
         }
     }
 
     #[test]
-    fn departures_count_containers_gone_and_nothing_else() {
+    fn departed_are_the_containers_gone_and_nothing_else() {
         let mut s = ContainerStore::default();
         s.apply(WatchEvent::Upsert(c("a")));
         s.apply(WatchEvent::Upsert(c("b")));
-        assert_eq!(s.departures(), 0);
+        s.apply(WatchEvent::Upsert(c("c")));
+        assert!(s.take_departed().is_empty());
         s.apply(WatchEvent::Upsert(c("a")));
         s.apply(WatchEvent::Remove("never-seen".into()));
-        assert_eq!(s.departures(), 0, "a change and an unknown id");
+        assert!(s.take_departed().is_empty(), "a change and an unknown id");
         s.apply(WatchEvent::Remove("a".into()));
-        assert_eq!(s.departures(), 1);
+        assert_eq!(s.take_departed(), ["a"]);
+        assert!(s.take_departed().is_empty(), "taken once");
         s.apply(WatchEvent::InitStart);
         s.apply(WatchEvent::InitApply(c("b")));
+        s.apply(WatchEvent::InitApply(c("c")));
         s.apply(WatchEvent::InitApply(c("new")));
         s.apply(WatchEvent::InitDone);
-        assert_eq!(s.departures(), 1, "a relist that lost nobody");
+        assert!(s.take_departed().is_empty(), "a relist that lost nobody");
         s.apply(WatchEvent::InitStart);
         s.apply(WatchEvent::InitApply(c("new")));
         s.apply(WatchEvent::InitDone);
-        assert_eq!(s.departures(), 2, "b missing from the relist");
+        assert_eq!(s.take_departed(), ["b", "c"], "missing from the relist");
     }
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use super::container::ContainerInfo;
+use super::container_set::ContainerSet;
 use super::labels::{self, CertSpec, LabelContext, LabelError};
+use super::names::CertName;
 use super::policy::{NamePolicy, TtlPolicy};
 
 /// One container and what its labels ask for.
@@ -26,9 +28,8 @@ impl Labelled {
         Self { container, spec }
     }
 
-    /// Every container parsed, in the given order (for callers without a store: tests,
-    /// benches, the fuzz targets).
-    pub fn parse_all(containers: &[ContainerInfo], ctx: &LabelContext<'_>) -> Vec<Arc<Self>> {
+    /// Every container parsed (for callers without a store: tests, benches, the fuzz targets).
+    pub fn parse_all(containers: &[ContainerInfo], ctx: &LabelContext<'_>) -> ContainerSet {
         containers
             .iter()
             .map(|c| Arc::new(Self::parse(Arc::new(c.clone()), ctx)))
@@ -38,6 +39,14 @@ impl Labelled {
     /// Whether the plan has anything to do with it: it asked for certdock, well or badly.
     pub fn asks(&self) -> bool {
         !matches!(self.spec, Ok(None))
+    }
+
+    /// The name it asks a certificate for, when its labels are valid and want one.
+    pub fn cert_name(&self) -> Option<&CertName> {
+        match &self.spec {
+            Ok(Some(spec)) if spec.usage.wants_certificate() => Some(&spec.name),
+            _ => None,
+        }
     }
 }
 

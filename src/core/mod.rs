@@ -4,6 +4,7 @@ pub mod atomic_dir;
 pub mod authz;
 pub mod client_cert;
 pub mod container;
+pub mod container_set;
 pub mod labelled;
 pub mod labels;
 pub mod names;

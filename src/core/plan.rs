@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use super::authz::{AllowList, GroupName};
 use super::container::{ContainerInfo, ContainerState};
+use super::container_set::ContainerSet;
 use super::labelled::Labelled;
 use super::labels::{CertSpec, ContainerPath, Delivery, Owner, Reload};
 use super::names::{CertName, San, Usage, traefik_client};
@@ -115,8 +116,8 @@ pub struct Failure {
 
 /// Everything the decision depends on.
 pub struct World<'a> {
-    /// Every container with its labels parsed ([`Labelled`]), in any order.
-    pub containers: &'a [Arc<Labelled>],
+    /// Every container with its labels parsed ([`Labelled`]), by name then id.
+    pub containers: &'a ContainerSet,
     /// `--label-prefix`, for the refusals' words.
     pub label_prefix: &'a str,
     /// `--proxy-network`, when set.
@@ -178,8 +179,10 @@ impl PartialEq for Member {
 
 impl Eq for Member {}
 
-/// Every identity's desired certificate.
-pub type DesiredSet = BTreeMap<Identity, Arc<Desired>>;
+/// Every identity's desired certificate, in a persistent map (see `core::container_set`): a plan
+/// made from a part of the world (see [`plan_after_idle`]) is the last plan's map with the part's
+/// entries changed, sharing the rest, and two such maps compare in what they do not share.
+pub type DesiredSet = imbl::OrdMap<Identity, Arc<Desired>>;
 
 /// Copy the identity's current certificate into one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +237,7 @@ pub struct Plan {
     pub refused: Vec<Refusal>,
     /// Shared, each certificate too: a plan made from a part of the world (see [`plan_after_idle`])
     /// takes the rest from the last plan without a copy.
-    pub desired: Arc<DesiredSet>,
+    pub desired: DesiredSet,
     /// Identities no container wants any more, first seen unwanted now.
     pub newly_orphaned: Vec<Identity>,
     /// Orphans past the grace period: forget them and remove their files.
@@ -278,20 +281,9 @@ fn same_order(lite: &CertSpecLite, spec: &CertSpec) -> bool {
 fn desire<'w>(world: &World<'w>, refused: &mut Vec<Refusal>) -> (Wanted<'w>, Accepted<'w>) {
     let mut desired: Wanted<'w> = BTreeMap::new();
     let mut accepted = Vec::new();
-    // Only containers that ask for certdock matter, taken by name then id: which of two
-    // disagreeing containers is refused must not depend on the order they came in.
-    let mut containers: Vec<&'w Labelled> = world
-        .containers
-        .iter()
-        .map(|l| &**l)
-        .filter(|l| l.asks())
-        .collect();
-    fn by_name<'l>(l: &&'l Labelled) -> (&'l str, &'l str) {
-        (&l.container.name, &l.container.id)
-    }
-    if !containers.is_sorted_by_key(by_name) {
-        containers.sort_by_key(by_name);
-    }
+    // Only containers that ask for certdock matter, taken by name then id (the set's order):
+    // which of two disagreeing containers is refused must not depend on the order they came in.
+    let containers = world.containers.iter().map(|l| &**l).filter(|l| l.asks());
     for Labelled { container, spec } in containers {
         let c: &'w ContainerInfo = container;
         let spec = match spec {
@@ -477,18 +469,16 @@ pub fn plan(world: &World<'_>) -> Plan {
     if !out.newly_orphaned.is_empty() {
         out.next_wake = earliest(out.next_wake, world.now + world.grace);
     }
-    out.desired = Arc::new(
-        wanted
-            .into_iter()
-            .map(|(id, (mut d, members))| {
-                d.containers = members
-                    .into_iter()
-                    .map(|(c, _)| Member(c.clone()))
-                    .collect();
-                (id, Arc::new(d))
-            })
-            .collect(),
-    );
+    out.desired = wanted
+        .into_iter()
+        .map(|(id, (mut d, members))| {
+            d.containers = members
+                .into_iter()
+                .map(|(c, _)| Member(c.clone()))
+                .collect();
+            (id, Arc::new(d))
+        })
+        .collect();
     out
 }
 

@@ -46,7 +46,7 @@ impl Fixture {
         }
     }
 
-    pub(super) fn labelled(&self, containers: &[ContainerInfo]) -> Vec<Arc<Labelled>> {
+    pub(super) fn labelled(&self, containers: &[ContainerInfo]) -> ContainerSet {
         let ctx = LabelContext {
             prefix: "certdock",
             names: &self.names,
@@ -61,7 +61,7 @@ impl Fixture {
         self.plan_parsed(&self.labelled(containers), now)
     }
 
-    pub(super) fn plan_parsed(&self, containers: &[Arc<Labelled>], now: SystemTime) -> Plan {
+    pub(super) fn plan_parsed(&self, containers: &ContainerSet, now: SystemTime) -> Plan {
         plan(&World {
             containers,
             label_prefix: "certdock",

@@ -19,10 +19,10 @@
 //! rounds of changes and carried-out plans (some of whose deliveries fail).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{DesiredSet, Identity, Plan, Refusal, World, plan};
+use crate::core::container_set::ContainerSet;
 use crate::core::labelled::Labelled;
 use crate::core::names::CertName;
 
@@ -33,12 +33,11 @@ use crate::core::names::CertName;
 /// are due depends on versions, never on states. So a labelled container's stop or start
 /// (the commonest Docker event about one) needs no new plan (issue 17). Anything else that
 /// differs (labels, name, networks, a container come or gone) answers false.
-pub fn idle_plan_holds(before: &[Arc<Labelled>], after: &[Arc<Labelled>]) -> bool {
-    before.len() == after.len()
-        && before
-            .iter()
-            .zip(after)
-            .all(|(a, b)| Arc::ptr_eq(a, b) || same_but_state(a, b))
+pub fn idle_plan_holds(before: &ContainerSet, after: &ContainerSet) -> bool {
+    before.same_version(after)
+        || before
+            .changes(after)
+            .all(|c| matches!(c, (Some(a), Some(b)) if same_but_state(a, b)))
 }
 
 /// The same container with the same labels, names and networks: at most its state differs.
@@ -57,7 +56,7 @@ const MAX_CHANGED: usize = 16;
 /// What a plan said that its status shows, kept to compare a re-planned part against.
 #[derive(Debug, Clone)]
 pub struct IdleOutcome {
-    pub desired: Arc<DesiredSet>,
+    pub desired: DesiredSet,
     pub refused: Vec<Refusal>,
     /// (name, container name) of `usage=none` containers.
     pub trust_only: Vec<(String, String)>,
@@ -145,15 +144,18 @@ pub struct Scope {
 /// The plan of `world` after a plan made from `before` that said `last` and had nothing to do
 /// but `since` (see the module docs), by planning only what changed since and `since`. `world`
 /// has the holdings now, which differ from that plan's only where `since` was carried out, and
-/// `world.containers` are the containers now, sorted by name then id as the store hands them
-/// out. `None` when more than [`MAX_CHANGED`] containers changed: the caller plans everything.
+/// `world.containers` are the containers now, a later version of `before`: what changed is
+/// found in what the two versions do not share, each member of a touched identity through the
+/// index by name, so the part costs what changed, not what exists. `None` when more than
+/// [`MAX_CHANGED`] containers changed: the caller plans everything.
 pub fn plan_after_idle(
     world: &World<'_>,
-    before: &[Arc<Labelled>],
+    before: &ContainerSet,
     since: &CarriedOut,
     last: &IdleOutcome,
 ) -> Option<AfterIdle> {
-    let changed = changed(before, world.containers)?;
+    let now = world.containers;
+    let changed = changed(before, now)?;
     let ids: BTreeSet<&str> = changed
         .iter()
         .map(|l| l.container.id.as_str())
@@ -162,28 +164,23 @@ pub fn plan_after_idle(
     // Every identity a container of the part asks for is in the part, with all its members.
     let mut touched: BTreeSet<&CertName> = changed
         .iter()
-        .filter_map(|l| name_of(l))
+        .filter_map(|l| l.cert_name())
         .chain(&since.names)
         .collect();
-    if !since.containers.is_empty() {
-        touched.extend(
-            world
-                .containers
-                .iter()
-                .filter(|l| since.containers.contains(&l.container.id))
-                .filter_map(|l| name_of(l)),
-        );
-    }
+    touched.extend(
+        since
+            .containers
+            .iter()
+            .filter_map(|id| now.get(id)?.cert_name()),
+    );
     let names: BTreeSet<Identity> = touched
         .iter()
         .map(|n| Identity::Named((*n).clone()))
         .collect();
-    let part: Vec<Arc<Labelled>> = world
-        .containers
+    let part: ContainerSet = touched
         .iter()
-        .filter(|l| {
-            ids.contains(l.container.id.as_str()) || name_of(l).is_some_and(|n| touched.contains(n))
-        })
+        .flat_map(|n| now.members(n))
+        .chain(ids.iter().filter_map(|id| now.get(id)))
         .cloned()
         .collect();
     let part_names: BTreeSet<&str> = part
@@ -238,14 +235,14 @@ pub fn plan_after_idle(
     let desired = if same_desired {
         last.desired.clone()
     } else {
-        let mut all = (*last.desired).clone();
+        let mut all = last.desired.clone();
         for id in &names {
             match p.desired.get(id) {
                 Some(d) => all.insert(id.clone(), d.clone()),
                 None => all.remove(id),
             };
         }
-        Arc::new(all)
+        all
     };
     let refused = merged(&last.refused, in_part, &p.refused, |r| {
         (r.container_name.clone(), r.container_id.clone())
@@ -281,14 +278,6 @@ fn merged<T: Clone, K: Ord>(
     all
 }
 
-/// The name a container asks a certificate for, when its labels are valid and want one.
-fn name_of(l: &Labelled) -> Option<&CertName> {
-    match &l.spec {
-        Ok(Some(spec)) if spec.usage.wants_certificate() => Some(&spec.name),
-        _ => None,
-    }
-}
-
 fn restrict<V: Clone>(
     map: &BTreeMap<Identity, V>,
     keys: &BTreeSet<Identity>,
@@ -300,40 +289,21 @@ fn restrict<V: Clone>(
 
 /// The containers that differ between `before` and `after` in more than their running state
 /// (both versions of a changed one, and those come or gone); `None` when more than
-/// [`MAX_CHANGED`] do. Both lists are in the store's order (name, then id).
-fn changed<'a>(
-    before: &'a [Arc<Labelled>],
-    after: &'a [Arc<Labelled>],
-) -> Option<Vec<&'a Labelled>> {
-    let key = |l: &'a Labelled| (l.container.name.as_str(), l.container.id.as_str());
-    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+/// [`MAX_CHANGED`] do.
+fn changed<'a>(before: &'a ContainerSet, after: &'a ContainerSet) -> Option<Vec<&'a Labelled>> {
     let mut out = Vec::new();
-    loop {
-        let next = match (b.peek(), a.peek()) {
-            (None, None) => break,
-            // The same parse (the commonest case by far): nothing to compare.
-            (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {
-                b.next();
-                a.next();
-                continue;
-            }
-            (Some(x), Some(y)) if key(x) == key(y) => {
-                let (x, y) = (b.next()?, a.next()?);
-                if !same_but_state(x, y) {
-                    out.extend([&**x, &**y]);
-                }
-                continue;
-            }
-            (Some(x), Some(y)) if key(x) < key(y) => b.next()?,
-            (Some(_), None) => b.next()?,
-            _ => a.next()?,
-        };
-        out.push(&**next);
+    for (b, a) in before.changes(after) {
+        if let (Some(x), Some(y)) = (b, a)
+            && same_but_state(x, y)
+        {
+            continue;
+        }
+        out.extend(b.into_iter().chain(a).map(|l| &**l));
         if out.len() > 2 * MAX_CHANGED {
             return None;
         }
     }
-    (out.len() <= 2 * MAX_CHANGED).then_some(out)
+    Some(out)
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ fn make(id: &str, variant: usize, proxy: bool, other: bool) -> ContainerInfo {
     c
 }
 
-fn world<'a>(f: &'a Fixture, containers: &'a [Arc<Labelled>], now: SystemTime) -> World<'a> {
+fn world<'a>(f: &'a Fixture, containers: &'a ContainerSet, now: SystemTime) -> World<'a> {
     World {
         containers,
         label_prefix: "certdock",
@@ -67,11 +67,25 @@ fn world<'a>(f: &'a Fixture, containers: &'a [Arc<Labelled>], now: SystemTime) -
     }
 }
 
-/// Parsed and in the store's order (name, then id).
-fn parsed(f: &Fixture, containers: &[ContainerInfo]) -> Vec<Arc<Labelled>> {
-    let mut sorted = containers.to_vec();
-    sorted.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-    f.labelled(&sorted)
+fn parsed(f: &Fixture, containers: &[ContainerInfo]) -> ContainerSet {
+    f.labelled(containers)
+}
+
+/// `base` changed into `containers` as the store changes its set: only the containers that
+/// changed, came or went are parsed and put in or taken out; the rest stays shared.
+fn patched(f: &Fixture, base: &ContainerSet, containers: &[ContainerInfo]) -> ContainerSet {
+    let mut set = base.clone();
+    for l in base.iter() {
+        if !containers.iter().any(|c| c.id == l.container.id) {
+            set.remove(&l.container.id);
+        }
+    }
+    for c in containers {
+        if base.get(&c.id).is_none_or(|l| *l.container != *c) {
+            set.extend(f.labelled(std::slice::from_ref(c)).iter().cloned());
+        }
+    }
+    set
 }
 
 /// Carries `p` out in the fixture, as the executor and the ledger would.
@@ -193,7 +207,7 @@ proptest! {
                     cs.push(make(&id, *v, *p, *o));
                 }
             }
-            let now_parsed = parsed(&f, &cs);
+            let now_parsed = patched(&f, &base, &cs);
             let after = plan_after_idle(&world(&f, &now_parsed, now), &base, &since, &outcome);
             let whole = plan(&world(&f, &now_parsed, now));
             match after {
