@@ -346,3 +346,43 @@ async fn a_flood_from_one_address_does_not_push_out_an_older_client_of_another()
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(pushed_out >= 300 - 192, "{pushed_out}");
 }
+
+/// A body over the limit is answered 413 before it is read. A client still sending it (curl
+/// does, at its own pace) must be able to finish and read that answer: a server that closed
+/// its socket with the body unread would answer the rest with a reset, which fails the
+/// client's next write (curl then reports a send error, not the 413).
+#[tokio::test]
+async fn an_oversized_body_sent_slowly_gets_its_413_and_not_a_reset() {
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let token = serve.token("sign", "web", &[]);
+    let addr = format!("127.0.0.1:{}", serve.port);
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let name = ServerName::try_from("ca.test").unwrap();
+    let mut tls = tls_client(&serve.roots).connect(name, tcp).await.unwrap();
+    let body = format!("{{\"csr\": \"{}\"}}", "A".repeat(200 * 1024));
+    let head = format!(
+        "POST /v1/sign HTTP/1.1\r\nHost: ca.test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    // 25 pieces 20 ms apart: the server has answered long before the last.
+    for (i, piece) in body.as_bytes().chunks(body.len() / 25 + 1).enumerate() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sent = async {
+            tls.write_all(piece).await?;
+            tls.flush().await
+        };
+        if let Err(e) = sent.await {
+            panic!("piece {i} of the body could not be sent: {e}");
+        }
+    }
+    let answer = closed_within(&mut tls, SLACK).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("body_too_large"),
+        "{answer:?}"
+    );
+}

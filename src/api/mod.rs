@@ -8,6 +8,7 @@ pub mod forward_auth;
 pub mod fuzz;
 pub mod handlers;
 pub mod limits;
+mod linger;
 mod page;
 pub(crate) mod served;
 pub mod server;

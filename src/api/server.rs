@@ -22,6 +22,7 @@ use super::conns::{Admitted, Conns, DeadlineBody, Slot};
 use super::forward_auth::{ForwardAuthState, follow_local_ca, follow_local_ca_once};
 use super::handlers::{AppState, PeerCert, router};
 use super::limits::Limits;
+use super::linger::Lingering;
 use super::served::TlsHandles;
 use super::tls::{TlsError, TlsState};
 use crate::authz::decider::Decider;
@@ -276,7 +277,12 @@ async fn serve_connection(
         // keep-alive idle limit.
         .header_read_timeout(limits.header)
         .max_header_size(MAX_HEADER_SIZE)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        // Closed lingering: a client still sending a body hyper did not read gets the answer,
+        // not a reset (see `linger`).
+        .serve_connection(
+            TokioIo::new(Lingering::new(stream)),
+            TowerToHyperService::new(service),
+        );
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
