@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use imbl::{OrdMap, OrdSet, ordmap::DiffItem};
+use imbl::{OrdMap, ordmap::DiffItem};
 
 use super::container::ContainerInfo;
 use super::labelled::Labelled;
@@ -58,7 +58,9 @@ impl Ord for Key {
 pub struct ContainerSet {
     by_key: OrdMap<Key, Arc<Labelled>>,
     by_id: OrdMap<String, Key>,
-    by_name: OrdMap<CertName, OrdSet<Key>>,
+    /// Each name's members, sorted: a name has one or a few, and a `Vec` of one costs 8 bytes
+    /// where a set of its own would cost a node (≈ 150).
+    by_name: OrdMap<CertName, Vec<Key>>,
 }
 
 /// One difference between two versions: the container before and after (`None`: not there).
@@ -70,10 +72,9 @@ impl ContainerSet {
         self.remove(&l.container.id);
         let key = Key::of(&l);
         if let Some(name) = l.cert_name() {
-            self.by_name
-                .entry(name.clone())
-                .or_default()
-                .insert(key.clone());
+            let members = self.by_name.entry(name.clone()).or_default();
+            let at = members.partition_point(|m| *m < key);
+            members.insert(at, key.clone());
         }
         self.by_id.insert(l.container.id.clone(), key.clone());
         self.by_key.insert(key, l);
@@ -86,7 +87,7 @@ impl ContainerSet {
         if let Some(name) = l.cert_name()
             && let Some(members) = self.by_name.get_mut(name)
         {
-            members.remove(&key);
+            members.retain(|m| *m != key);
             if members.is_empty() {
                 self.by_name.remove(name);
             }
