@@ -13,11 +13,16 @@
 //!   nothing to attach): the plan's inputs changed, and only what that container touches is
 //!   planned again (`core::plan::plan_after_idle`), which finds nothing;
 //! - `whole pass`: the same wake-up after the settings were reloaded, so everything is planned
-//!   again (as after a change to more than 16 containers at once, or a timer's renewal);
+//!   again (as after a change to more than 16 containers at once);
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
 //! - `recreated`: a container-delivery container removed and created again under its name (what
 //!   `docker compose up` does after a change): a new id, so one copy of the held certificate,
 //!   and no issuance: a pass with work whose cost is the decision and the ledger, not the CA;
+//! - `the loop's timer`: the wake-up the loop makes at least every 30 s (deadlines are
+//!   wall-clock times and a clock may jump), with nothing due: the plan's wake-ups are kept per
+//!   identity (`core::plan::WakeIndex`), so it is answered like `steady`;
+//! - `a renewal due`: the clock reaches one certificate's renewal time: that identity is
+//!   planned again from its part, and renewed (an issuance, an fsync, a delivery);
 //! - `restart`: a new reconciler over the state on disk (STATE/managed, the ledger) and the full
 //!   list: `Holdings::load` + the first pass, which must find nothing to issue or deliver.
 //!
@@ -28,7 +33,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use certdock::ca::authority::CaLifetimes;
 use certdock::ca::keys::KeyType;
@@ -306,6 +311,35 @@ async fn run(n: usize) {
         rec.reconcile(&cfg, &mut store, &bundle).await;
         one_change.push(t.elapsed());
     }
+    // The loop's timer: a wake-up at least every 30 s (deadlines are wall-clock times), with
+    // nothing changed and nothing due. The clock is moved instead of waited for.
+    let mut wall = SystemTime::now();
+    let mut timer = Vec::new();
+    for _ in 0..passes {
+        wall += Duration::from_secs(31);
+        rec.clock = Clock::tokio_at(wall);
+        let t = Instant::now();
+        rec.reconcile(&cfg, &mut store, &bundle).await;
+        timer.push(t.elapsed());
+    }
+
+    // Renewals coming due one at a time: the clock set just past each of the earliest renewal
+    // times (spread by each certificate's jitter), one renewal (an issuance and its delivery)
+    // per pass; each followed by the pass that plans the renewed identity again (not timed).
+    let mut renew_at: Vec<SystemTime> = rec.holdings.held.values().map(|h| h.renew_at).collect();
+    renew_at.sort();
+    let mut renewal = Vec::new();
+    for at in renew_at
+        .into_iter()
+        .filter(|at| *at > wall)
+        .take(passes.min(20))
+    {
+        rec.clock = Clock::tokio_at(at + Duration::from_millis(1));
+        let t = Instant::now();
+        rec.reconcile(&cfg, &mut store, &bundle).await;
+        renewal.push(t.elapsed());
+        rec.reconcile(&cfg, &mut store, &bundle).await;
+    }
     drop(rec);
 
     let t = Instant::now();
@@ -319,7 +353,7 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; recreated (one copy) {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; recreated (one copy) {}; the loop's timer (30 s on) {}; a renewal due {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
         summary(&mut unrelated),
@@ -328,6 +362,8 @@ async fn run(n: usize) {
         summary(&mut whole),
         summary(&mut one_change),
         summary(&mut recreated),
+        summary(&mut timer),
+        summary(&mut renewal),
         ms(load),
         ms(restart),
     );

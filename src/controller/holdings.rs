@@ -317,6 +317,11 @@ impl Holdings {
         }
     }
 
+    /// Some held certificate changed since the last [`Holdings::refresh_currents`].
+    pub fn currents_stale(&self) -> bool {
+        !self.stale.is_empty()
+    }
+
     /// The plan's view of every held certificate, as of the last [`Holdings::refresh_currents`].
     pub fn currents(&self) -> &BTreeMap<Identity, Current> {
         &self.currents

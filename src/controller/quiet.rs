@@ -3,25 +3,27 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::holdings::version;
 use crate::core::container_set::ContainerSet;
 use crate::core::plan::{
-    AfterIdle, CarriedOut, DesiredSet, IdleOutcome, PartPlan, Plan, World, idle_plan_holds,
-    plan_after_idle,
+    AfterIdle, CarriedOut, DesiredSet, Identity, IdleOutcome, PartPlan, Plan, WakeIndex, World,
+    idle_plan_holds, plan_after_idle,
 };
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
-/// and its `next_wake` is the first moment the clock alone could change it (going forward; a
-/// clock set back plans again at once): until then, the same containers (running states
-/// aside: [`idle_plan_holds`]), CA bundle and holdings give the same empty plan, and a
-/// wake-up (a labelled container's stop or start, an event about another container, a file
-/// event, a timer) is answered without planning again.
-/// Other changes to the containers (a few come, go, or change labels or networks) are planned
-/// by planning only what they touch ([`plan_after_idle`]), with the work that needs; the quiet
+/// and the clock enters it only through each identity's own wake-up ([`WakeIndex`]; going
+/// forward: a clock set back plans again at once): with the same containers (running states
+/// aside: [`idle_plan_holds`]), CA bundle and holdings, it stays the same empty plan until the
+/// first of them, and a wake-up (a labelled container's stop or start, an event about another
+/// container, a file event, the loop's timer) is answered without planning again.
+/// Other changes to the containers (a few come, go, or change labels or networks), and the
+/// identities whose wake-up came (a renewal due, a retry, an orphan's removal), are planned by
+/// planning only what they touch ([`plan_after_idle`]), with the work that needs; the quiet
 /// then moves to that plan, which had nothing to do but that work, and the next pass plans
 /// again what carrying it out changed ([`CarriedOut`]: holdings change only there).
-/// Holdings change otherwise only in a whole pass or through the reconciler's methods that drop
-/// this (`replace_revoked`, `settings_changed`, `verify_outputs`). At the latest after the
-/// reconciler's `MAX_SLEEP` a whole pass runs anyway.
+/// Holdings change otherwise only in a whole pass, through the reconciler's methods that drop
+/// this (`settings_changed`, `verify_outputs`), or when a revoked certificate is made due now
+/// (`replace_revoked`, which makes its identity's wake-up now).
 pub(super) struct Quiet {
     pub(super) asking: ContainerSet,
     pub(super) listed: bool,
@@ -29,10 +31,11 @@ pub(super) struct Quiet {
     /// The version of `ca.pem` alone under that bundle (see [`World::ca_version`]); shared, so
     /// that a wake-up reads it without a copy while it updates the quiet.
     pub(super) ca_version: Arc<str>,
-    /// When the plan was made: a clock set back before it may make a certificate not yet
-    /// valid, so the plan is made again.
+    /// The latest time a plan was made or found to hold: a clock set back before it may make
+    /// a certificate not yet valid, so the plan is made again.
     pub(super) planned_at: SystemTime,
-    pub(super) until: SystemTime,
+    /// Each identity's next wake-up as the plans made since said.
+    pub(super) wakes: WakeIndex,
     /// What the idle plan said (its desired certificates go to the outputs).
     pub(super) outcome: IdleOutcome,
     /// What the pass that made this plan carried out (planned again with the next part).
@@ -41,9 +44,10 @@ pub(super) struct Quiet {
 
 /// What a wake-up comes to after a quiet (see [`Quiet::plan`]).
 pub(super) enum FromQuiet {
-    /// The idle plan still holds until then; these are its desired certificates.
+    /// The idle plan still holds until then (`None`: until something changes); these are its
+    /// desired certificates.
     Holds {
-        until: SystemTime,
+        until: Option<SystemTime>,
         desired: DesiredSet,
     },
     /// The whole plan, made from the part that changed; the rows it may show otherwise.
@@ -51,10 +55,32 @@ pub(super) enum FromQuiet {
 }
 
 impl Quiet {
+    /// The quiet after the whole plan `p` made at `planned_at`, which had nothing to do.
+    pub(super) fn after(
+        p: &Plan,
+        asking: ContainerSet,
+        listed: bool,
+        bundle: &str,
+        planned_at: SystemTime,
+    ) -> Quiet {
+        Quiet {
+            asking,
+            listed,
+            bundle: bundle.to_string(),
+            ca_version: version("ca", bundle).into(),
+            planned_at,
+            wakes: WakeIndex::of(&p.wakes),
+            outcome: IdleOutcome::of(p),
+            since: CarriedOut::default(),
+        }
+    }
+
     /// The plan for `world` (whose containers are the store's now) made from this quiet:
-    /// `Holds` when the idle plan still holds (the quiet then covers these containers),
-    /// `Changed` with the whole plan when the containers' changes have something to do or
-    /// show. `None` when only a whole plan can tell.
+    /// `Holds` when the idle plan still holds (the quiet then covers these containers and this
+    /// time), `Changed` with the whole plan when the containers' changes or the identities
+    /// whose wake-up came have something to do or show. `None` when only a whole plan can
+    /// tell (the inputs changed, the clock went back, or too many changed). `world` has
+    /// certdock's own client certificate: it is planned when its wake-up came.
     pub(super) fn plan(
         &mut self,
         world: &World<'_>,
@@ -62,26 +88,30 @@ impl Quiet {
         bundle: &str,
     ) -> Option<FromQuiet> {
         let now = world.now;
-        let same_inputs = self.listed == listed
-            && self.bundle == bundle
-            && self.planned_at <= now
-            && now < self.until;
-        if !same_inputs {
+        if self.listed != listed || self.bundle != bundle || now < self.planned_at {
             return None;
         }
+        self.planned_at = now;
+        let due: Vec<Identity> = self.wakes.due(now).cloned().collect();
         let asking = world.containers;
-        if !self.since.is_empty() || !idle_plan_holds(&self.asking, asking) {
-            match plan_after_idle(world, &self.asking, &self.since, &self.outcome)? {
-                AfterIdle::Holds(wake) => {
-                    self.until = wake.map_or(self.until, |w| w.min(self.until));
+        if !due.is_empty() || !self.since.is_empty() || !idle_plan_holds(&self.asking, asking) {
+            let after = plan_after_idle(world, &self.asking, &self.since, &due, &self.outcome)?;
+            match after {
+                AfterIdle::Holds { planned, wakes } => {
+                    self.wakes.replace(&planned, &wakes);
                     self.asking = asking.clone();
                     self.since = CarriedOut::default();
                 }
-                AfterIdle::Changed(part) => return Some(FromQuiet::Changed(part)),
+                AfterIdle::Changed(part) => {
+                    // The part's wake-ups are its plan's from now on (the reconciler drops
+                    // the quiet when it does not carry that plan out).
+                    self.wakes.replace(&part.scope.names, &part.plan.wakes);
+                    return Some(FromQuiet::Changed(part));
+                }
             }
         }
         Some(FromQuiet::Holds {
-            until: self.until,
+            until: self.wakes.next(),
             desired: self.outcome.desired.clone(),
         })
     }
@@ -89,9 +119,6 @@ impl Quiet {
     /// A pass carried out `p`, the `Changed` plan for the containers `asking`: the quiet moves
     /// to it, with its work to plan again.
     pub(super) fn carried_out(&mut self, p: &Plan, asking: &ContainerSet) {
-        if let Some(w) = p.next_wake {
-            self.until = self.until.min(w);
-        }
         self.asking = asking.clone();
         self.since = CarriedOut::of(p);
         self.outcome = IdleOutcome::of(p);

@@ -20,14 +20,14 @@ use crate::ca::source::{CertSource, RevokedSerials, bare_serial};
 use crate::core::container_set::ContainerSet;
 use crate::core::labels::LabelContext;
 use crate::core::names::{San, Usage, traefik_client};
-use crate::core::plan::{
-    CarriedOut, CertSpecLite, DesiredSet, Identity, IdleOutcome, PartPlan, Plan, Scope, World, plan,
-};
+use crate::core::plan::{CertSpecLite, DesiredSet, Identity, PartPlan, Plan, Scope, World, plan};
 use crate::docker::DockerActions;
 use crate::metrics::Metrics;
 
-/// The loop plans at least this often, even with nothing to do: deadlines are wall-clock
+/// The loop wakes at least this often, even with nothing to do: deadlines are wall-clock
 /// times, and a clock that jumps (suspend, NTP step) must be noticed within this interval.
+/// After a plan with nothing to do such a wake-up plans nothing unless a deadline passed
+/// (see [`Quiet`]).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// The shortest pause between two passes, so a deadline just past never becomes a busy loop.
 const MIN_SLEEP: Duration = Duration::from_millis(10);
@@ -168,6 +168,8 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         // A plan made from a part: what it covers, and the digest of its status rows before.
         let (mut p, part) = match self.after_quiet(cfg, &asking, store.listed(), bundle, now) {
             Some(FromQuiet::Holds { until, desired }) => {
+                let latest = now + MAX_SLEEP;
+                let until = until.map_or(latest, |u| u.min(latest));
                 return Outcome {
                     next_wake: self.clock.instant_of(until).max(Instant::now() + MIN_SLEEP),
                     desired,
@@ -178,7 +180,9 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 let PartPlan { plan: p, scope } = *part;
                 // The rest's wake-up is the quiet's.
                 let before = self.quiet.as_ref().map(|q| {
-                    wake.at(q.until);
+                    if let Some(t) = q.wakes.next() {
+                        wake.at(t);
+                    }
                     let o = &q.outcome;
                     let rows = (&o.desired, &o.trust_only[..], &o.refused[..]);
                     digest_of(&status_rows_in(rows, &self.holdings, &scope))
@@ -191,7 +195,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 (p, None)
             }
         };
-        if let Some(t) = p.next_wake {
+        if let Some(t) = p.next_wake() {
             wake.at(t);
         }
         let retry_now = self.retry_changed_orders(&mut p);
@@ -232,29 +236,27 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 self.copies_swept = true;
             }
         }
-        if let Err(e) = self.holdings.save_ledger() {
-            tracing::error!(error = %e, "cannot save the delivery ledger");
-        }
+        let saved = match self.holdings.save_ledger() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the delivery ledger");
+                false
+            }
+        };
         self.write_status(cfg, &p, part.as_ref());
+        // A quiet is kept only while the ledger and status on disk are this plan's: a quiet
+        // wake-up writes neither, and a failed write must be tried again by a later pass.
+        let written = saved && self.status_written.is_some();
         let latest = now + MAX_SLEEP;
         let next = wake.0.map_or(latest, |w| w.min(latest));
         let desired = p.desired.clone();
         if part.is_some() {
             match &mut self.quiet {
-                Some(q) if !retry_now => q.carried_out(&p, &asking),
+                Some(q) if !retry_now && written => q.carried_out(&p, &asking),
                 _ => self.quiet = None,
             }
-        } else if quiet {
-            self.quiet = Some(Quiet {
-                asking,
-                listed: store.listed(),
-                bundle: bundle.to_string(),
-                ca_version: version("ca", bundle).into(),
-                planned_at: now,
-                until: next,
-                outcome: IdleOutcome::of(&p),
-                since: CarriedOut::default(),
-            });
+        } else if quiet && written {
+            self.quiet = Some(Quiet::after(&p, asking, store.listed(), bundle, now));
         }
         Outcome {
             next_wake: self.clock.instant_of(next).max(Instant::now() + MIN_SLEEP),
@@ -304,15 +306,24 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         bundle: &str,
         now: SystemTime,
     ) -> Option<FromQuiet> {
-        // While a quiet stands, only a pass made from a part stores certificates, and what it
-        // carried out is then `since`: otherwise the plan's view of the holdings is current
-        // (and a steady wake-up hashes no CA bundle).
-        if !self.quiet.as_ref()?.since.is_empty() {
+        // While a quiet stands, only a pass made from a part stores certificates (what it
+        // carried out is then `since`) and a revocation makes one due: otherwise the plan's
+        // view of the holdings is current (and a steady wake-up hashes no CA bundle).
+        if !self.quiet.as_ref()?.since.is_empty() || self.holdings.currents_stale() {
             self.holdings.refresh_currents(bundle, cfg.rollover_spread);
         }
         let q = self.quiet.as_mut()?;
         let ca_version = q.ca_version.clone();
-        let world = world_of(&self.holdings, cfg, asking, listed, &ca_version, None, now);
+        let client = traefik_client_spec(cfg);
+        let world = world_of(
+            &self.holdings,
+            cfg,
+            asking,
+            listed,
+            &ca_version,
+            Some(&client),
+            now,
+        );
         q.plan(&world, listed, bundle)
     }
 
@@ -350,7 +361,10 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
         for id in due {
             tracing::warn!(cert = %id, "certificate revoked; replacing it now");
             self.holdings.due_now(&id, now);
-            self.quiet = None;
+            // Its wake-up is now: a quiet plans it again from its part.
+            if let Some(q) = &mut self.quiet {
+                q.wakes.replace([&id], &[(id.clone(), now)]);
+            }
         }
     }
 

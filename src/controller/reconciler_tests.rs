@@ -164,12 +164,17 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     let after_reload = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert!(!again.desired.ptr_eq(&after_reload.desired));
 
-    // A revocation is seen while quiet, and the certificate replaced at once.
+    // A revocation is seen while quiet, and the certificate replaced at once (planned from
+    // its part: the rest is the quiet plan's, shared).
     let serial = rec.holdings.held.values().next().unwrap().serial.clone();
-    rec.reconcile(&cfg, &mut store, &bundle).await;
+    let quiet = rec.reconcile(&cfg, &mut store, &bundle).await;
     ca.revoke(&serial);
-    rec.reconcile(&cfg, &mut store, &bundle).await;
+    let replaced = rec.reconcile(&cfg, &mut store, &bundle).await;
     assert_eq!((ca.orders_for("web").len(), uploads()), (2, 4), "replaced");
+    assert!(
+        quiet.desired.ptr_eq(&replaced.desired),
+        "planned from its part"
+    );
 
     // The labels changed: planned again, reissued with the new name.
     rec.reconcile(&cfg, &mut store, &bundle).await;
@@ -177,17 +182,48 @@ async fn a_pass_that_nothing_changed_is_skipped_and_every_change_plans_again() {
     rec.reconcile(&cfg, &mut store, &bundle).await;
     assert_eq!((ca.orders_for("web").len(), uploads()), (3, 5), "reissued");
 
-    // The clock reaching the renewal time plans again with nothing else changed.
+    // The loop's timer (at the latest every 30 s, for a clock that jumps) finds the plan
+    // holding: nothing is planned again, and the next timer is again at most 30 s away.
     let quiet = rec.reconcile(&cfg, &mut store, &bundle).await;
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let timer = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(quiet.desired.ptr_eq(&timer.desired), "the timer: skipped");
+    assert!(timer.next_wake <= tokio::time::Instant::now() + Duration::from_secs(30));
+
+    // The clock reaching the renewal time plans that identity again with nothing else
+    // changed (from its part: the rest is the quiet plan's, shared).
     let renew_at = rec.holdings.held.values().next().unwrap().renew_at;
     let wait = renew_at.duration_since(clock.now()).unwrap() + Duration::from_secs(1);
     tokio::time::advance(wait).await;
     let renewed = rec.reconcile(&cfg, &mut store, &bundle).await;
-    assert!(!quiet.desired.ptr_eq(&renewed.desired));
+    assert!(
+        quiet.desired.ptr_eq(&renewed.desired),
+        "planned from its part"
+    );
     assert_eq!(
         (ca.orders_for("web").len(), uploads()),
         (4, 6),
         "renewed on time"
+    );
+    let after = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(renewed.desired.ptr_eq(&after.desired), "quiet again");
+    let renew_at = rec.holdings.held.values().next().unwrap().renew_at;
+    assert!(
+        renew_at > clock.now() + Duration::from_secs(3600),
+        "the new one's"
+    );
+    assert!(
+        after.next_wake <= tokio::time::Instant::now() + Duration::from_secs(30),
+        "the timer stays"
+    );
+    // A step of the clock past the next renewal, as after a suspend: renewed at the next pass.
+    let wait = renew_at.duration_since(clock.now()).unwrap() + Duration::from_secs(1);
+    tokio::time::advance(wait).await;
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert_eq!(
+        (ca.orders_for("web").len(), uploads()),
+        (5, 7),
+        "renewed again"
     );
 }
 
@@ -289,4 +325,36 @@ async fn a_change_with_work_after_a_quiet_pass_is_planned_from_what_it_touches()
     assert!(rec.quiet.is_some(), "planned from the quiet pass");
     assert_eq!(engine.uploads_to("api-2").len(), 1);
     assert!(status().contains("\"api-2\""), "{}", status());
+}
+
+/// A quiet pass writes nothing: after a pass that could not write `status.json`, no quiet
+/// stands, so the next pass (the loop's timer at the latest) writes it once it can.
+#[tokio::test(start_paused = true)]
+async fn a_status_that_could_not_be_written_is_written_by_a_later_pass() {
+    let Setup {
+        _dir,
+        cfg,
+        mut rec,
+        bundle,
+        mut store,
+        ..
+    } = setup(&["web"], &[web("web.internal")]).await;
+    // `status.json` taken by a directory that is not empty: the rename onto it fails.
+    let status = cfg.state_dir.join("status.json");
+    std::fs::create_dir_all(status.join("taken")).unwrap();
+    rec.reconcile(&cfg, &mut store, &bundle).await;
+    let idle = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(status.is_dir(), "not written");
+
+    std::fs::remove_dir_all(&status).unwrap();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let timer = rec.reconcile(&cfg, &mut store, &bundle).await;
+    let written = std::fs::read_to_string(&status).expect("written by the next pass");
+    assert!(written.contains("web"), "{written}");
+    assert!(
+        !idle.desired.ptr_eq(&timer.desired),
+        "planned again, not skipped"
+    );
+    let quiet = rec.reconcile(&cfg, &mut store, &bundle).await;
+    assert!(timer.desired.ptr_eq(&quiet.desired), "then quiet");
 }

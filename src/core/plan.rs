@@ -22,12 +22,14 @@ use super::trust_only;
 
 mod part;
 mod reason;
+mod wakes;
 mod walk;
 pub use part::{
     AfterIdle, CarriedOut, IdleOutcome, PartPlan, Scope, idle_plan_holds, plan_after_idle,
 };
 pub use reason::IssueReason;
 use reason::issue_reason;
+pub use wakes::WakeIndex;
 pub use walk::Step;
 use walk::union;
 
@@ -242,8 +244,11 @@ pub struct Plan {
     pub newly_orphaned: Vec<Identity>,
     /// Orphans past the grace period: forget them and remove their files.
     pub remove: Vec<Identity>,
-    /// Earliest time the loop must run again without an event (renewal, retry, removal).
-    pub next_wake: Option<SystemTime>,
+    /// When each identity's plan changes with the clock alone (its renewal, retry or removal
+    /// time), at most one time per identity: the loop runs again at the earliest, and after a
+    /// plan with nothing to do only the identities whose time came are planned again
+    /// ([`WakeIndex`]).
+    pub wakes: Vec<(Identity, SystemTime)>,
 }
 
 impl Plan {
@@ -254,6 +259,11 @@ impl Plan {
             && self.trust_copies.is_empty()
             && self.newly_orphaned.is_empty()
             && self.remove.is_empty()
+    }
+
+    /// The earliest time the loop must run again without an event.
+    pub fn next_wake(&self) -> Option<SystemTime> {
+        self.wakes.iter().map(|(_, t)| *t).min()
     }
 }
 
@@ -360,10 +370,6 @@ type Wanted<'w> = BTreeMap<Identity, (Desired, Vec<(&'w Arc<ContainerInfo>, &'w 
 /// Every container that gets what it asked for (certificate or trust only), with its spec.
 type Accepted<'w> = Vec<(&'w ContainerInfo, &'w CertSpec)>;
 
-fn earliest(a: Option<SystemTime>, b: SystemTime) -> Option<SystemTime> {
-    Some(a.map_or(b, |a| a.min(b)))
-}
-
 /// Computes the plan. See the module docs.
 pub fn plan(world: &World<'_>) -> Plan {
     let mut out = Plan::default();
@@ -378,12 +384,13 @@ pub fn plan(world: &World<'_>) -> Plan {
         {
             // Backing off after a failure; the current certificate (if any) keeps being served.
             // Its renewal time is past, so only the retry time may wake the loop.
-            out.next_wake = earliest(out.next_wake, f.retry_at);
+            out.wakes.push((id.clone(), f.retry_at));
             issue = None;
         } else if issue.is_none()
             && let Some(cur) = current
         {
-            out.next_wake = earliest(out.next_wake, cur.renew_at.min(cur.not_after));
+            out.wakes
+                .push((id.clone(), cur.renew_at.min(cur.not_after)));
         }
         // Deliveries refer to the certificate current after the issue step: a fresh issuance
         // always redelivers; otherwise only where the delivered serial is not the current one.
@@ -454,20 +461,20 @@ pub fn plan(world: &World<'_>) -> Plan {
             continue;
         }
         match orphaned_of.at(id) {
-            None => out.newly_orphaned.push(id.clone()),
+            None => {
+                out.wakes.push((id.clone(), world.now + world.grace));
+                out.newly_orphaned.push(id.clone());
+            }
             Some(since) => {
                 let due = *since + world.grace;
                 if world.first_list_done && world.now >= due {
                     out.remove.push(id.clone());
                 } else {
-                    out.next_wake =
-                        earliest(out.next_wake, due.max(world.now + Duration::from_secs(1)));
+                    let at = due.max(world.now + Duration::from_secs(1));
+                    out.wakes.push((id.clone(), at));
                 }
             }
         }
-    }
-    if !out.newly_orphaned.is_empty() {
-        out.next_wake = earliest(out.next_wake, world.now + world.grace);
     }
     out.desired = wanted
         .into_iter()

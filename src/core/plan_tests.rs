@@ -157,7 +157,7 @@ fn nothing_happens_when_everything_is_delivered_and_the_loop_wakes_at_renewal() 
     c.networks.push("proxy".into());
     let p = f.plan(&[c], t(60));
     assert!(p.work.is_empty() && p.attaches.is_empty(), "{p:?}");
-    assert_eq!(p.next_wake, Some(t(0) + 16 * H));
+    assert_eq!(p.next_wake(), Some(t(0) + 16 * H));
 }
 
 #[test]
@@ -224,7 +224,7 @@ fn a_failed_issuance_backs_off_until_its_retry_time() {
     );
     let p = f.plan(&[container("a", API, ContainerState::Running)], t(10));
     assert!(p.work.iter().all(|w| w.issue.is_none()));
-    assert_eq!(p.next_wake, Some(t(30)));
+    assert_eq!(p.next_wake(), Some(t(30)));
     let p = f.plan(&[container("a", API, ContainerState::Running)], t(30));
     assert!(p.work[0].issue.is_some());
 }
@@ -244,7 +244,7 @@ fn a_renewal_backing_off_wakes_at_its_retry_not_at_the_past_renewal_time() {
     );
     let p = f.plan(&[container("a", API, ContainerState::Running)], now);
     assert!(p.work.iter().all(|w| w.issue.is_none()));
-    assert_eq!(p.next_wake, Some(now + Duration::from_secs(8)));
+    assert_eq!(p.next_wake(), Some(now + Duration::from_secs(8)));
 }
 
 #[test]

@@ -7,16 +7,16 @@
 //! containers asking for its name, refused among themselves by name then id) and its own
 //! holdings, and each container's trust copy, attach and refusal from that container alone. So
 //! after a plan with nothing to do, the next one can differ only for the identities a changed
-//! container names (before or after the change) and for the changed containers themselves, as
-//! long as nothing else changed their holdings (the clock stays before that plan's wake-up, the
-//! CA bundle and settings are the same). Those are planned again, with every member of those
-//! identities: if that part has nothing to do and says the same of them (desired certificates,
+//! container names (before or after the change), for the changed containers themselves, and
+//! for the identities whose own wake-up the clock reached ([`super::WakeIndex`]), as long as
+//! nothing else changed their holdings (the CA bundle and settings are the same, the clock
+//! went forward). Those are planned again, with every member of those identities: if that part has nothing to do and says the same of them (desired certificates,
 //! refusals, trust-only rows: all a status shows), the whole plan is still the last one;
 //! otherwise the whole plan is the part's work with the last plan's rows for the rest.
 //! Such a plan has nothing to do but its own work: the next plan is made from it the same way,
 //! with what carrying that work out may have changed ([`CarriedOut`]) planned again too.
 //! `part_tests` checks every answer against the whole plan for random worlds, over several
-//! rounds of changes and carried-out plans (some of whose deliveries fail).
+//! rounds of changes, clock steps and carried-out plans (some of whose deliveries fail).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -79,45 +79,48 @@ impl IdleOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct CarriedOut {
     names: BTreeSet<CertName>,
+    /// certdock's own client certificate was issued, published or removed.
+    client: bool,
     containers: BTreeSet<String>,
 }
 
 impl CarriedOut {
     pub fn of(p: &Plan) -> CarriedOut {
-        let named = |id: &Identity| match id {
-            Identity::Named(n) => Some(n.clone()),
-            Identity::TraefikClient => None,
-        };
-        let names = p
-            .work
-            .iter()
-            .map(|w| &w.id)
-            .chain(&p.newly_orphaned)
-            .chain(&p.remove)
-            .filter_map(named)
-            .collect();
+        let mut out = CarriedOut::default();
+        let ids = p.work.iter().map(|w| &w.id);
+        for id in ids.chain(&p.newly_orphaned).chain(&p.remove) {
+            match id {
+                Identity::Named(n) => {
+                    out.names.insert(n.clone());
+                }
+                Identity::TraefikClient => out.client = true,
+            }
+        }
         let copies = p.work.iter().flat_map(|w| &w.copies).chain(&p.trust_copies);
-        let containers = copies
+        out.containers = copies
             .map(|c| &c.container_id)
             .chain(p.attaches.iter().map(|a| &a.container_id))
             .cloned()
             .collect();
-        CarriedOut { names, containers }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.containers.is_empty()
+        self.names.is_empty() && !self.client && self.containers.is_empty()
     }
 }
 
 /// What the changes since a plan come to (see [`plan_after_idle`]).
 #[derive(Debug)]
 pub enum AfterIdle {
-    /// The last plan still holds, with nothing to do; the part planned again wants to be woken
-    /// at this time.
-    Holds(Option<SystemTime>),
+    /// The last plan still holds, with nothing to do; the part planned again (these
+    /// identities) wants to be woken at these times.
+    Holds {
+        planned: BTreeSet<Identity>,
+        wakes: Vec<(Identity, SystemTime)>,
+    },
     /// The whole plan, made by planning only the part: its work, attaches, copies, orphans
-    /// and `next_wake` are the part's (the rest has none; the rest's wake-up is the last
+    /// and `wakes` are the part's (the rest has none; the rest's wake-ups are the last
     /// plan's), its desired certificates, refusals and trust-only rows the last plan's with
     /// the part's in place of what the part said then; with what the part covers.
     Changed(Box<PartPlan>),
@@ -142,18 +145,24 @@ pub struct Scope {
 }
 
 /// The plan of `world` after a plan made from `before` that said `last` and had nothing to do
-/// but `since` (see the module docs), by planning only what changed since and `since`. `world`
-/// has the holdings now, which differ from that plan's only where `since` was carried out, and
-/// `world.containers` are the containers now, a later version of `before`: what changed is
-/// found in what the two versions do not share, each member of a touched identity through the
-/// index by name, so the part costs what changed, not what exists. `None` when more than
-/// [`MAX_CHANGED`] containers changed: the caller plans everything.
+/// but `since` (see the module docs), by planning only what changed since, `since`, and the
+/// identities `due` (those whose wake-up came: see [`super::WakeIndex`]; every other identity's
+/// wake-up is still ahead of `world.now`). `world` has the holdings now, which differ from that
+/// plan's only where `since` was carried out, and `world.containers` are the containers now, a
+/// later version of `before`: what changed is found in what the two versions do not share,
+/// each member of a touched identity through the index by name, so the part costs what
+/// changed, not what exists. `None` when more than [`MAX_CHANGED`] containers changed: the
+/// caller plans everything.
 pub fn plan_after_idle(
     world: &World<'_>,
     before: &ContainerSet,
     since: &CarriedOut,
+    due: &[Identity],
     last: &IdleOutcome,
 ) -> Option<AfterIdle> {
+    if due.len() > MAX_CHANGED {
+        return None;
+    }
     let now = world.containers;
     let changed = changed(before, now)?;
     let ids: BTreeSet<&str> = changed
@@ -166,6 +175,10 @@ pub fn plan_after_idle(
         .iter()
         .filter_map(|l| l.cert_name())
         .chain(&since.names)
+        .chain(due.iter().filter_map(|id| match id {
+            Identity::Named(n) => Some(n),
+            Identity::TraefikClient => None,
+        }))
         .collect();
     touched.extend(
         since
@@ -173,9 +186,15 @@ pub fn plan_after_idle(
             .iter()
             .filter_map(|id| now.get(id)?.cert_name()),
     );
+    // certdock's own client certificate has no members: it is in the part when its wake-up
+    // came or a pass made from a part carried something out for it.
+    let client = world
+        .traefik_client
+        .filter(|_| since.client || due.contains(&Identity::TraefikClient));
     let names: BTreeSet<Identity> = touched
         .iter()
         .map(|n| Identity::Named((*n).clone()))
+        .chain(client.map(|_| Identity::TraefikClient))
         .collect();
     let part: ContainerSet = touched
         .iter()
@@ -208,7 +227,7 @@ pub fn plan_after_idle(
         .collect();
     let p = plan(&World {
         containers: &part,
-        traefik_client: None,
+        traefik_client: client,
         current: &current,
         failures: &failures,
         copied: &copied,
@@ -228,7 +247,10 @@ pub fn plan_after_idle(
         && p.refused.iter().eq(refused_then)
         && p.trust_only.iter().eq(trust_then)
     {
-        return Some(AfterIdle::Holds(p.next_wake));
+        return Some(AfterIdle::Holds {
+            planned: names,
+            wakes: p.wakes,
+        });
     }
     // The whole plan's lists are in the containers' order (name, then id): the rest's, kept
     // in order, and the part's, merged in.

@@ -2,14 +2,16 @@
 //! a change, planning everything again finds nothing to do and says the same; whenever it plans
 //! the part, its plan is the whole plan.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::core::container::{ContainerInfo, ContainerState};
+use crate::core::names::{San, Usage, traefik_client};
 use crate::core::plan::tests::{Fixture, H, container, t};
-use crate::core::plan::{Current, Plan, World};
+use crate::core::plan::{CertSpecLite, Current, Failure, Plan, WakeIndex, World};
 
 /// Label sets the containers pick from: two that share a name and agree, one that disagrees
 /// with them, a trust-only one, a volume one, a bad one, and one asking for no network.
@@ -49,12 +51,20 @@ fn make(id: &str, variant: usize, proxy: bool, other: bool) -> ContainerInfo {
     c
 }
 
+/// certdock's own client certificate, as the reconciler asks for it.
+static CLIENT: LazyLock<CertSpecLite> = LazyLock::new(|| CertSpecLite {
+    sans: vec![San::parse(traefik_client::CN).unwrap()],
+    groups: Default::default(),
+    usage: Usage::CLIENT,
+    ttl: 24 * H,
+});
+
 fn world<'a>(f: &'a Fixture, containers: &'a ContainerSet, now: SystemTime) -> World<'a> {
     World {
         containers,
         label_prefix: "certdock",
         proxy_network: Some("proxy"),
-        traefik_client: None,
+        traefik_client: Some(&CLIENT),
         current: &f.current,
         failures: &f.failures,
         copied: &f.copied,
@@ -88,24 +98,58 @@ fn patched(f: &Fixture, base: &ContainerSet, containers: &[ContainerInfo]) -> Co
     set
 }
 
-/// Carries `p` out in the fixture, as the executor and the ledger would.
-fn carry_out(f: &mut Fixture, containers: &mut [ContainerInfo], p: &Plan, now: SystemTime) {
-    for w in &p.work {
-        let version = format!("v-{}", w.id);
-        if let Some((spec, _)) = &w.issue {
-            f.current.insert(
-                w.id.clone(),
-                Current {
-                    version: version.clone(),
-                    sans: spec.sans.clone(),
-                    groups: spec.groups.clone(),
-                    usage: spec.usage,
-                    not_before: now - Duration::from_secs(60),
-                    not_after: now + 24 * H,
-                    renew_at: now + 16 * H,
-                    issuer_trusted: true,
-                },
-            );
+/// When a certificate issued now for `id` is due for renewal: a time of its own per name, so
+/// that a step of the clock makes some identities due and not others.
+fn renewal(id: &Identity) -> Duration {
+    let spread = id.to_string().bytes().map(u64::from).sum::<u64>() % 7;
+    (10 + spread as u32) * H
+}
+
+/// Carries `p` out in the fixture, as the executor and the ledger would; with `fail`, the
+/// first certificate's issuance fails (retried 5 minutes later), and its copies and
+/// publication, the trust copies and the attaches are not carried out.
+fn carry_out(
+    f: &mut Fixture,
+    containers: &mut [ContainerInfo],
+    p: &Plan,
+    fail: bool,
+    now: SystemTime,
+) {
+    for (i, w) in p.work.iter().enumerate() {
+        let failed = fail && i == 0;
+        let version = format!("v-{}-{}", w.id, now.duration_since(t(0)).unwrap().as_secs());
+        match &w.issue {
+            Some(_) if failed => {
+                f.failures.insert(
+                    w.id.clone(),
+                    Failure {
+                        attempts: 1,
+                        retry_at: now + Duration::from_secs(300),
+                        error: "the CA is away".into(),
+                    },
+                );
+                continue;
+            }
+            Some((spec, _)) => {
+                f.failures.remove(&w.id);
+                f.current.insert(
+                    w.id.clone(),
+                    Current {
+                        version: version.clone(),
+                        sans: spec.sans.clone(),
+                        groups: spec.groups.clone(),
+                        usage: spec.usage,
+                        not_before: now - Duration::from_secs(60),
+                        not_after: now + 24 * H,
+                        renew_at: now + renewal(&w.id),
+                        issuer_trusted: true,
+                    },
+                );
+            }
+            None => {}
+        }
+        if failed {
+            continue;
         }
         let version = f.current.get(&w.id).map_or(version, |c| c.version.clone());
         if w.publish {
@@ -115,12 +159,14 @@ fn carry_out(f: &mut Fixture, containers: &mut [ContainerInfo], p: &Plan, now: S
             f.copied.insert(c.container_id.clone(), version.clone());
         }
     }
-    for c in &p.trust_copies {
-        f.copied.insert(c.container_id.clone(), "ca-1".into());
-    }
-    for a in &p.attaches {
-        if let Some(c) = containers.iter_mut().find(|c| c.id == a.container_id) {
-            c.networks.push(a.network.clone());
+    if !fail {
+        for c in &p.trust_copies {
+            f.copied.insert(c.container_id.clone(), "ca-1".into());
+        }
+        for a in &p.attaches {
+            if let Some(c) = containers.iter_mut().find(|c| c.id == a.container_id) {
+                c.networks.push(a.network.clone());
+            }
         }
     }
     for id in &p.newly_orphaned {
@@ -130,6 +176,7 @@ fn carry_out(f: &mut Fixture, containers: &mut [ContainerInfo], p: &Plan, now: S
         f.current.remove(id);
         f.published.remove(id);
         f.orphaned.remove(id);
+        f.failures.remove(id);
     }
     f.orphaned.retain(|id, _| !p.desired.contains_key(id));
 }
@@ -144,22 +191,6 @@ fn containers_of(specs: &[Option<Spec>]) -> Vec<ContainerInfo> {
         .collect()
 }
 
-/// Option<SystemTime> with `None` as never.
-fn no_later(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
-    match (a, b) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(a), Some(b)) => a <= b,
-    }
-}
-
-fn earlier(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 type Change = (usize, Option<Spec>);
 
 fn change() -> impl Strategy<Value = Change> {
@@ -169,18 +200,31 @@ fn change() -> impl Strategy<Value = Change> {
     )
 }
 
+/// A step of the clock: none, minutes (a retry, an orphan's grace), or hours (renewals).
+fn step() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        (1u64..15).prop_map(|m| Duration::from_secs(60 * m)),
+        (1u64..60).prop_map(|m| Duration::from_secs(60 * 20 * m)),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// After an idle plan, rounds of changes, each planned from the part and carried out (some
-    /// deliveries failing) as the reconciler does: every answer is the whole plan's, and no
-    /// wake-up comes later than the whole plan's.
+    /// After an idle plan, rounds of changes and clock steps, each planned from the part (with
+    /// the identities whose wake-up came) and carried out (some issuances and deliveries
+    /// failing) as the reconciler does: every answer is the whole plan's, and the wake-ups
+    /// kept are the whole plan's, identity by identity.
     #[test]
     fn the_part_plans_what_the_whole_plan_does(
         before in proptest::collection::vec(proptest::option::of((0usize..7, any::<bool>(), any::<bool>())), 1..7),
-        rounds in proptest::collection::vec((proptest::collection::vec(change(), 1..4), any::<bool>()), 1..4),
+        rounds in proptest::collection::vec(
+            (proptest::collection::vec(change(), 0..4), any::<bool>(), step()),
+            1..5,
+        ),
     ) {
-        let now = t(100);
+        let mut now = t(100);
         let mut f = Fixture::new();
         let mut cs = containers_of(&before);
         // Settle: carry plans out until one has nothing to do.
@@ -191,14 +235,14 @@ proptest! {
                 last = Some(p);
                 break;
             }
-            carry_out(&mut f, &mut cs, &p, now);
+            carry_out(&mut f, &mut cs, &p, false, now);
         }
         let last = last.expect("a world settles within four passes");
         let mut base = parsed(&f, &cs);
-        let mut base_wake = last.next_wake;
+        let mut wakes = WakeIndex::of(&last.wakes);
         let mut outcome = IdleOutcome::of(&last);
         let mut since = CarriedOut::default();
-        for (changes, fail) in &rounds {
+        for (changes, fail, step) in &rounds {
             // Containers replaced, removed or added (by slot).
             for (slot, spec) in changes {
                 let id = format!("k{slot}");
@@ -207,18 +251,22 @@ proptest! {
                     cs.push(make(&id, *v, *p, *o));
                 }
             }
+            now += *step;
+            // The identities whose wake-up came, as `controller::quiet` finds them.
+            let due: Vec<Identity> = wakes.due(now).cloned().collect();
             let now_parsed = patched(&f, &base, &cs);
-            let after = plan_after_idle(&world(&f, &now_parsed, now), &base, &since, &outcome);
+            let after =
+                plan_after_idle(&world(&f, &now_parsed, now), &base, &since, &due, &outcome);
             let whole = plan(&world(&f, &now_parsed, now));
             match after {
                 None => prop_assert!(false, "at most 9 changes since the idle plan"),
-                Some(AfterIdle::Holds(wake)) => {
+                Some(AfterIdle::Holds { planned, wakes: part_wakes }) => {
                     prop_assert!(whole.is_idle(), "{whole:?}");
                     prop_assert_eq!(&whole.desired, &outcome.desired);
                     prop_assert_eq!(&whole.refused, &outcome.refused);
                     prop_assert_eq!(&whole.trust_only, &outcome.trust_only);
-                    base_wake = earlier(base_wake, wake);
-                    prop_assert!(no_later(base_wake, whole.next_wake));
+                    wakes.replace(&planned, &part_wakes);
+                    prop_assert_eq!(&wakes, &WakeIndex::of(&whole.wakes));
                     base = now_parsed;
                     since = CarriedOut::default();
                 }
@@ -232,23 +280,12 @@ proptest! {
                     prop_assert_eq!(&p.desired, &whole.desired);
                     prop_assert_eq!(&p.refused, &whole.refused);
                     prop_assert_eq!(&p.trust_only, &whole.trust_only);
-                    prop_assert!(no_later(earlier(base_wake, p.next_wake), whole.next_wake));
-                    // Failed Docker actions: the first certificate's copies and publication,
-                    // the trust copies and the attaches are not carried out (issuances are).
-                    let mut done = p.clone();
-                    if *fail {
-                        if let Some(w) = done.work.first_mut() {
-                            w.copies.clear();
-                            w.publish = false;
-                        }
-                        done.trust_copies.clear();
-                        done.attaches.clear();
-                    }
-                    carry_out(&mut f, &mut cs, &done, now);
+                    wakes.replace(&part.scope.names, &p.wakes);
+                    prop_assert_eq!(&wakes, &WakeIndex::of(&whole.wakes));
+                    carry_out(&mut f, &mut cs, &p, *fail, now);
                     // The quiet moves to this plan, as `controller::quiet` does.
                     since = CarriedOut::of(&p);
                     base = now_parsed;
-                    base_wake = earlier(base_wake, p.next_wake);
                     outcome = IdleOutcome::of(&p);
                 }
             }
@@ -267,7 +304,7 @@ fn another_network_is_answered_by_the_part_and_a_new_name_is_planned() {
     ];
     for _ in 0..3 {
         let p = plan(&world(&f, &parsed(&f, &cs), now));
-        carry_out(&mut f, &mut cs, &p, now);
+        carry_out(&mut f, &mut cs, &p, false, now);
     }
     let idle = plan(&world(&f, &parsed(&f, &cs), now));
     assert!(idle.is_idle(), "{idle:?}");
@@ -279,6 +316,7 @@ fn another_network_is_answered_by_the_part_and_a_new_name_is_planned() {
             &world(&f, &after, now),
             &before,
             &CarriedOut::default(),
+            &[],
             &outcome,
         )
     };
@@ -286,7 +324,7 @@ fn another_network_is_answered_by_the_part_and_a_new_name_is_planned() {
     let mut joined = cs.clone();
     joined[0].networks.push("other".into());
     assert!(
-        matches!(check(&joined), Some(AfterIdle::Holds(_))),
+        matches!(check(&joined), Some(AfterIdle::Holds { .. })),
         "a network certdock does not manage, on a container sharing its name with another"
     );
     let mut left = cs.clone();
