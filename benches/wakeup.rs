@@ -13,7 +13,10 @@
 //!   nothing to attach): the plan's inputs changed, and only what that container touches is
 //!   planned again (`core::plan::plan_after_idle`), which finds nothing;
 //! - `whole pass`: the same wake-up after the settings were reloaded, so everything is planned
-//!   again (as after a change to more than 16 containers at once);
+//!   again (as after a change to more containers at once than a part takes);
+//! - `a burst of 40`: 40 labelled containers join (then leave) another network at once: more
+//!   than 16 changes, planned from their part while they are at most a sixteenth of the
+//!   containers (so at 100 identities a whole pass);
 //! - `one change`: a wake-up after one container's labels changed (one identity reissued);
 //! - `recreated`: a container-delivery container removed and created again under its name (what
 //!   `docker compose up` does after a change): a new id, so one copy of the held certificate,
@@ -287,6 +290,24 @@ async fn run(n: usize) {
         return;
     }
 
+    // A burst: 40 labelled containers join another network at once (`docker compose up` of
+    // a project), then leave it: more than 16 changes, fewer than a sixteenth of 1,000.
+    let mut burst = Vec::new();
+    for round in 0..passes {
+        for j in 0..40.min(n) {
+            let i = j * (n / 40).max(1);
+            let mut c = container(i, &format!("svc-{i}.internal"));
+            if round.is_multiple_of(2) {
+                join(&mut c);
+            }
+            store.apply(WatchEvent::Upsert(c));
+        }
+        let t = Instant::now();
+        let outcome = rec.reconcile(&cfg, &mut store, &bundle).await;
+        burst.push(t.elapsed());
+        assert!(!outcome.delivered, "nothing to deliver");
+    }
+
     // Odd containers take container delivery; each round replaces another of them by a new id.
     let mut recreated = Vec::new();
     for round in 0..passes.min(n / 2) {
@@ -353,7 +374,7 @@ async fn run(n: usize) {
     );
 
     println!(
-        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; recreated (one copy) {}; the loop's timer (30 s on) {}; a renewal due {}; restart: load {:.1} ms, load + first pass {:.1} ms",
+        "wakeup n={n}: first pass (issues {n}) {:.0} ms; steady {}; unrelated event {}; a labelled container stops/starts {}; a labelled container's networks {}; whole pass (settings reloaded) {}; one change {}; a burst of 40 (networks) {}; recreated (one copy) {}; the loop's timer (30 s on) {}; a renewal due {}; restart: load {:.1} ms, load + first pass {:.1} ms",
         ms(first),
         summary(&mut steady),
         summary(&mut unrelated),
@@ -361,6 +382,7 @@ async fn run(n: usize) {
         summary(&mut networks),
         summary(&mut whole),
         summary(&mut one_change),
+        summary(&mut burst),
         summary(&mut recreated),
         summary(&mut timer),
         summary(&mut renewal),

@@ -50,8 +50,14 @@ fn same_but_state(a: &Labelled, b: &Labelled) -> bool {
         && a.spec == b.spec
 }
 
-/// More changed containers than this, and planning everything again is as cheap.
-const MAX_CHANGED: usize = 16;
+/// How many changed containers (or identities whose wake-up came) a part may plan among
+/// `asking` containers: more, and planning everything again is about as cheap. At least 16;
+/// a sixteenth of them beyond that (a whole pass costs ≈ 1 µs per identity, a part several per
+/// changed container), so that a burst (`docker compose up` of a few dozen services) on a large
+/// host is still planned from what it touches.
+fn max_changed(asking: usize) -> usize {
+    16.max(asking / 16)
+}
 
 /// What a plan said that its status shows, kept to compare a re-planned part against.
 #[derive(Debug, Clone)]
@@ -151,8 +157,8 @@ pub struct Scope {
 /// plan's only where `since` was carried out, and `world.containers` are the containers now, a
 /// later version of `before`: what changed is found in what the two versions do not share,
 /// each member of a touched identity through the index by name, so the part costs what
-/// changed, not what exists. `None` when more than [`MAX_CHANGED`] containers changed: the
-/// caller plans everything.
+/// changed, not what exists. `None` when more than [`max_changed`] containers changed or
+/// identities are due: the caller plans everything.
 pub fn plan_after_idle(
     world: &World<'_>,
     before: &ContainerSet,
@@ -160,11 +166,12 @@ pub fn plan_after_idle(
     due: &[Identity],
     last: &IdleOutcome,
 ) -> Option<AfterIdle> {
-    if due.len() > MAX_CHANGED {
+    let now = world.containers;
+    let limit = max_changed(now.len());
+    if due.len() > limit {
         return None;
     }
-    let now = world.containers;
-    let changed = changed(before, now)?;
+    let changed = changed(before, now, limit)?;
     let ids: BTreeSet<&str> = changed
         .iter()
         .map(|l| l.container.id.as_str())
@@ -310,9 +317,12 @@ fn restrict<V: Clone>(
 }
 
 /// The containers that differ between `before` and `after` in more than their running state
-/// (both versions of a changed one, and those come or gone); `None` when more than
-/// [`MAX_CHANGED`] do.
-fn changed<'a>(before: &'a ContainerSet, after: &'a ContainerSet) -> Option<Vec<&'a Labelled>> {
+/// (both versions of a changed one, and those come or gone); `None` when more than `limit` do.
+fn changed<'a>(
+    before: &'a ContainerSet,
+    after: &'a ContainerSet,
+    limit: usize,
+) -> Option<Vec<&'a Labelled>> {
     let mut out = Vec::new();
     for (b, a) in before.changes(after) {
         if let (Some(x), Some(y)) = (b, a)
@@ -321,7 +331,7 @@ fn changed<'a>(before: &'a ContainerSet, after: &'a ContainerSet) -> Option<Vec<
             continue;
         }
         out.extend(b.into_iter().chain(a).map(|l| &**l));
-        if out.len() > 2 * MAX_CHANGED {
+        if out.len() > 2 * limit {
             return None;
         }
     }

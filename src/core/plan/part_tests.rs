@@ -356,3 +356,51 @@ fn another_network_is_answered_by_the_part_and_a_new_name_is_planned() {
         "an identity left: an orphan"
     );
 }
+
+#[test]
+fn a_burst_is_planned_from_its_part_up_to_a_sixteenth_of_the_containers() {
+    let now = t(100);
+    let mut f = Fixture::new();
+    let mut cs: Vec<ContainerInfo> = (0..400)
+        .map(|i| {
+            let name = format!("s{i}");
+            let on = ("certdock.enable", "true");
+            let mut c = container(
+                &name,
+                &[on, ("certdock.name", &name)],
+                ContainerState::Running,
+            );
+            c.networks.push("proxy".into());
+            c
+        })
+        .collect();
+    let idle = loop {
+        let p = plan(&world(&f, &parsed(&f, &cs), now));
+        if p.is_idle() {
+            break p;
+        }
+        carry_out(&mut f, &mut cs, &p, false, now);
+    };
+    let outcome = IdleOutcome::of(&idle);
+    let before = parsed(&f, &cs);
+    // `k` of them join a network certdock does not manage, at once.
+    let burst = |k: usize| {
+        let mut after = cs.clone();
+        after
+            .iter_mut()
+            .take(k)
+            .for_each(|c| c.networks.push("other".into()));
+        let after = patched(&f, &before, &after);
+        let w = world(&f, &after, now);
+        plan_after_idle(&w, &before, &CarriedOut::default(), &[], &outcome)
+            .map(|a| matches!(a, AfterIdle::Holds { .. }))
+    };
+    assert_eq!(burst(25), Some(true), "25 of 400: from the part");
+    assert_eq!(burst(26), None, "26 of 400: planned whole");
+    // As many identities due at once, likewise.
+    let due: Vec<Identity> = idle.wakes.iter().map(|(id, _)| id.clone()).collect();
+    let w = world(&f, &before, now);
+    let from = |k: usize| plan_after_idle(&w, &before, &CarriedOut::default(), &due[..k], &outcome);
+    assert!(from(25).is_some());
+    assert!(from(26).is_none());
+}
