@@ -85,14 +85,14 @@ fn world_of<'a>(
     containers: &'a ContainerSet,
     listed: bool,
     ca_version: &'a str,
-    traefik_client: Option<&'a CertSpecLite>,
+    traefik_client: &'a CertSpecLite,
     now: SystemTime,
 ) -> World<'a> {
     World {
         containers,
         label_prefix: &cfg.label_prefix,
         proxy_network: cfg.proxy_network.as_deref(),
-        traefik_client,
+        traefik_client: Some(traefik_client),
         current: holdings.currents(),
         failures: &holdings.failures,
         copied: holdings.ledger.copied(),
@@ -321,7 +321,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             asking,
             listed,
             &ca_version,
-            Some(&client),
+            &client,
             now,
         );
         q.plan(&world, listed, bundle)
@@ -386,7 +386,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             containers,
             listed,
             &ca_version,
-            Some(&traefik_client),
+            &traefik_client,
             now,
         );
         let p = plan(&world);
