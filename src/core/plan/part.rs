@@ -10,8 +10,9 @@
 //! container names (before or after the change), for the changed containers themselves, and
 //! for the identities whose own wake-up the clock reached ([`super::WakeIndex`]), as long as
 //! nothing else changed their holdings (the CA bundle and settings are the same, the clock
-//! went forward). Those are planned again, with every member of those identities: if that part has nothing to do and says the same of them (desired certificates,
-//! refusals, trust-only rows: all a status shows), the whole plan is still the last one;
+//! went forward). Those are planned again, with every member of those identities: if that
+//! part has nothing to do and says the same of them (desired certificates, refusals,
+//! trust-only rows: all a status shows), the whole plan is still the last one;
 //! otherwise the whole plan is the part's work with the last plan's rows for the rest.
 //! Such a plan has nothing to do but its own work: the next plan is made from it the same way,
 //! with what carrying that work out may have changed ([`CarriedOut`]) planned again too.
