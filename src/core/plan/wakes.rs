@@ -15,8 +15,8 @@ use super::Identity;
 
 /// Each identity's next wake-up, searchable by identity (to replace it when the identity is
 /// planned again) and by time (to find the identities whose time came). By identity in a hash
-/// map: a whole pass builds this for every identity, and sorting them by name (string
-/// comparisons) cost a tenth of a whole pass at 5,000.
+/// map: a whole pass builds this for every identity, and a hash map is built without sorting
+/// the names (measured alone: 0.08 ms at 1,000 identities, 0.43 ms at 5,000, with its drop).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WakeIndex {
     by_id: HashMap<Identity, SystemTime, foldhash::fast::RandomState>,
@@ -78,19 +78,6 @@ impl WakeIndex {
             self.by_time.insert((*t, id.clone()));
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    /// Each identity's wake-up, earliest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&Identity, &SystemTime)> {
-        self.by_time.iter().map(|(t, id)| (id, t))
-    }
 }
 
 #[cfg(test)]
@@ -125,10 +112,10 @@ mod tests {
         w.replace([&id("b"), &Identity::TraefikClient], &[(id("b"), t(50))]);
         assert_eq!(w.next(), Some(t(30)));
         assert_eq!(w.due(t(49)).cloned().collect::<Vec<_>>(), [id("a")]);
-        assert_eq!(w.len(), 2);
+        assert_eq!(w.by_id.len(), 2);
         assert_eq!(
-            w.iter().map(|(i, t)| (i.clone(), *t)).collect::<Vec<_>>(),
-            [(id("a"), t(30)), (id("b"), t(50))],
+            w.by_time.iter().cloned().collect::<Vec<_>>(),
+            [(t(30), id("a")), (t(50), id("b"))],
             "earliest first"
         );
 
@@ -136,17 +123,17 @@ mod tests {
         w.replace([], &[(id("a"), t(40))]);
         assert_eq!(w.due(t(45)).cloned().collect::<Vec<_>>(), [id("a")]);
         w.replace([&id("a"), &id("b")], &[]);
-        assert!(w.is_empty());
+        assert!(w.by_id.is_empty() && w.by_time.is_empty());
         assert_eq!(w.next(), None);
     }
 
     #[test]
     fn of_two_times_for_one_identity_the_earliest_counts() {
         let w = WakeIndex::of(&[(id("a"), t(30)), (id("a"), t(20))]);
-        assert_eq!(w.len(), 1);
+        assert_eq!((w.by_id.len(), w.by_time.len()), (1, 1));
         assert_eq!(w.next(), Some(t(20)));
         let w = WakeIndex::of(&[(id("a"), t(20)), (id("a"), t(30))]);
         assert_eq!(w.due(t(25)).count(), 1);
-        assert_eq!(w.len(), 1);
+        assert_eq!((w.by_id.len(), w.by_time.len()), (1, 1));
     }
 }
