@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use super::holdings::version;
 use crate::core::container_set::ContainerSet;
 use crate::core::plan::{
-    AfterIdle, CarriedOut, DesiredSet, Identity, IdleOutcome, PartPlan, Plan, WakeIndex, World,
-    idle_plan_holds, plan_after_idle,
+    AfterIdle, CarriedOut, CertSpecLite, DesiredSet, Identity, IdleOutcome, PartPlan, Plan,
+    WakeIndex, World, idle_plan_holds, plan_after_idle,
 };
 
 /// The inputs of a pass whose plan had nothing to do. The plan is a function of its inputs,
@@ -31,6 +31,9 @@ pub(super) struct Quiet {
     /// The version of `ca.pem` alone under that bundle (see [`World::ca_version`]); shared, so
     /// that a wake-up reads it without a copy while it updates the quiet.
     pub(super) ca_version: Arc<str>,
+    /// certdock's own client certificate as the settings ask for it (a reload drops the
+    /// quiet); shared, like `ca_version`, so that a wake-up builds no copy.
+    pub(super) client: Arc<CertSpecLite>,
     /// The latest time a plan was made or found to hold: a clock set back before it may make
     /// a certificate not yet valid, so the plan is made again.
     pub(super) planned_at: SystemTime,
@@ -55,12 +58,14 @@ pub(super) enum FromQuiet {
 }
 
 impl Quiet {
-    /// The quiet after the whole plan `p` made at `planned_at`, which had nothing to do.
+    /// The quiet after the whole plan `p` made at `planned_at`, which had nothing to do, with
+    /// certdock's own client certificate `client`.
     pub(super) fn after(
         p: &Plan,
         asking: ContainerSet,
         listed: bool,
         bundle: &str,
+        client: CertSpecLite,
         planned_at: SystemTime,
     ) -> Quiet {
         Quiet {
@@ -68,6 +73,7 @@ impl Quiet {
             listed,
             bundle: bundle.to_string(),
             ca_version: version("ca", bundle).into(),
+            client: Arc::new(client),
             planned_at,
             wakes: WakeIndex::of(&p.wakes),
             outcome: IdleOutcome::of(p),

@@ -256,7 +256,15 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
                 _ => self.quiet = None,
             }
         } else if quiet && written {
-            self.quiet = Some(Quiet::after(&p, asking, store.listed(), bundle, now));
+            let client = traefik_client_spec(cfg);
+            self.quiet = Some(Quiet::after(
+                &p,
+                asking,
+                store.listed(),
+                bundle,
+                client,
+                now,
+            ));
         }
         Outcome {
             next_wake: self.clock.instant_of(next).max(Instant::now() + MIN_SLEEP),
@@ -313,8 +321,7 @@ impl<S: CertSource, A: DockerActions> Reconciler<S, A> {
             self.holdings.refresh_currents(bundle, cfg.rollover_spread);
         }
         let q = self.quiet.as_mut()?;
-        let ca_version = q.ca_version.clone();
-        let client = traefik_client_spec(cfg);
+        let (ca_version, client) = (q.ca_version.clone(), q.client.clone());
         let world = world_of(
             &self.holdings,
             cfg,
