@@ -6,6 +6,11 @@
 //! fields, the signature, PEM), and `LocalCa::issue` (the same plus policy checks and the
 //! durable inventory record under the state lock — what every real issuance pays).
 //!
+//! Last, what every `/v1/sign` pays before anything else: the CSR's signature check
+//! (`Csr::parse`, one ECDSA P-256 verification) and the signature over a requester's key
+//! (`sign_leaf`, no key generation), one thread, beside `openssl speed ecdsap256`'s verify and
+//! sign rates in the same run: the floor of that endpoint's CPU per response.
+//!
 //! Run: `scripts/bench.sh ca` (or `cargo bench --bench ca_core`). `BENCH_RUNS`, `BENCH_SECONDS`.
 
 mod common;
@@ -14,11 +19,12 @@ use std::time::Duration;
 
 use certdock::ca::authority::{Authority, CaLifetimes};
 use certdock::ca::authorize::{Local, Order};
-use certdock::ca::issue::{LeafRequest, issue_leaf};
+use certdock::ca::csr::Csr;
+use certdock::ca::issue::{LeafRequest, issue_leaf, sign_leaf};
 use certdock::ca::keys::KeyType;
 use certdock::ca::local::{LocalCa, OpenMode, Policy};
 use certdock::core::names::{CertName, San, Usage};
-use common::{Stats, cores, machine, openssl_sign_rate, rate, runs, seconds};
+use common::{Stats, cores, machine, openssl_sign_rate, openssl_speed, rate, runs, seconds};
 use time::OffsetDateTime;
 
 const TTL: Duration = Duration::from_secs(86400);
@@ -108,6 +114,72 @@ fn main() {
         let records = ca.with_inventory(|inv| inv.len()).unwrap();
         println!("ca_core key={kt} inventory_records_written={records}");
     }
+    csr_floor(runs, dur, &name, &sans);
+}
+
+/// The two signature operations of every `/v1/sign` with a P-256 CSR and a P-256 CA, one
+/// thread: the CSR's check and the leaf's signature, beside openssl's verify and sign rates.
+fn csr_floor(runs: usize, dur: Duration, name: &CertName, sans: &[San]) {
+    let now = OffsetDateTime::now_utc();
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::create(
+        dir.path(),
+        KeyType::EcdsaP256,
+        CaLifetimes::default(),
+        None,
+        now,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name.as_str());
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let spki = Csr::parse(&pem).unwrap().key;
+    let (mut check, mut sign, mut verify_ceiling, mut sign_ceiling) =
+        (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        check.push(rate(1, dur, || {
+            Csr::parse(&pem).unwrap();
+        }));
+        sign.push(rate(1, dur, || {
+            let req = LeafRequest {
+                common_name: name.as_str(),
+                sans,
+                groups: &Default::default(),
+                usage: Usage::BOTH,
+                ttl: TTL,
+            };
+            sign_leaf(&authority, req, &spki, OffsetDateTime::now_utc()).unwrap();
+        }));
+        if let Some((s, v)) = openssl_speed("ecdsap256", 5, 1) {
+            sign_ceiling.push(s);
+            verify_ceiling.push(v);
+        }
+    }
+    let (check, sign) = (Stats::of(&check), Stats::of(&sign));
+    let both_us = 1e6 / check.median + 1e6 / sign.median;
+    let openssl = if verify_ceiling.is_empty() {
+        "openssl missing".to_string()
+    } else {
+        let (v, s) = (Stats::of(&verify_ceiling), Stats::of(&sign_ceiling));
+        format!(
+            "openssl_speed_ecdsap256_verify/s={} sign/s={} ratio_check={:.2} ratio_sign={:.2} \
+             openssl_both_us={:.1}",
+            v.show(0),
+            s.show(0),
+            check.median / v.median,
+            sign.median / s.median,
+            1e6 / v.median + 1e6 / s.median,
+        )
+    };
+    println!(
+        "ca_core csr key=ecdsa-p256 threads=1 Csr::parse/s={} sign_leaf_for_csr_key/s={} \
+         both_us={both_us:.1} {openssl}",
+        check.show(0),
+        sign.show(0),
+    );
 }
 
 /// `LocalCa`'s whole path for a controller order: authorize, sign, durable record.

@@ -135,6 +135,11 @@ pub fn rss_kib(pid: &str) -> (u64, u64) {
 /// `openssl speed -seconds S [-multi N] ALG`: signatures per second (all processes).
 /// `alg` is `ecdsap256` or `ed25519`. Returns None when openssl is missing or its output changed.
 pub fn openssl_sign_rate(alg: &str, seconds: u32, multi: usize) -> Option<f64> {
+    openssl_speed(alg, seconds, multi).map(|(sign, _)| sign)
+}
+
+/// `openssl speed -seconds S [-multi N] ALG`: (signatures, verifications) per second.
+pub fn openssl_speed(alg: &str, seconds: u32, multi: usize) -> Option<(f64, f64)> {
     let mut cmd = Command::new("openssl");
     cmd.arg("speed").arg("-seconds").arg(seconds.to_string());
     if multi > 1 {
@@ -143,8 +148,8 @@ pub fn openssl_sign_rate(alg: &str, seconds: u32, multi: usize) -> Option<f64> {
     let out = cmd.arg(alg).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // The summary table: ` 256 bits ecdsa (nistp256)   0.0000s   0.0001s  43915.2  13658.3`
-    // or `253 bits EdDSA (Ed25519)   0.0000s   0.0001s  30000.0  10000.0`; sign/s is the
-    // second-to-last column. With -multi the same table sums every process.
+    // or `253 bits EdDSA (Ed25519)   0.0000s   0.0001s  30000.0  10000.0`: sign/s and verify/s
+    // are the last two columns. With -multi the same table sums every process.
     let needle = match alg {
         "ecdsap256" => "(nistp256)",
         "ed25519" => "(Ed25519)",
@@ -152,5 +157,6 @@ pub fn openssl_sign_rate(alg: &str, seconds: u32, multi: usize) -> Option<f64> {
     };
     let line = text.lines().rev().find(|l| l.contains(needle))?;
     let cols: Vec<&str> = line.split_whitespace().collect();
-    cols.get(cols.len().checked_sub(2)?)?.parse().ok()
+    let n = cols.len().checked_sub(2)?;
+    Some((cols[n].parse().ok()?, cols.get(n + 1)?.parse().ok()?))
 }
