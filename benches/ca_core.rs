@@ -6,7 +6,7 @@
 //! fields, the signature, PEM), and `LocalCa::issue` (the same plus policy checks and the
 //! durable inventory record under the state lock — what every real issuance pays).
 //!
-//! Last, what every `/v1/sign` pays before anything else: the CSR's signature check
+//! And for the P-256 CA, what every `/v1/sign` pays before anything else: the CSR's signature check
 //! (`Csr::parse`, one ECDSA P-256 verification) and the signature over a requester's key
 //! (`sign_leaf`, no key generation), one thread, beside `openssl speed ecdsap256`'s verify and
 //! sign rates in the same run: the floor of that endpoint's CPU per response.
@@ -113,23 +113,15 @@ fn main() {
         );
         let records = ca.with_inventory(|inv| inv.len()).unwrap();
         println!("ca_core key={kt} inventory_records_written={records}");
+        if kt == KeyType::EcdsaP256 {
+            csr_floor(runs, dur, &authority, &name, &sans);
+        }
     }
-    csr_floor(runs, dur, &name, &sans);
 }
 
 /// The two signature operations of every `/v1/sign` with a P-256 CSR and a P-256 CA, one
 /// thread: the CSR's check and the leaf's signature, beside openssl's verify and sign rates.
-fn csr_floor(runs: usize, dur: Duration, name: &CertName, sans: &[San]) {
-    let now = OffsetDateTime::now_utc();
-    let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::create(
-        dir.path(),
-        KeyType::EcdsaP256,
-        CaLifetimes::default(),
-        None,
-        now,
-    )
-    .unwrap();
+fn csr_floor(runs: usize, dur: Duration, authority: &Authority, name: &CertName, sans: &[San]) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
     params
@@ -151,7 +143,7 @@ fn csr_floor(runs: usize, dur: Duration, name: &CertName, sans: &[San]) {
                 usage: Usage::BOTH,
                 ttl: TTL,
             };
-            sign_leaf(&authority, req, &spki, OffsetDateTime::now_utc()).unwrap();
+            sign_leaf(authority, req, &spki, OffsetDateTime::now_utc()).unwrap();
         }));
         if let Some((s, v)) = openssl_speed("ecdsap256", 5, 1) {
             sign_ceiling.push(s);

@@ -157,6 +157,8 @@ pub fn openssl_speed(alg: &str, seconds: u32, multi: usize) -> Option<(f64, f64)
     };
     let line = text.lines().rev().find(|l| l.contains(needle))?;
     let cols: Vec<&str> = line.split_whitespace().collect();
-    let n = cols.len().checked_sub(2)?;
-    Some((cols[n].parse().ok()?, cols.get(n + 1)?.parse().ok()?))
+    let [.., sign, verify] = cols[..] else {
+        return None;
+    };
+    Some((sign.parse().ok()?, verify.parse().ok()?))
 }
